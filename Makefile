@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VERATUR := .venv/bin/veratur
+
+.PHONY: setup run test lint unit bench train clean
+
+setup:
+	@./scripts/setup.sh
+
+## Start the whole node (Kamailio, IVR workers, Rasa, action server, web) on the embedded default config.
+run: setup
+	$(VERATUR) models fetch --if-missing
+	$(VERATUR) train
+	$(VERATUR) up
+
+## Everything CI runs: lint, then the whole suite with real peers (sipp, pjsua2, Vosk, Rasa, PostgreSQL, Chromium).
+test: setup lint
+	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/mypy veratur ivr case_bridge voice_models dialogs/actions
+
+## Fast unit tests only (no real peers).
+unit: setup
+	$(PY) -m pytest -ra -m "not sip and not rasa and not browser and not slow" $(PYTEST_ARGS)
+
+train: setup
+	$(VERATUR) train
+
+bench: setup
+	$(PY) bench/calls.py --calls 20
+	$(PY) bench/status_api.py
+	$(PY) bench/actions.py
+
+clean:
+	rm -rf var .stamps dialogs/models

@@ -1,0 +1,60 @@
+"""What the session asks of a dialogue manager: a caller turn in, what to say and do back.
+
+Implementations: `ivr.rasa_client.RasaDialogue` (the real one, HTTP to `rasa run`) and
+`ivr.menu_dialogue.MenuDialogue` (the DTMF menu used as fallback when Rasa is down or slow).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    call_id: str
+    case_folio: str | None
+    caller_number: str
+    channel: str = "phone"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTurn:
+    text: str | None = None            # recognized speech (final)
+    dtmf: str | None = None            # collected digits, sent to Rasa as an intent message
+    confidence: float | None = None
+    event: Literal["start", "speech", "dtmf", "no_input"] = "speech"
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What the next caller answer is expected to be: drives ASR grammar, endpointing and DTMF collection."""
+    kind: Literal["free", "yes_no", "digits", "menu", "city", "none"] = "free"
+    phrases: tuple[str, ...] = ()      # closed set for a Vosk grammar (menu words, city names)
+    max_digits: int = 1
+    terminator: str = "#"
+
+
+@dataclass(frozen=True, slots=True)
+class DialogueReply:
+    texts: tuple[str, ...]
+    expect: Expect = field(default_factory=Expect)
+    transfer: bool = False             # hand the call to a call-center agent
+    hangup: bool = False
+    barge_in: bool = True              # False for legal notices
+    intent: str | None = None          # the caller turn's recognized intent (for the transcript)
+    intent_confidence: float | None = None
+    case_folio: str | None = None      # a case opened or identified during the turn
+    fallback: bool = False             # produced by the fallback menu because the real dialogue failed
+
+
+class Dialogue(Protocol):
+    async def start(self, ctx: TurnContext) -> DialogueReply:
+        """The greeting for a new call."""
+        ...
+
+    async def turn(self, ctx: TurnContext, turn: CallerTurn) -> DialogueReply:
+        ...
+
+    async def end(self, ctx: TurnContext) -> None:
+        """The call is over: release the conversation."""
+        ...

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what is missing, idempotently: Debian packages, the engine venv (3.11), the Rasa venv (3.10).
+# Each step leaves a stamp keyed by the hash of its inputs, so a second run does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAMPS=.stamps
+mkdir -p "$STAMPS" var
+
+APT_PACKAGES="sip-tester espeak-ng sox kamailio chromium tshark libsndfile1"
+want=$(echo "$APT_PACKAGES" | sha1sum | cut -c1-12)
+missing=()
+for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Kamailio is started by `veratur up` with its own config, never as the system service.
+if systemctl is-active --quiet kamailio 2>/dev/null; then systemctl stop kamailio || true; fi
+
+PY311=${PY311:-$(PYENV_VERSION=3.11.7 command -v python3.11 || command -v python3)}
+engine_hash=$(cat pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -x .venv/bin/python ] || [ "$(cat $STAMPS/engine 2>/dev/null)" != "$engine_hash" ]; then
+  echo "setup: engine venv (.venv, Python 3.11)"
+  [ -x .venv/bin/python ] || "$PY311" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  echo "$engine_hash" > $STAMPS/engine
+fi
+
+rasa_hash=$(cat requirements-rasa.txt | sha1sum | cut -c1-12)
+if [ ! -x .venv-rasa/bin/rasa ] || [ "$(cat $STAMPS/rasa 2>/dev/null)" != "$rasa_hash" ]; then
+  echo "setup: Rasa venv (.venv-rasa, Python 3.10; rasa 3.6 does not install on 3.11) — a few minutes the first time"
+  PY310=${PY310:-$(PYENV_VERSION=3.10.13 python -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3.10)}
+  [ -x .venv-rasa/bin/python ] || "$PY310" -m venv .venv-rasa
+  .venv-rasa/bin/pip install -q --disable-pip-version-check -r requirements-rasa.txt
+  echo "$rasa_hash" > $STAMPS/rasa
+fi
+echo "setup: ok"

@@ -1,0 +1,58 @@
+"""The `veratur` command. Each subcommand lives in its own module exposing
+`add_arguments(parser)` and `run(settings, args) -> int`; only the chosen one is imported."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from veratur.config import ConfigError, load_settings
+from veratur.logs import setup_logging
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("veratur.supervisor", "start and supervise the whole node (Kamailio, workers, Rasa, actions, web)"),
+    "ivr": ("ivr.worker", "run one pjsua2 IVR worker process"),
+    "web": ("veratur.webapp", "run the web app (portal, clerk, agent console, admin, REST, /metrics)"),
+    "actions": ("dialogs.actions.server", "run the Rasa action server (rasa-sdk)"),
+    "rasa": ("veratur.rasa_server", "run `rasa run --enable-api` with the trained model"),
+    "train": ("veratur.training", "train the Rasa model if the dialog YAML changed (cached by hash)"),
+    "models": ("voice_models.cli", "speech model management: `models fetch`, `models list`"),
+    "call": ("ivr.test_caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),
+    "chat": ("veratur.chat", "text conversation with the same dialogue, for administrators"),
+    "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
+    "db": ("case_bridge.migrate", "database schema: `db upgrade`, `db check`"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="veratur", description="Veratur voice portal")
+    top.add_argument("--config", help="configuration file (default config/veratur.yml or $VERATUR_CONFIG)")
+    top.add_argument("--log-level", default="INFO")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    name = next((a for a in argv if a in COMMANDS), None)
+    for cmd, (module_name, help_text) in COMMANDS.items():
+        parser = sub.add_parser(cmd, help=help_text, description=help_text)
+        if cmd == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(parser)
+    args = top.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"veratur: configuration error: {exc}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(settings, args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # the last line of defence: one clear line, the traceback in the log
+        logging.getLogger("veratur").exception("command %s failed", args.command)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The node's configuration: `config/veratur.yml` validated at start.
+
+A wrong value stops start-up with a message that names the key and the problem (`ConfigError`).
+Environment variables `VERATUR__SECTION__KEY=value` override the file (values parsed as YAML scalars).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from veratur import REPO_ROOT
+
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "veratur.yml"
+ENV_PREFIX = "VERATUR__"
+PJSUA_MAX_CALLS = 4  # compiled into the PyPI pjsua2 wheel; see shared/notes/pjsua2.md
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the dotted key that causes it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipConfig(_Section):
+    bind_address: str = "127.0.0.1"
+    public_address: str | None = None
+    port: int = Field(5060, ge=1, le=65535)
+    transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
+    workers: int = Field(2, ge=1, le=64)
+    worker_base_port: int = Field(5070, ge=1, le=65535)
+    max_calls_per_worker: int = Field(PJSUA_MAX_CALLS, ge=1, le=PJSUA_MAX_CALLS)
+    use_kamailio: bool = True
+    new_calls_per_second: int = Field(20, ge=1, le=1000)
+    allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
+    rtp_port_start: int = Field(20000, ge=1024, le=65000)
+    rtp_port_range: int = Field(2000, ge=10, le=40000)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    @field_validator("transports")
+    @classmethod
+    def _some_transport(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one transport (udp or tcp)")
+        return value
+
+    def worker_port(self, index: int) -> int:
+        return self.worker_base_port + index
+
+
+class MediaConfig(_Section):
+    sample_rate: Literal[8000, 16000] = 8000
+    codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] = ["PCMU", "PCMA"]
+
+
+class AsrConfig(_Section):
+    engine: Literal["vosk"] = "vosk"
+    model: str = "es"
+    max_parallel_decoders: int = Field(2, ge=1, le=64)
+    vad_energy_threshold_db: float = Field(-40.0, ge=-90.0, le=0.0)
+    preroll_ms: int = Field(300, ge=0, le=2000)
+
+
+class TtsConfig(_Section):
+    voice: str = "roa/es-419"
+    rate: int = Field(165, ge=60, le=400)
+    cache_dir: Path = Path("var/tts-cache")
+
+
+class TurnsConfig(_Section):
+    no_input_timeout_s: float = Field(7.0, gt=0, le=60)
+    max_no_input: int = Field(3, ge=1, le=10)
+    max_no_match: int = Field(3, ge=1, le=10)
+    endpoint_silence_ms_free: int = Field(900, ge=100, le=5000)
+    endpoint_silence_ms_closed: int = Field(450, ge=100, le=5000)
+    barge_in_min_speech_ms: int = Field(200, ge=0, le=2000)
+    dtmf_inter_digit_timeout_s: float = Field(3.0, gt=0, le=30)
+    max_call_duration_s: int = Field(900, ge=10, le=86400)
+
+
+class DialogueConfig(_Section):
+    rasa_url: str = "http://127.0.0.1:5005"
+    action_server_port: int = Field(5055, ge=1, le=65535)
+    timeout_s: float = Field(2.0, gt=0, le=30)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///var/veratur.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+
+class RedisConfig(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class WebConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    secret_key_file: Path = Path("var/web-secret.key")
+
+
+class MetricsConfig(_Section):
+    port: int = Field(9100, ge=1, le=65535)
+
+
+class EscalationConfig(_Section):
+    mode: Literal["refer", "bridge"] = "refer"
+    agent_queue_uri: str = "sip:agentes@127.0.0.1:5090"
+    allowed_targets: list[str] = ["sip:agentes@127.0.0.1:5090"]
+    transfer_timeout_s: float = Field(15.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _queue_is_allowed(self) -> EscalationConfig:
+        if self.agent_queue_uri not in self.allowed_targets:
+            raise ValueError("agent_queue_uri must be one of allowed_targets")
+        return self
+
+
+class Settings(_Section):
+    node_name: str = "veratur-1"
+    data_dir: Path = Path("var")
+    sip: SipConfig = SipConfig()
+    media: MediaConfig = MediaConfig()
+    asr: AsrConfig = AsrConfig()
+    tts: TtsConfig = TtsConfig()
+    turns: TurnsConfig = TurnsConfig()
+    dialogue: DialogueConfig = DialogueConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    escalation: EscalationConfig = EscalationConfig()
+
+    def path(self, value: Path | str) -> Path:
+        """A configured path, relative ones taken from the repository root."""
+        p = Path(value)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path anchored at the repository root."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.path(url[len(prefix):]))
+        return url
+
+
+def _env_value(text: str) -> Any:
+    """Numbers, booleans, null and [lists] as YAML would read them; anything else stays the string given."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, list)) or value is None and text else text
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = name[len(ENV_PREFIX):].lower().split("__")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(keys)} is not a section")
+        node[keys[-1]] = _env_value(value)
+
+
+def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment and validate the configuration; raise ConfigError naming the key."""
+    path = Path(path or os.environ.get("VERATUR_CONFIG", DEFAULT_CONFIG_PATH))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    _apply_env(raw, dict(os.environ if environ is None else environ))
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from exc
