@@ -1,0 +1,36 @@
+"""Prometheus metrics of an IVR worker, served on its own HTTP port (`metrics.port + 1 + worker index`).
+
+One registry per process, created by the worker and passed down (no module-level mutable state)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.2, 1.6, 2.5, 5.0)
+
+
+@dataclass
+class EngineMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.calls_active = Gauge("veratur_calls_active", "Calls up on this worker", registry=r)
+        self.calls_total = Counter("veratur_calls_total", "Calls answered", ["disposition"], registry=r)
+        self.calls_rejected = Counter("veratur_calls_rejected_total", "INVITEs refused", ["code"], registry=r)
+        self.turn_latency = Histogram(
+            "veratur_turn_latency_seconds", "End of caller speech/DTMF to first reply audio queued",
+            buckets=TURN_LATENCY_BUCKETS_S, registry=r)
+        self.asr_rtf = Histogram(
+            "veratur_asr_real_time_factor", "Decoding time / audio time per decoded chunk",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=r)
+        self.no_match = Counter("veratur_no_match_total", "Caller turns the dialogue did not understand", registry=r)
+        self.no_input = Counter("veratur_no_input_total", "Prompts the caller did not answer", registry=r)
+        self.barge_ins = Counter("veratur_barge_in_total", "Prompts cut by caller speech", registry=r)
+        self.dialogue_fallbacks = Counter(
+            "veratur_dialogue_fallback_total", "Turns answered by the fallback menu (Rasa down or slow)", registry=r)
+        self.transfers = Counter("veratur_transfers_total", "Transfers to agents", ["result"], registry=r)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
