@@ -19,7 +19,9 @@ fi
 # Kamailio is started by `veratur up` with its own config, never as the system service.
 if systemctl is-active --quiet kamailio 2>/dev/null; then systemctl stop kamailio || true; fi
 
-PY311=${PY311:-$(PYENV_VERSION=3.11.7 command -v python3.11 || command -v python3)}
+# The engine needs Python 3.11 (pjsua2-python wheel), Rasa needs 3.10; pyenv provides both on our machines.
+PY311=${PY311:-python3.11}
+"$PY311" -c 'import sys; assert sys.version_info[:2] == (3, 11)' || { echo "setup: Python 3.11 is required (set PY311)"; exit 1; }
 engine_hash=$(cat pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -x .venv/bin/python ] || [ "$(cat $STAMPS/engine 2>/dev/null)" != "$engine_hash" ]; then
   echo "setup: engine venv (.venv, Python 3.11)"
@@ -31,7 +33,8 @@ fi
 rasa_hash=$(cat requirements-rasa.txt | sha1sum | cut -c1-12)
 if [ ! -x .venv-rasa/bin/rasa ] || [ "$(cat $STAMPS/rasa 2>/dev/null)" != "$rasa_hash" ]; then
   echo "setup: Rasa venv (.venv-rasa, Python 3.10; rasa 3.6 does not install on 3.11) — a few minutes the first time"
-  PY310=${PY310:-$(PYENV_VERSION=3.10.13 python -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3.10)}
+  PY310=${PY310:-$(PYENV_VERSION=3.10.13 python -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3.10)}
+  "$PY310" -c 'import sys; assert sys.version_info[:2] == (3, 10)' || { echo "setup: Python 3.10 is required for Rasa 3.6 (set PY310)"; exit 1; }
   [ -x .venv-rasa/bin/python ] || "$PY310" -m venv .venv-rasa
   .venv-rasa/bin/pip install -q --disable-pip-version-check -r requirements-rasa.txt
   echo "$rasa_hash" > $STAMPS/rasa
