@@ -41,6 +41,9 @@ class SipConfig(_Section):
     allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
     rtp_port_start: int = Field(20000, ge=1024, le=65000)
     rtp_port_range: int = Field(2000, ge=10, le=40000)
+    answer_delay_ms: int = Field(0, ge=0, le=10000)        # ring (180) this long before 200 OK
+    media_timeout_s: float = Field(30.0, gt=0, le=3600)     # no inbound RTP this long -> BYE
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)    # SIGTERM: let calls end this long, then BYE
 
     @field_validator("bind_address")
     @classmethod
