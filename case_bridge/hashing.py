@@ -1,0 +1,59 @@
+"""Password and PIN hashing (hashlib.scrypt, salted, self-describing strings).
+
+Staff passwords use a memory-hard cost. PINs use a lighter cost because every status lookup verifies one (the
+status API must answer in a few ms); a 4-digit PIN can't resist an offline search whatever the cost, so what
+protects it is the online lockout after repeated failures (`ratelimit`), not the hash.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+PASSWORD_COST = (2**14, 8, 1)   # n, r, p: ~16 MiB, ~50 ms
+PIN_COST = (2**10, 8, 1)        # ~1 MiB, ~1 ms
+PIN_DIGITS = 4
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_secret(secret: str, cost: tuple[int, int, int] = PASSWORD_COST) -> str:
+    n, r, p = cost
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(secret.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             maxmem=64 * 1024 * 1024, dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def hash_pin(pin: str) -> str:
+    return hash_secret(pin, PIN_COST)
+
+
+def new_pin() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+
+
+def derived_pin(key: bytes, idempotency_key: str) -> str:
+    """The PIN of an idempotent open: a retried open returns the same PIN it returned the first time."""
+    mac = hmac.new(key, idempotency_key.encode("utf-8"), hashlib.sha256).digest()
+    return str(int.from_bytes(mac[:8], "big") % 10**PIN_DIGITS).zfill(PIN_DIGITS)
+
+
+def phone_hash(number: str) -> str:
+    """Hash of a phone number's digits: lets a call record match a citizen without storing the number."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return hashlib.sha256(digits.encode("ascii")).hexdigest()

@@ -1,0 +1,234 @@
+"""The citizen record's tables (SQLAlchemy 2, typed).
+
+Only `case_bridge.service` reads and writes these; every other package goes through the service API.
+Times are stored timezone-aware and always come back in UTC (SQLite drops the zone, `UtcDateTime` restores it).
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CHANNELS = ("phone", "web", "office", "kiosk", "call_center")
+ROLES = ("agent", "clerk", "admin")
+STATUSES = ("open", "awaiting_citizen", "in_review", "appointment_scheduled", "resolved", "closed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp on every backend (naive values are refused: they are a bug)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Citizen(Base):
+    __tablename__ = "citizens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    curp: Mapped[str | None] = mapped_column(String(18), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)   # digits only
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    cases: Mapped[list[Case]] = relationship(back_populates="citizen")
+
+
+class Tramite(Base):
+    """A mirror of one entry of the trámite catalog (nlu_data/tramites.yml), refreshed by `db seed`."""
+
+    __tablename__ = "tramites"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    agency: Mapped[str] = mapped_column(String(200), default="")
+    start_channels: Mapped[list[str]] = mapped_column(default=list)
+    finish_channels: Mapped[list[str]] = mapped_column(default=list)
+    requirements: Mapped[list[str]] = mapped_column(default=list)
+    offices: Mapped[list[str]] = mapped_column(default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folio: Mapped[str] = mapped_column(String(16), unique=True)
+    pin_hash: Mapped[str] = mapped_column(String(200))
+    citizen_id: Mapped[int | None] = mapped_column(ForeignKey("citizens.id"), index=True)
+    tramite_id: Mapped[str] = mapped_column(ForeignKey("tramites.id"))
+    status: Mapped[str] = mapped_column(String(32), default="open")
+    created_channel: Mapped[str] = mapped_column(String(16))
+    current_channel: Mapped[str] = mapped_column(String(16))
+    missing: Mapped[list[str]] = mapped_column(default=list)         # requirement names still owed
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)       # what the citizen supplied, by requirement
+    appointment_office: Mapped[str | None] = mapped_column(String(200))
+    appointment_at: Mapped[datetime | None] = mapped_column()
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    citizen: Mapped[Citizen | None] = relationship(back_populates="cases")
+    tramite: Mapped[Tramite] = relationship()
+    history: Mapped[list[CaseStatusChange]] = relationship(order_by="CaseStatusChange.id")
+    interactions: Mapped[list[Interaction]] = relationship(order_by="Interaction.started_at")
+
+    # Optimistic locking: every UPDATE says `WHERE version = <read version>`; a concurrent writer makes it
+    # match no row, SQLAlchemy raises StaleDataError and the service re-reads and re-applies.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class CaseStatusChange(Base):
+    __tablename__ = "case_status_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    channel: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallRecord(Base):
+    __tablename__ = "call_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sip_call_id: Mapped[str] = mapped_column(String(255), unique=True)
+    caller_masked: Mapped[str] = mapped_column(String(32))
+    caller_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the digits: match without storing
+    called: Mapped[str] = mapped_column(String(64), default="")
+    node: Mapped[str] = mapped_column(String(64), default="")
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    transfer_target: Mapped[str | None] = mapped_column(String(255))
+    summary: Mapped[str | None] = mapped_column(Text)
+
+    turns: Mapped[list[TranscriptTurn]] = relationship(order_by="TranscriptTurn.id")
+
+
+class Interaction(Base):
+    """One contact of the citizen with the case on one channel (a call, a web visit, an office visit...)."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str | None] = mapped_column(String(100))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("call_records.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class TranscriptTurn(Base):
+    __tablename__ = "transcript_turns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("call_records.id"))
+    speaker: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(100))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+
+    __table_args__ = (Index("ix_transcript_turns_call_id_id", "call_id", "id"),)
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class Escalation(Base):
+    """A call handed to the call-center queue: who took it and when (issue 6's agent console reads this)."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("call_records.id"), unique=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    target: Mapped[str] = mapped_column(String(255), default="")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    taken_by: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    taken_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+    disposition: Mapped[str | None] = mapped_column(String(32))
+
+
+class VerificationAttempt(Base):
+    """Failed folio+PIN counters when Redis is unreachable (the in-database fallback of the rate limiter)."""
+
+    __tablename__ = "verification_attempts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column()
+
+
+class NodeSecret(Base):
+    """Random keys generated once per deployment (e.g. the key that derives PINs of idempotent opens)."""
+
+    __tablename__ = "node_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+__all__ = [
+    "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "Case", "CaseStatusChange", "Citizen", "Escalation",
+    "Interaction", "NodeSecret", "StaffUser", "Tramite", "TranscriptTurn", "UtcDateTime",
+    "VerificationAttempt", "utcnow",
+]

@@ -1,0 +1,151 @@
+"""Counting failed folio+PIN verifications, with lockout: Redis first, the database when Redis is down.
+
+Two counters are kept for every attempt: one per folio (3 failures lock the folio for `LOCKOUT_S`, whoever tries)
+and one per client (a caller number or an IP address; `CLIENT_MAX_FAILURES` per window stops someone walking
+through many folios). Redis holds them so every web node and IVR worker shares the same count. If Redis can't be
+reached, the same counters live in the `verification_attempts` table (the fallback is logged); counts taken during
+a Redis outage are not merged back, which at worst grants a few extra attempts once — never unlimited ones.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from case_bridge.models import VerificationAttempt, utcnow
+from veratur.logs import kv
+
+log = logging.getLogger("case_bridge.ratelimit")
+
+FOLIO_MAX_FAILURES = 3
+CLIENT_MAX_FAILURES = 10
+WINDOW_S = 15 * 60
+LOCKOUT_S = 15 * 60
+REDIS_TIMEOUT_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    locked: bool
+    retry_after_s: int = 0
+    failures: int = 0
+
+
+class AttemptLimiter:
+    """Failure counters keyed by strings like `folio:12345678` or `client:10.0.0.1`."""
+
+    def __init__(self, redis_url: str | None, session_factory: Callable[[], Session], prefix: str = "veratur") -> None:
+        self._redis = (redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S,
+                                            socket_connect_timeout=REDIS_TIMEOUT_S) if redis_url else None)
+        self._sessions = session_factory
+        self._prefix = prefix
+        self.last_backend = "redis" if self._redis else "database"
+
+    def _limit(self, key: str) -> int:
+        return FOLIO_MAX_FAILURES if key.startswith("folio:") else CLIENT_MAX_FAILURES
+
+    # -- queries ------------------------------------------------------------------------------------------
+    def check(self, key: str) -> Lock:
+        """Whether `key` is locked now (without counting anything)."""
+        if self._redis is not None:
+            try:
+                ttl = self._redis.ttl(f"{self._prefix}:lock:{key}")
+                failures = int(self._redis.get(f"{self._prefix}:fail:{key}") or 0)
+                self.last_backend = "redis"
+                return Lock(ttl > 0, max(int(ttl), 0), failures)
+            except redis.RedisError as exc:
+                self._fallback(exc)
+        return self._db_check(key)
+
+    def fail(self, key: str) -> Lock:
+        """Count one failure; lock the key when it reaches its limit."""
+        if self._redis is not None:
+            try:
+                fail_key = f"{self._prefix}:fail:{key}"
+                pipe = self._redis.pipeline()
+                pipe.incr(fail_key)
+                pipe.expire(fail_key, WINDOW_S, nx=True)
+                failures = int(pipe.execute()[0])
+                if failures >= self._limit(key):
+                    self._redis.set(f"{self._prefix}:lock:{key}", 1, ex=LOCKOUT_S)
+                    self._redis.delete(fail_key)
+                    self.last_backend = "redis"
+                    return Lock(True, LOCKOUT_S, failures)
+                self.last_backend = "redis"
+                return Lock(False, 0, failures)
+            except redis.RedisError as exc:
+                self._fallback(exc)
+        return self._db_fail(key)
+
+    def succeed(self, key: str) -> None:
+        """A correct PIN clears the failure count (not an active lock)."""
+        if self._redis is not None:
+            try:
+                self._redis.delete(f"{self._prefix}:fail:{key}")
+                self.last_backend = "redis"
+                return
+            except redis.RedisError as exc:
+                self._fallback(exc)
+        with self._sessions() as s, s.begin():
+            row = s.get(VerificationAttempt, key)
+            if row is not None and not _locked(row, utcnow()):
+                s.delete(row)
+
+    def reset(self, key: str) -> None:
+        """Lift a lock (staff action after checking the citizen's identity)."""
+        if self._redis is not None:
+            try:
+                self._redis.delete(f"{self._prefix}:fail:{key}", f"{self._prefix}:lock:{key}")
+            except redis.RedisError as exc:
+                self._fallback(exc)
+        with self._sessions() as s, s.begin():
+            row = s.get(VerificationAttempt, key)
+            if row is not None:
+                s.delete(row)
+
+    # -- database fallback --------------------------------------------------------------------------------
+    def _fallback(self, exc: Exception) -> None:
+        if self.last_backend != "database":
+            log.warning(kv(event="ratelimit_fallback", backend="database", error=type(exc).__name__))
+        self.last_backend = "database"
+
+    def _db_check(self, key: str) -> Lock:
+        now = utcnow()
+        with self._sessions() as s:
+            row = s.get(VerificationAttempt, key)
+            if row is None:
+                return Lock(False)
+            if _locked(row, now):
+                assert row.locked_until is not None
+                return Lock(True, int((row.locked_until - now).total_seconds()) + 1, row.failures)
+            return Lock(False, 0, row.failures)
+
+    def _db_fail(self, key: str) -> Lock:
+        now = utcnow()
+        with self._sessions() as s, s.begin():
+            row = s.execute(select(VerificationAttempt).where(VerificationAttempt.key == key)
+                            .with_for_update()).scalar_one_or_none()
+            if row is None:
+                row = VerificationAttempt(key=key, failures=0, window_started_at=now)
+                s.add(row)
+            elif not _locked(row, now) and (row.locked_until is not None
+                                            or now - row.window_started_at > timedelta(seconds=WINDOW_S)):
+                row.failures, row.window_started_at, row.locked_until = 0, now, None
+            row.failures += 1
+            if row.failures >= self._limit(key):
+                row.locked_until = now + timedelta(seconds=LOCKOUT_S)
+                return Lock(True, LOCKOUT_S, row.failures)
+            return Lock(False, 0, row.failures)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+
+def _locked(row: VerificationAttempt, now: datetime) -> bool:
+    return row.locked_until is not None and row.locked_until > now
