@@ -1,0 +1,738 @@
+"""The SIP edge: a pjsua2 endpoint on its own owner thread, handing answered calls to asyncio as `SipLeg`s.
+
+The only module (with its helper ivr.media_port) that imports pjsua2. Rules learnt the hard way
+(shared/notes/pjsua2.md): one owner thread makes every pjsua call — the event loop sends it commands through a
+queue; Python references to every `Call` and port are kept until the call is gone; no exception escapes a
+callback; calls and ports are destroyed before `libDestroy()`.
+
+Policy at the door: an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
+is draining for shutdown, 486/503 with Retry-After (the PyPI wheel itself refuses a 5th call with a bare 486).
+An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled). A call with no inbound RTP
+for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import heapq
+import ipaddress
+import itertools
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pjsua2 as pj
+
+from ivr.leg import CallInfo, TransferResult
+from ivr.media_port import LegMediaPort
+from ivr.sip_headers import host_of, parse_request_head, uri_user
+from ivr.sip_leg import SipLeg
+from veratur.config import PJSUA_MAX_CALLS, Settings
+from veratur.logs import kv, mask_phone
+
+log = logging.getLogger("ivr.sip")
+
+POLL_MS = 5                     # owner thread: SIP event poll slice, also the command latency bound
+HOUSEKEEPING_S = 0.5            # media-timeout checks and state snapshot
+RETRY_AFTER_S = 5
+MAX_MEDIA_PORTS = 4 * PJSUA_MAX_CALLS + 8   # stream + our port per call, bridge slack; 254 default is wasteful
+CONNECT_TIMEOUT_S = 32.0        # outbound INVITE without a final answer (Timer B)
+HANGUP_WAIT_S = 3.0
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SipError(Exception):
+    """An outbound call or SIP command failed; `status_code` is the SIP code when there is one."""
+
+    def __init__(self, message: str, status_code: int = 0) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything the edge needs, taken from Settings (worker) or given directly (test caller)."""
+
+    bind_address: str = "127.0.0.1"
+    port: int = 0                                   # 0 = any free port (the caller)
+    transports: tuple[str, ...] = ("udp", "tcp")
+    public_address: str | None = None
+    user: str = "veratur"
+    max_calls: int = PJSUA_MAX_CALLS
+    allowed_peers: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
+    accept_calls: bool = True                       # False: refuse every INVITE (the test caller)
+    rtp_port_start: int = 20000
+    rtp_port_range: int = 2000
+    randomize_rtp_port: bool = False
+    sample_rate: int = 8000
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    answer_delay_ms: int = 0
+    media_timeout_s: float = 30.0
+    transfer_timeout_s: float = 15.0
+    escalation_mode: str = "refer"
+    node: str = "veratur"
+    pj_log_level: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, port: int, node: str) -> EdgeConfig:
+        sip = settings.sip
+        return cls(
+            bind_address=sip.bind_address, port=port, transports=tuple(sip.transports),
+            public_address=sip.public_address, max_calls=sip.max_calls_per_worker,
+            allowed_peers=tuple(ipaddress.ip_network(n, strict=False) for n in sip.allowed_peers),
+            rtp_port_start=sip.rtp_port_start, rtp_port_range=sip.rtp_port_range,
+            sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
+            answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
+            transfer_timeout_s=settings.escalation.transfer_timeout_s,
+            escalation_mode=settings.escalation.mode, node=node)
+
+
+@dataclass
+class EdgeState:
+    """A snapshot of the edge for metrics and leak checks (taken on the owner thread)."""
+
+    calls: int = 0                  # pjsua Call objects we still hold (answered, ringing or being rejected)
+    legs: int = 0                   # calls with a leg (answered or being answered)
+    media_ports: int = 0            # ports in pjsua's conference bridge (the null sound port counts as 1)
+    draining: bool = False
+    rejected: dict[int, int] = field(default_factory=dict)
+    rx_callback_ns: int = 0
+    tx_callback_ns: int = 0
+    rx_frames: int = 0
+    tx_frames: int = 0
+    tx_underruns: int = 0
+    dtmf_digits: int = 0
+    legs_total: int = 0
+
+    def add_leg(self, leg: SipLeg) -> None:
+        self.rx_callback_ns += leg.rx_callback_ns
+        self.tx_callback_ns += leg.tx_callback_ns
+        self.rx_frames += leg.rx_frames
+        self.tx_frames += leg.tx_frames
+        self.tx_underruns += leg.tx_underruns
+        self.dtmf_digits += leg.dtmf_digits
+        self.legs_total += 1
+
+
+class _Account(pj.Account):
+    def __init__(self, edge: SipEdge) -> None:
+        super().__init__()
+        self._edge = edge
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        try:
+            self._edge._on_incoming(self, prm)
+        except Exception:
+            log.exception("incoming call handling failed")
+
+
+class _Call(pj.Call):
+    """A pjsua call with its leg, media port and transfer state; all callbacks run on the owner thread."""
+
+    def __init__(self, edge: SipEdge, account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, call_id)
+        self.edge = edge
+        self.leg: SipLeg | None = None
+        self.port: LegMediaPort | None = None
+        self.audio: pj.AudioMedia | None = None
+        self.media_index = -1
+        self.confirmed = False
+        self.gone = False
+        self.hangup_reason: str | None = None
+        self.connect_future: asyncio.Future[SipLeg] | None = None
+        self.transfer_future: asyncio.Future[TransferResult] | None = None
+        self.last_rx_packets = -1
+        self.last_rx_change = time.monotonic()
+        self.sip_call_id = ""
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            self.edge._on_call_state(self)
+        except Exception:
+            log.exception("onCallState failed")
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        try:
+            self.edge._on_media_state(self)
+        except Exception:
+            log.exception("onCallMediaState failed")
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        try:
+            if self.leg is not None:
+                self.leg.deliver_dtmf(prm.digit)
+        except Exception:
+            log.exception("onDtmfDigit failed")
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        try:
+            self.edge._on_transfer_status(self, prm)
+        except Exception:
+            log.exception("onCallTransferStatus failed")
+
+
+class SipEdge:
+    """A pjsua2 endpoint run by one owner thread; new inbound legs are handed to `on_call` on the loop."""
+
+    def __init__(self, config: EdgeConfig, on_call: Callable[[SipLeg], None] | None = None,
+                 on_reject: Callable[[int], None] | None = None) -> None:
+        self.config = config
+        self._on_call = on_call
+        self._on_reject = on_reject
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = \
+            queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._stop_requested = threading.Event()
+        self._ready: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        # Owner-thread state.
+        self._ep: pj.Endpoint | None = None
+        self._account: _Account | None = None
+        self._calls: set[_Call] = set()
+        self._reap: list[_Call] = []
+        self._draining = False
+        self._rejected: dict[int, int] = {}
+        self._ended_totals = EdgeState()               # counters of legs already gone
+        self.local_ports: dict[str, int] = {}
+        self.state = EdgeState()
+
+    # ---- lifecycle (event loop) ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the owner thread and the endpoint; raise SipError if it cannot listen."""
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="pjsua-owner", daemon=True)
+        self._thread.start()
+        await self._ready
+
+    @property
+    def uri_host(self) -> str:
+        host = self.config.public_address or self.config.bind_address
+        return f"[{host}]" if ":" in host else host
+
+    def local_uri(self, transport: str = "udp") -> str:
+        port = self.local_ports.get(transport) or next(iter(self.local_ports.values()))
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"sip:{self.config.user}@{self.uri_host}:{port}{suffix}"
+
+    def drain(self) -> None:
+        """Refuse new calls (503 + Retry-After) from now on; calls up go on."""
+        self._post(self._set_draining)
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Refuse new calls, let calls end for up to `grace_s`, hang up the rest and destroy the endpoint."""
+        if self._thread is None or self._stopped is None:
+            return
+        if not self._stopped.done():
+            self.drain()
+            deadline = time.monotonic() + grace_s
+            # state is a snapshot the owner thread refreshes every HOUSEKEEPING_S: poll it
+            while time.monotonic() < deadline and self.state.calls:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            self._stop_requested.set()
+            await asyncio.shield(self._stopped)
+        self._thread.join(timeout=5)
+
+    async def snapshot(self) -> EdgeState:
+        """A fresh EdgeState taken on the owner thread."""
+        return await self._submit(self._snapshot)
+
+    # ---- calls (event loop) --------------------------------------------------------------------------
+    async def call(self, uri: str, headers: dict[str, str] | None = None,
+                   timeout_s: float = CONNECT_TIMEOUT_S) -> SipLeg:
+        """Place an outbound call; return its leg once answered (200 OK), or raise SipError with the code."""
+        assert self._loop is not None
+        future: asyncio.Future[SipLeg] = self._loop.create_future()
+        holder: list[_Call] = []
+        await self._submit(lambda: holder.append(self._make_call(uri, headers or {}, future)))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            if holder:
+                await self._submit(lambda: self._hangup(holder[0], "timeout", 487))
+            raise SipError(f"no answer from {uri} in {timeout_s:.0f} s", 408) from None
+
+    async def hangup_leg(self, leg: SipLeg, reason: str) -> None:
+        await self._submit(lambda: self._hangup_by_leg(leg, reason))
+
+    async def send_dtmf(self, leg: SipLeg, digits: str) -> None:
+        await self._submit(lambda: self._dial_dtmf(leg, digits))
+
+    async def transfer_leg(self, leg: SipLeg, target_uri: str, headers: dict[str, str]) -> TransferResult:
+        """REFER the caller to `target_uri` with `headers`; wait for the NOTIFY sipfrag's final code.
+
+        On success our leg is hung up (pjsua does not do it by itself). `escalation.mode: bridge` is left to
+        the escalation work: it needs a second call slot per caller, and the wheel holds only 4."""
+        if self.config.escalation_mode == "bridge":
+            raise NotImplementedError("bridge transfers: call the agent and connect both AudioMedia "
+                                      "(escalation.mode: bridge is not built yet; use refer)")
+        assert self._loop is not None
+        future: asyncio.Future[TransferResult] = self._loop.create_future()
+        started = await self._submit(lambda: self._refer(leg, target_uri, headers, future))
+        if not started:
+            return TransferResult(False, 481, "call not found")
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self.config.transfer_timeout_s)
+        except TimeoutError:
+            result = TransferResult(False, 408, "no final NOTIFY before escalation.transfer_timeout_s")
+        log.info("transfer %s", kv(call_id=leg.info.call_id, target=target_uri, ok=result.ok,
+                                   code=result.status_code))
+        if result.ok:
+            await self.hangup_leg(leg, "transferred")
+        return result
+
+    # ---- plumbing between loop and owner thread -------------------------------------------------------
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        assert self._loop is not None
+        if self._stopped is not None and self._stopped.done():
+            raise SipError("SIP edge stopped")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._commands.put((fn, future))
+        return await future
+
+    def _post(self, fn: Callable[[], Any]) -> None:
+        self._commands.put((fn, None))
+
+    def _resolve(self, future: asyncio.Future[Any] | None, result: Any = None,
+                 error: BaseException | None = None) -> None:
+        """Complete a loop future from the owner thread."""
+        if future is None or self._loop is None:
+            return
+
+        def done() -> None:
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+        try:
+            self._loop.call_soon_threadsafe(done)
+        except RuntimeError:
+            pass
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass
+
+    # ---- owner thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._create_endpoint()
+        except Exception as exc:
+            log.error("SIP endpoint failed to start: %s", exc)
+            self._destroy_endpoint()
+            self._resolve(self._ready, error=SipError(f"SIP endpoint failed to start: {exc}"))
+            self._resolve(self._stopped)
+            return
+        self._resolve(self._ready)
+        next_housekeeping = 0.0
+        assert self._ep is not None
+        while not self._stop_requested.is_set():
+            try:
+                self._ep.libHandleEvents(POLL_MS)
+                self._run_commands()
+                self._run_timers()
+                self._reap_calls()
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    next_housekeeping = now + HOUSEKEEPING_S
+                    self._check_media_timeouts(now)
+                    self.state = self._snapshot()
+            except Exception:
+                log.exception("SIP owner loop iteration failed")
+        self._shutdown()
+        self._resolve(self._stopped)
+
+    def _create_endpoint(self) -> None:
+        cfg = self.config
+        ep = pj.Endpoint()
+        self._ep = ep
+        with _quiet_stderr(cfg.pj_log_level < 3):       # pjlib logs its start-up before logConfig applies
+            ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
+        ep_cfg.uaConfig.threadCnt = 0               # SIP events only on this thread (libHandleEvents)
+        ep_cfg.uaConfig.mainThreadOnly = True
+        ep_cfg.uaConfig.userAgent = f"Veratur/{cfg.node}"
+        ep_cfg.logConfig.level = cfg.pj_log_level
+        ep_cfg.logConfig.consoleLevel = cfg.pj_log_level
+        ep_cfg.logConfig.msgLogging = cfg.pj_log_level >= 4
+        med = ep_cfg.medConfig
+        med.clockRate = cfg.sample_rate
+        med.sndClockRate = cfg.sample_rate
+        med.channelCount = 1
+        med.audioFramePtime = 20
+        med.ptime = 20
+        med.noVad = True                            # steady 50 packets/s; VAD is ours to do
+        med.ecTailLen = 0                           # no echo canceller: there is no loudspeaker
+        med.maxMediaPorts = MAX_MEDIA_PORTS
+        ep.libInit(ep_cfg)
+        for transport in cfg.transports:
+            tcfg = pj.TransportConfig()
+            # Port 0: the first transport picks a free port, the others try the same number.
+            tcfg.port = cfg.port or next(iter(self.local_ports.values()), 0)
+            tcfg.boundAddress = cfg.bind_address
+            if cfg.public_address:
+                tcfg.publicAddress = cfg.public_address
+            kind = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+            if ":" in cfg.bind_address:
+                kind = pj.PJSIP_TRANSPORT_TCP6 if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP6
+            tid = ep.transportCreate(kind, tcfg)
+            self.local_ports[transport] = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        self._set_codecs(ep)
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:{cfg.user}@{self.uri_host}:{next(iter(self.local_ports.values()))}"
+        mtc = acfg.mediaConfig.transportConfig
+        mtc.boundAddress = cfg.bind_address
+        mtc.port = cfg.rtp_port_start
+        mtc.portRange = cfg.rtp_port_range
+        mtc.randomizePort = cfg.randomize_rtp_port
+        if cfg.public_address:
+            mtc.publicAddress = cfg.public_address
+        self._account = _Account(self)
+        self._account.create(acfg, True)
+        log.info("SIP edge listening %s", kv(node=cfg.node, address=cfg.bind_address,
+                                              **{t: p for t, p in self.local_ports.items()}))
+
+    def _set_codecs(self, ep: pj.Endpoint) -> None:
+        wanted = [f"{name}/{self.config.sample_rate}" if name in ("PCMU", "PCMA") else name
+                  for name in self.config.codecs]
+        for codec in ep.codecEnum2():
+            cid = codec.codecId
+            priority = 0
+            for rank, name in enumerate(wanted):
+                if cid.upper().startswith(name.upper() + "/") or cid.upper() == name.upper():
+                    priority = 255 - rank
+            ep.codecSetPriority(cid, priority)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = fn()
+            except Exception as exc:
+                if future is None:
+                    log.exception("SIP command failed")
+                self._resolve(future, error=exc)
+            else:
+                self._resolve(future, result)
+
+    def _schedule(self, delay_s: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._timer_seq), fn))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("SIP timer failed")
+
+    def _set_draining(self) -> None:
+        self._draining = True
+
+    def _snapshot(self) -> EdgeState:
+        done = self._ended_totals
+        legs = [c.leg for c in self._calls if c.leg is not None]
+        state = EdgeState(
+            calls=len(self._calls), legs=len(legs), draining=self._draining, rejected=dict(self._rejected),
+            media_ports=self._ep.mediaActivePorts() if self._ep is not None else 0,
+            rx_callback_ns=done.rx_callback_ns, tx_callback_ns=done.tx_callback_ns, rx_frames=done.rx_frames,
+            tx_frames=done.tx_frames, tx_underruns=done.tx_underruns, dtmf_digits=done.dtmf_digits,
+            legs_total=done.legs_total)
+        for leg in legs:
+            state.add_leg(leg)
+        return state
+
+    # ---- inbound calls (owner thread) ----------------------------------------------------------------
+    def _admission(self, source_host: str) -> tuple[int, str]:
+        """0 to accept, or the SIP code and reason to refuse with."""
+        if not self.config.accept_calls:
+            return 403, "not accepting calls"
+        try:
+            address = ipaddress.ip_address(source_host)
+        except ValueError:
+            return 403, "unknown source"
+        if not any(address in net for net in self.config.allowed_peers):
+            return 403, "source not allowed"
+        if self._draining:
+            return 503, "shutting down"
+        if sum(1 for c in self._calls if c.leg is not None and not c.gone) >= self.config.max_calls:
+            return 486, "worker full"
+        return 0, ""
+
+    def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        call = _Call(self, account, prm.callId)
+        self._calls.add(call)
+        head = parse_request_head(prm.rdata.wholeMsg)
+        call.sip_call_id = head.get("call-id")
+        source = host_of(prm.rdata.srcAddress)
+        code, reason = self._admission(source)
+        if code:
+            op = pj.CallOpParam()
+            op.statusCode = code
+            op.reason = reason
+            if code in (486, 503):
+                op.txOption.headers.append(_header("Retry-After", str(RETRY_AFTER_S)))
+            self._rejected[code] = self._rejected.get(code, 0) + 1
+            log.info("INVITE refused %s", kv(call_id=call.sip_call_id, code=code, reason=reason, source=source))
+            call.answer(op)
+            if self._on_reject is not None:
+                self._to_loop(self._on_reject, code)
+            return
+        info = CallInfo(call_id=call.sip_call_id, caller=uri_user(head.get("from")),
+                        called=uri_user(head.request_uri) or uri_user(head.get("to")), node=self.config.node,
+                        headers=dict(head.passed))
+        assert self._loop is not None
+        call.leg = SipLeg(info, self.config.sample_rate, self._loop, self)
+        log.info("INVITE accepted %s", kv(call_id=info.call_id, caller=mask_phone(info.caller),
+                                          called=info.called, source=source))
+        if self.config.answer_delay_ms:
+            ringing = pj.CallOpParam()
+            ringing.statusCode = 180
+            call.answer(ringing)
+            self._schedule(self.config.answer_delay_ms / 1000, lambda: self._answer(call))
+        else:
+            self._answer(call)
+
+    def _answer(self, call: _Call) -> None:
+        if call.gone or call.leg is None:
+            return
+        op = pj.CallOpParam()
+        op.statusCode = 200
+        call.answer(op)
+        call.last_rx_change = time.monotonic()
+        call.leg.answered_at = time.monotonic()
+        if self._on_call is not None:
+            self._to_loop(self._on_call, call.leg)
+
+    # ---- outbound calls (owner thread) ---------------------------------------------------------------
+    def _make_call(self, uri: str, headers: dict[str, str], future: asyncio.Future[SipLeg]) -> _Call:
+        assert self._account is not None and self._loop is not None
+        call = _Call(self, self._account)
+        info = CallInfo(call_id="", caller=self.config.user, called=uri_user(uri), node=self.config.node,
+                        headers=dict(headers))
+        call.leg = SipLeg(info, self.config.sample_rate, self._loop, self, outbound=True)
+        call.connect_future = future
+        op = pj.CallOpParam(True)
+        for name, value in headers.items():
+            op.txOption.headers.append(_header(name, value))
+        self._calls.add(call)
+        try:
+            call.makeCall(uri, op)
+        except Exception:
+            self._calls.discard(call)
+            raise
+        call.sip_call_id = call.getInfo().callIdString
+        call.leg.info = CallInfo(call_id=call.sip_call_id, caller=info.caller, called=info.called,
+                                 node=info.node, headers=info.headers)
+        return call
+
+    # ---- call events (owner thread) ------------------------------------------------------------------
+    def _on_call_state(self, call: _Call) -> None:
+        ci = call.getInfo()
+        if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not call.confirmed:
+            call.confirmed = True
+            call.last_rx_change = time.monotonic()
+            if call.connect_future is not None and call.leg is not None:
+                call.leg.answered_at = time.monotonic()
+                self._resolve(call.connect_future, call.leg)
+        elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED and not call.gone:
+            call.gone = True
+            code = ci.lastStatusCode
+            if call.hangup_reason:
+                reason = call.hangup_reason
+            elif call.confirmed:
+                reason = "bye"
+            elif code == 487:
+                reason = "cancel"
+            else:
+                reason = f"failed_{code}"
+            if call.connect_future is not None and not call.confirmed:
+                self._resolve(call.connect_future, error=SipError(f"call failed: {code} {ci.lastReason}", code))
+            if call.transfer_future is not None:
+                self._resolve(call.transfer_future, TransferResult(False, 481, "call ended during transfer"))
+            if call.leg is not None:
+                call.leg.deliver_hangup(reason)
+            self._reap.append(call)
+
+    def _on_media_state(self, call: _Call) -> None:
+        ci = call.getInfo()
+        for media in ci.media:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            if call.leg is None or call.gone:
+                return
+            audio = call.getAudioMedia(media.index)
+            if call.port is None:
+                call.port = LegMediaPort(call.leg)
+                call.port.create(f"leg{ci.id}")
+            if call.audio is not None and call.media_index == media.index:
+                return                                   # re-INVITE with the same stream: already connected
+            call.audio = audio
+            call.media_index = media.index
+            audio.startTransmit(call.port)
+            call.port.startTransmit(audio)
+            return
+
+    def _on_transfer_status(self, call: _Call, prm: pj.OnCallTransferStatusParam) -> None:
+        code = int(prm.statusCode)
+        if code < 200 and not prm.finalNotify:
+            return                                       # 100 for 202 Accepted, 1xx sipfrags
+        prm.cont = False
+        future, call.transfer_future = call.transfer_future, None
+        self._resolve(future, TransferResult(200 <= code < 300, code, str(prm.reason)))
+
+    def _check_media_timeouts(self, now: float) -> None:
+        for call in list(self._calls):
+            if not call.confirmed or call.gone or call.media_index < 0:
+                continue
+            try:
+                packets = call.getStreamStat(call.media_index).rtcp.rxStat.pkt
+            except Exception:
+                continue
+            if packets != call.last_rx_packets:
+                call.last_rx_packets = packets
+                call.last_rx_change = now
+            elif now - call.last_rx_change > self.config.media_timeout_s:
+                log.info("no RTP %s", kv(call_id=call.sip_call_id, seconds=round(now - call.last_rx_change, 1)))
+                self._hangup(call, "media_timeout")
+
+    def _reap_calls(self) -> None:
+        """Drop calls that are gone, outside their own callbacks (deleting a Call inside one is unsafe)."""
+        if not self._reap:
+            return
+        calls, self._reap = self._reap, []
+        for call in calls:
+            self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        if call.port is not None:
+            try:
+                if call.audio is not None:
+                    call.port.stopTransmit(call.audio)
+            except Exception:
+                pass                                     # the stream is already gone with the call
+        call.audio = None
+        call.port = None
+        if call in self._calls and call.leg is not None:
+            self._ended_totals.add_leg(call.leg)
+        self._calls.discard(call)
+
+    # ---- commands (owner thread) ---------------------------------------------------------------------
+    def _find(self, leg: SipLeg) -> _Call | None:
+        return next((c for c in self._calls if c.leg is leg and not c.gone), None)
+
+    def _hangup(self, call: _Call, reason: str, code: int = 0) -> None:
+        if call.gone:
+            return
+        call.hangup_reason = call.hangup_reason or reason
+        op = pj.CallOpParam()
+        if code:
+            op.statusCode = code
+        try:
+            call.hangup(op)
+        except Exception as exc:                          # already disconnecting
+            log.debug("hangup failed call_id=%s: %s", call.sip_call_id, exc)
+
+    def _hangup_by_leg(self, leg: SipLeg, reason: str) -> None:
+        call = self._find(leg)
+        if call is not None:
+            self._hangup(call, reason)
+
+    def _dial_dtmf(self, leg: SipLeg, digits: str) -> None:
+        call = self._find(leg)
+        if call is None:
+            raise SipError("call not found", 481)
+        call.dialDtmf(digits)
+
+    def _refer(self, leg: SipLeg, uri: str, headers: dict[str, str],
+               future: asyncio.Future[TransferResult]) -> bool:
+        call = self._find(leg)
+        if call is None or not call.confirmed:
+            return False
+        op = pj.CallOpParam(True)
+        for name, value in headers.items():
+            op.txOption.headers.append(_header(name, value))
+        call.transfer_future = future
+        call.xfer(uri, op)
+        return True
+
+    def _shutdown(self) -> None:
+        """Hang up what is left, wait briefly for the BYEs to complete, destroy everything, libDestroy."""
+        for call in list(self._calls):
+            self._hangup(call, "shutdown")
+        deadline = time.monotonic() + HANGUP_WAIT_S
+        while self._ep is not None and any(not c.gone for c in self._calls) and time.monotonic() < deadline:
+            self._ep.libHandleEvents(POLL_MS)
+        for call in list(self._calls):
+            if not call.gone and call.leg is not None:
+                call.leg.deliver_hangup("shutdown")
+            self._release(call)
+        self._reap.clear()
+        self._run_commands()                             # fail nobody silently: run what was queued
+        while not self._commands.empty():
+            self._commands.get_nowait()
+        self._destroy_endpoint()
+
+    def _destroy_endpoint(self) -> None:
+        self._calls.clear()
+        if self._account is not None:
+            try:
+                self._account.shutdown()
+            except Exception:
+                pass
+        self._account = None
+        gc.collect()                                     # no SWIG proxy may outlive libDestroy
+        if self._ep is not None:
+            try:
+                self._ep.libDestroy()
+            except Exception:
+                log.exception("libDestroy failed")
+        self._ep = None
+        gc.collect()
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool) -> Iterator[None]:
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _header(name: str, value: str) -> pj.SipHeader:
+    header = pj.SipHeader()
+    header.hName = name
+    header.hValue = value
+    return header

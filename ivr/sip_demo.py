@@ -1,0 +1,127 @@
+"""A tiny call handler that needs nothing but the SIP edge: `veratur ivr --app demo`.
+
+It exists so the SIP edge can be tested and benchmarked alone (no ASR model, no dialogue): it plays a greeting
+(a short melody), answers every DTMF digit with a short tone and, on '#', sends the keyed digits back as RFC 4733, and
+answers every caller utterance (energy VAD, trailing silence) with a reply tone. It hangs up after
+MAX_CALL_S or on the digit sequence '**'. Every digit received is logged (`demo dtmf digit=...`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from veratur.logs import kv
+
+log = logging.getLogger("ivr.demo")
+
+GREETING_NOTES_HZ = (523.0, 659.0, 784.0, 1047.0)
+NOTE_S = 0.3
+REPLY_TONE_HZ = 880.0
+REPLY_S = 0.5
+DIGIT_TONE_S = 0.2
+VOICED_DBFS = -35.0            # a frame louder than this counts as caller speech
+MIN_SPEECH_MS = 200
+END_SILENCE_MS = 400
+MAX_CALL_S = 120.0
+AMPLITUDE = 0.3
+
+
+def tone(freq_hz: float, seconds: float, sample_rate: int) -> bytes:
+    """A sine tone with 10 ms ramps (no clicks), s16le."""
+    n = int(sample_rate * seconds)
+    t = np.arange(n) / sample_rate
+    wave = np.sin(2 * math.pi * freq_hz * t) * AMPLITUDE
+    ramp = min(n // 2, sample_rate // 100)
+    if ramp:
+        envelope = np.linspace(0.0, 1.0, ramp)
+        wave[:ramp] *= envelope
+        wave[-ramp:] *= envelope[::-1]
+    return (wave * 32767).astype("<i2").tobytes()
+
+
+def frame_dbfs(pcm: bytes) -> float:
+    """Level of one s16le frame in dBFS (-100 for digital silence)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    rms = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+    return 20 * math.log10(rms / 32768) if rms > 0 else -100.0
+
+
+@dataclass
+class _Utterance:
+    voiced_ms: int = 0
+    silence_ms: int = 0
+
+    def push(self, voiced: bool) -> bool:
+        """Feed one 20 ms frame; True when an utterance just ended."""
+        if voiced:
+            self.voiced_ms += 20
+            self.silence_ms = 0
+            return False
+        if self.voiced_ms >= MIN_SPEECH_MS:
+            self.silence_ms += 20
+            if self.silence_ms >= END_SILENCE_MS:
+                self.voiced_ms = self.silence_ms = 0
+                return True
+        else:
+            self.voiced_ms = 0
+        return False
+
+
+async def _echo_digits(leg: CallLeg, digits: str) -> None:
+    await asyncio.sleep(DIGIT_TONE_S + 0.1)
+    send = getattr(leg, "send_dtmf", None)          # SipLeg has it; the CallLeg protocol does not need it
+    if send is None:
+        return
+    for digit in digits:
+        try:
+            await send(digit)
+        except Exception as exc:                     # the call ended, or no telephone-event negotiated
+            log.debug("demo dtmf echo failed: %s", exc)
+            return
+        await asyncio.sleep(0.25)
+
+
+async def demo_call(leg: CallLeg) -> None:
+    """Greeting, then echo DTMF and answer speech with a tone until the caller hangs up."""
+    rate = leg.sample_rate
+    call_id = leg.info.call_id
+    greeting = b"".join(tone(f, NOTE_S, rate) for f in GREETING_NOTES_HZ)
+    leg.play(greeting)
+    utterance = _Utterance()
+    keyed = ""
+    background: set[asyncio.Task[None]] = set()
+    deadline = time.monotonic() + MAX_CALL_S
+    events = leg.events()
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(events), max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, StopAsyncIteration):
+            break
+        if isinstance(event, HangupIn):
+            log.info("demo call ended %s", kv(call_id=call_id, reason=event.reason, keyed=keyed or "-"))
+            return
+        if isinstance(event, DtmfIn):
+            keyed += event.digit
+            log.info("demo dtmf %s", kv(call_id=call_id, digit=event.digit))
+            if keyed.endswith("**"):
+                break
+            leg.clear_playback()
+            leg.play(tone(REPLY_TONE_HZ / 2, DIGIT_TONE_S, rate))
+            if event.digit == "#":
+                # Echo the keyed string back as RFC 4733 after the tone: an outgoing DTMF event replaces the
+                # audio packets while it lasts, so sending it at once would swallow the tone.
+                echo = asyncio.create_task(_echo_digits(leg, keyed.rsplit("#", 2)[-2] + "#"))
+                background.add(echo)
+                echo.add_done_callback(background.discard)
+        elif isinstance(event, AudioIn):
+            for frame in event.frames:
+                if utterance.push(frame_dbfs(frame.pcm) > VOICED_DBFS) and not leg.queued_playback_ms():
+                    log.info("demo utterance %s", kv(call_id=call_id))
+                    leg.play(tone(REPLY_TONE_HZ, REPLY_S, rate))
+    await leg.hangup()
