@@ -1,0 +1,400 @@
+"""Streaming speech recognition: frames in, typed events out.
+
+`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.turn`) on every frame, keeps a pre-roll of
+quiet audio, and sends audio to the decoder only while the caller is in an utterance, so silence costs one
+energy computation per frame and no decoding. The endpointer (`ivr.endpointing`) ends utterances. Decoding runs
+off the event loop in the engine's bounded thread pool, one batch at a time per stream (a recognizer is never
+used by two threads at once).
+
+`VoskRecognizer` is the provider: ONE `vosk.Model` per process shared by all calls, one `KaldiRecognizer` per
+call, phrase-list grammars when the prompt expects a closed set.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ivr.audio import FRAME_MS, AudioFrame
+from ivr.dialogue import Expect
+from ivr.endpointing import EndpointConfig, Endpointer
+from ivr.metrics import EngineMetrics
+from ivr.resample import energy_db
+from ivr.turn import CallerState, CallerTurnTracker
+from veratur.logs import kv
+
+log = logging.getLogger("ivr.asr")
+
+UNK = "[unk]"
+
+
+# ---- events ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    at: float                  # time of the first voiced frame
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfSpeech:
+    at: float                  # when the endpointer decided
+    speech_end_at: float       # end of the last voiced frame: the real end of the caller's speech
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    text: str                  # "" when nothing was recognized
+    confidence: float | None
+    speech_end_at: float
+
+
+AsrEvent = SpeechStarted | Partial | EndOfSpeech | Final
+
+
+# ---- decoder seam ---------------------------------------------------------------------------------------------
+
+class Decoder(Protocol):
+    """One call's blocking recognizer. Called from a pool thread, never from two threads at once."""
+
+    def accept(self, pcm: bytes) -> str | None:
+        """Decode audio; return the text of a segment the decoder closed by itself, else None."""
+        ...
+
+    def partial(self) -> str:
+        ...
+
+    def final(self) -> tuple[str, float | None]:
+        """Flush the utterance: (text, mean word confidence). The decoder is then ready for a new utterance."""
+        ...
+
+    def reset(self) -> None:
+        """Drop the utterance in progress (a click dismissed by the VAD)."""
+        ...
+
+    def set_phrases(self, phrases: Sequence[str] | None) -> None:
+        """Restrict recognition to `phrases` (closed answers), or None for free speech."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class SpeechRecognizer(Protocol):
+    """A recognition provider: one stream per call."""
+
+    def stream(self, call_id: str, sample_rate: int) -> RecognizeStream:
+        ...
+
+
+# ---- the stream -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    vad_threshold_db: float
+    preroll_ms: int
+    endpoint: EndpointConfig
+
+
+_AUDIO, _FINAL, _RESET, _PHRASES, _CLOSE = range(5)
+
+
+class RecognizeStream:
+    """One call's recognition: `push_frame()` on the loop (cheap), events from `get()`/`events()`."""
+
+    def __init__(self, decoder_factory: Callable[[], Decoder], executor: Executor | None, config: StreamConfig, *,
+                 sample_rate: int, call_id: str = "-", metrics: EngineMetrics | None = None) -> None:
+        self._decoder_factory = decoder_factory
+        self._decoder: Decoder | None = None
+        self._executor = executor
+        self.sample_rate = sample_rate
+        self.call_id = call_id
+        self._metrics = metrics
+        self.vad = CallerTurnTracker(config.vad_threshold_db)
+        self.endpointer = Endpointer(config.endpoint)
+        self._preroll: collections.deque[bytes] = collections.deque(maxlen=max(0, config.preroll_ms // FRAME_MS))
+        self._inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self._events: asyncio.Queue[AsrEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._now = 0.0
+        self.partial = ""             # latest partial of the utterance in progress ("" between utterances)
+        self._utterance_open = False  # audio of an utterance has been sent and not yet flushed or reset
+        self.frames_in = 0            # frames pushed
+        self.frames_decoded = 0       # frames sent to the decoder (VAD gating keeps this low)
+        self.decode_s = 0.0           # time spent inside the decoder
+        self.closed = False
+        # Segment texts the decoder closed by itself within the current utterance; touched only in the pool thread.
+        self._segments: list[str] = []
+
+    # -- lifecycle --
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._decode_loop(), name=f"asr-{self.call_id}")
+
+    async def aclose(self) -> None:
+        """Stop decoding and free the recognizer; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None:
+            self._inbox.put_nowait((_CLOSE, None))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                raise
+            finally:
+                self._task = None
+        elif self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+
+    # -- input (event loop, per frame) --
+    def set_expect(self, expect: Expect) -> None:
+        """Adapt to the next answer: grammar for a closed set, endpointing threshold by kind."""
+        self.endpointer.set_expect(expect)
+        phrases = list(expect.phrases) if expect.phrases else None
+        self._inbox.put_nowait((_PHRASES, phrases))
+
+    def push_frame(self, frame: AudioFrame) -> None:
+        if self.closed:
+            return
+        self.frames_in += 1
+        now = self._now = frame.timestamp
+        vad = self.vad
+        transition = vad.push(energy_db(frame.pcm), now)
+        if not vad.in_utterance:
+            if transition is not None:          # STARTING -> QUIET: a blip; forget what it fed the decoder
+                self._inbox.put_nowait((_RESET, None))
+                self.partial = ""
+                self.endpointer.reset()
+                self._utterance_open = False
+            self._preroll.append(frame.pcm)
+            return
+        if transition is not None and transition.before is CallerState.QUIET:
+            chunk = b"".join(self._preroll) + frame.pcm
+            self.frames_decoded += len(self._preroll)
+            self._preroll.clear()
+            self._utterance_open = True
+        else:
+            chunk = frame.pcm
+        self.frames_decoded += 1
+        self._inbox.put_nowait((_AUDIO, chunk))
+        if transition is not None and transition.after is CallerState.SPEAKING \
+                and transition.before is CallerState.STARTING:
+            self._events.put_nowait(SpeechStarted(vad.speech_started_at or now))
+        if vad.confirmed and self.endpointer.is_end(confirmed=True, last_voiced_at=vad.last_voiced_at,
+                                                   speech_started_at=vad.speech_started_at, now=now):
+            self.end_utterance()
+
+    def end_utterance(self) -> None:
+        """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
+        speech_end = self.vad.last_voiced_at or self._now
+        self._events.put_nowait(EndOfSpeech(self._now, speech_end))
+        self._inbox.put_nowait((_FINAL, speech_end))
+        self.vad.reset()
+        self.endpointer.reset()
+        self._utterance_open = False
+
+    def discard_utterance(self) -> None:
+        """Forget the utterance in progress without a result (e.g. DTMF answered the prompt instead)."""
+        if self.vad.in_utterance or self._utterance_open:
+            self._inbox.put_nowait((_RESET, None))
+        self.vad.reset()
+        self.endpointer.reset()
+        self.partial = ""
+        self._utterance_open = False
+
+    # -- output --
+    async def get(self) -> AsrEvent:
+        return await self._events.get()
+
+    def get_nowait(self) -> AsrEvent | None:
+        try:
+            return self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def events(self):  # type: ignore[no-untyped-def]
+        """Async iterator over events (until cancelled)."""
+        while True:
+            yield await self._events.get()
+
+    @property
+    def voiced_ms(self) -> int:
+        return self.vad.voiced_ms if self.vad.in_utterance else 0
+
+    @property
+    def rtf(self) -> float:
+        audio_s = self.frames_decoded * FRAME_MS / 1000
+        return self.decode_s / audio_s if audio_s else 0.0
+
+    # -- decoding (pool thread, one batch at a time) --
+    async def _decode_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                batch = [await self._inbox.get()]
+                while not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+                closing = any(kind == _CLOSE for kind, _ in batch)
+                results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                for event in results:
+                    if isinstance(event, Partial):
+                        if event.text == self.partial:
+                            continue
+                        self.partial = event.text
+                        self.endpointer.on_partial(event.text, self._now)
+                    elif isinstance(event, Final):
+                        self.partial = ""
+                    self._events.put_nowait(event)
+                if closing:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("decoder failed %s", kv(call_id=self.call_id))
+            # The caller is then only understood by DTMF; the session hears no more speech events.
+            self.closed = True
+
+    def _run_batch(self, batch: list[tuple[int, Any]]) -> list[AsrEvent]:
+        if self._decoder is None:
+            self._decoder = self._decoder_factory()
+        dec = self._decoder
+        out: list[AsrEvent] = []
+        segments = self._segments
+        pending = bytearray()
+
+        def flush_audio() -> None:
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            segment = dec.accept(bytes(pending))
+            if segment is not None:
+                if segment:
+                    segments.append(segment)
+                text = " ".join(segments)
+            else:
+                text = " ".join([*segments, dec.partial()]).strip()
+            spent = time.perf_counter() - t0
+            self.decode_s += spent
+            audio_s = len(pending) / (2 * self.sample_rate)
+            if self._metrics is not None and audio_s > 0:
+                self._metrics.asr_rtf.observe(spent / audio_s)
+            pending.clear()
+            out.append(Partial(text))
+
+        for kind, arg in batch:
+            if kind == _AUDIO:
+                pending += arg
+                continue
+            flush_audio()
+            if kind == _FINAL:
+                t0 = time.perf_counter()
+                text, conf = dec.final()
+                self.decode_s += time.perf_counter() - t0
+                if text:
+                    segments.append(text)
+                out.append(Final(" ".join(segments).strip(), conf, arg))
+                segments.clear()
+            elif kind == _RESET:
+                dec.reset()
+                segments.clear()
+                out.append(Partial(""))
+            elif kind == _PHRASES:
+                dec.set_phrases(arg)
+            elif kind == _CLOSE:
+                dec.close()
+                self._decoder = None
+                return out
+        flush_audio()
+        return out
+
+
+# ---- Vosk -----------------------------------------------------------------------------------------------------
+
+def _clean(text: str) -> str:
+    return " ".join(w for w in text.split() if w != UNK)
+
+
+class VoskDecoder:
+    """`Decoder` over one `vosk.KaldiRecognizer` sharing the process's `vosk.Model`."""
+
+    def __init__(self, model: Any, sample_rate: int) -> None:
+        import vosk
+        self._vosk = vosk
+        self._model = model
+        self._rate = sample_rate
+        self._rec: Any = vosk.KaldiRecognizer(model, float(sample_rate))
+        self._rec.SetWords(True)
+        self._phrases: list[str] | None = None
+
+    def accept(self, pcm: bytes) -> str | None:
+        if self._rec.AcceptWaveform(pcm):
+            return _clean(json.loads(self._rec.Result()).get("text", ""))
+        return None
+
+    def partial(self) -> str:
+        return _clean(json.loads(self._rec.PartialResult()).get("partial", ""))
+
+    def final(self) -> tuple[str, float | None]:
+        result = json.loads(self._rec.FinalResult())
+        words = [w for w in result.get("result", []) if w.get("word") != UNK]
+        conf = sum(float(w.get("conf", 0.0)) for w in words) / len(words) if words else None
+        return _clean(result.get("text", "")), conf
+
+    def reset(self) -> None:
+        self._rec.Reset()
+
+    def set_phrases(self, phrases: Sequence[str] | None) -> None:
+        wanted = [p.lower() for p in phrases] if phrases else None
+        if wanted == self._phrases:
+            return
+        self._phrases = wanted
+        if wanted:
+            # "[unk]" lets out-of-grammar speech come out as unknown instead of the nearest phrase.
+            self._rec.SetGrammar(json.dumps([*wanted, UNK], ensure_ascii=False))
+        else:
+            # No way to drop a grammar from a recognizer: a fresh one decodes free speech again.
+            self._rec = self._vosk.KaldiRecognizer(self._model, float(self._rate))
+            self._rec.SetWords(True)
+
+    def close(self) -> None:
+        self._rec = None
+
+
+class VoskRecognizer:
+    """The process's Vosk provider: one shared model, one recognizer per call, decoding in `executor`."""
+
+    def __init__(self, model: Any, executor: Executor, config: StreamConfig,
+                 metrics: EngineMetrics | None = None) -> None:
+        self.model = model
+        self._executor = executor
+        self._config = config
+        self._metrics = metrics
+
+    @staticmethod
+    def load_model(path: Path) -> Any:
+        """Load a Vosk model directory (blocking, seconds): call it once per process."""
+        import vosk
+        vosk.SetLogLevel(-2)     # errors only: grammar words missing from a model are expected (warnings)
+        return vosk.Model(str(path))
+
+    def stream(self, call_id: str, sample_rate: int) -> RecognizeStream:
+        def factory() -> Decoder:
+            return VoskDecoder(self.model, sample_rate)
+        s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
+                            metrics=self._metrics)
+        s.start()
+        return s

@@ -1,0 +1,85 @@
+"""Endpointing: when has the caller finished answering?
+
+The trailing-silence threshold adapts to what the prompt expects (`ivr.dialogue.Expect.kind`): a closed answer
+(yes/no, a menu word, a city, digits) ends after `turns.endpoint_silence_ms_closed`, free speech after
+`turns.endpoint_silence_ms_free`; a spoken digit string that already has `max_digits` digits ends at once.
+Silence is counted from the later of the last voiced frame and the last change of the Vosk partial, so a
+decoder still producing words keeps the turn open. Pure: the caller passes the time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr.dialogue import Expect
+
+MAX_UTTERANCE_S = 20.0           # a caller (or noise) that never stops is cut here and decoded as is
+CLOSED_KINDS = frozenset({"yes_no", "digits", "menu", "city"})
+
+# Spoken Spanish digits as Vosk writes them (lower case, no accents needed for the small model's vocabulary).
+SPOKEN_DIGITS = {
+    "cero": "0", "uno": "1", "una": "1", "dos": "2", "tres": "3", "cuatro": "4", "cinco": "5",
+    "seis": "6", "siete": "7", "ocho": "8", "nueve": "9",
+}
+
+
+def spoken_digits(text: str) -> str:
+    """The digit string in a recognized text: numerals kept, Spanish digit words converted, the rest ignored."""
+    out = []
+    for word in text.lower().split():
+        if word.isdigit():
+            out.append(word)
+        elif word in SPOKEN_DIGITS:
+            out.append(SPOKEN_DIGITS[word])
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    silence_ms_free: int
+    silence_ms_closed: int
+
+
+class Endpointer:
+    """Tracks one utterance and says when it is over."""
+
+    def __init__(self, config: EndpointConfig, expect: Expect | None = None) -> None:
+        self.config = config
+        self.expect = expect or Expect()
+        self._last_partial = ""
+        self._partial_changed_at: float | None = None
+
+    def set_expect(self, expect: Expect) -> None:
+        self.expect = expect
+
+    @property
+    def silence_threshold_ms(self) -> int:
+        if self.expect.kind in CLOSED_KINDS:
+            return self.config.silence_ms_closed
+        return self.config.silence_ms_free
+
+    def on_partial(self, text: str, now: float) -> None:
+        if text != self._last_partial:
+            self._last_partial = text
+            self._partial_changed_at = now
+
+    def digits_complete(self, text: str) -> bool:
+        """A spoken digit string with `max_digits` digits needs no trailing silence."""
+        return self.expect.kind == "digits" and len(spoken_digits(text)) >= self.expect.max_digits
+
+    def is_end(self, *, confirmed: bool, last_voiced_at: float | None, speech_started_at: float | None,
+               now: float) -> bool:
+        """True when the confirmed utterance has had enough trailing silence (or has gone on too long)."""
+        if not confirmed or last_voiced_at is None:
+            return False
+        if speech_started_at is not None and now - speech_started_at >= MAX_UTTERANCE_S:
+            return True
+        if self._last_partial and self.digits_complete(self._last_partial):
+            return True
+        quiet_since = last_voiced_at
+        if self._partial_changed_at is not None and self._partial_changed_at > quiet_since:
+            quiet_since = self._partial_changed_at
+        return (now - quiet_since) * 1000 >= self.silence_threshold_ms
+
+    def reset(self) -> None:
+        self._last_partial = ""
+        self._partial_changed_at = None

@@ -1,0 +1,455 @@
+"""One call, from the greeting to the hang-up or the transfer: the per-call state machine.
+
+    greeting -> listen -> endpoint -> understand -> speak -> listen -> ... -> transfer | hangup
+
+Pure asyncio over the `CallLeg` seam, so it runs the same against pjsua2 and against the in-memory legs of the
+tests. The session owns its tasks (leg reader, ASR event pump, prompt feeder), its recognizer stream and its
+playback, and releases all of them in `run()`'s teardown whatever ends the call.
+"""
+from __future__ import annotations
+
+import asyncio
+import binascii
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from ivr.asr import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
+from ivr.dialogue import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
+from ivr.dtmf import DtmfCollector
+from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from ivr.metrics import EngineMetrics
+from ivr.prompt import Prompt
+from ivr.records import CallRecorder, Disposition
+from ivr.tts import SpeechSynthesizer
+from ivr.turn import BargeInGuard, EngineState
+from veratur.config import Settings
+from veratur.logs import kv, mask_phone, scrub
+
+log = logging.getLogger("ivr.session")
+
+NO_MATCH_INTENTS = frozenset({"no_match", "nlu_fallback", "out_of_scope"})
+CLOSING_PROMPT_MAX_S = 15.0      # a goodbye/time-limit phrase is never allowed to hold the call longer
+TEARDOWN_STEP_S = 5.0            # each teardown step (dialogue end, recorder) gets at most this long
+UUI_PURPOSE = "veratur-case"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPhrases:
+    """What the engine itself says (reprompts, hand-off, closing); the dialogue says everything else."""
+    still_there: str = "¿Sigue ahí?"
+    not_understood: str = "Disculpe, no le entendí."
+    dtmf_menu: str = ("También puede usar el teclado: marque 1 para turismo, 2 para información de trámites, "
+                      "3 para el estado de su trámite, o 0 para hablar con un agente.")
+    offer_agent: str = "Si lo prefiere, marque 0 para hablar con un agente."
+    handoff: str = "Le comunico con un agente. Por favor espere en la línea."
+    transfer_failed: str = "En este momento no hay agentes disponibles. Por favor llame más tarde. Hasta luego."
+    goodbye_no_input: str = "No escuchamos su respuesta. Gracias por llamar al portal de Veracruz. Hasta luego."
+    time_limit: str = "Hemos llegado al tiempo máximo de la llamada. Gracias por llamar. Hasta luego."
+    trouble: str = "Tuvimos un problema técnico."
+
+    def all(self) -> list[str]:
+        return [str(v) for v in dataclasses.asdict(self).values()]
+
+
+def transfer_headers(folio: str | None, call_id: str) -> dict[str, str]:
+    """SIP headers that carry the case to the agent: X-Veratur-Case and an RFC 7433 User-to-User header."""
+    headers: dict[str, str] = {}
+    payload = f"call={call_id}"
+    if folio:
+        headers["X-Veratur-Case"] = folio
+        payload = f"case={folio};" + payload
+    headers["User-to-User"] = f"{binascii.hexlify(payload.encode('utf-8')).decode()};encoding=hex;purpose={UUI_PURPOSE}"
+    return headers
+
+
+# Internal events of the session's inbox, besides DtmfIn and the ASR events.
+@dataclass(frozen=True, slots=True)
+class _PlayoutDone:
+    prompt: Prompt
+
+
+class _CallOver(Exception):
+    """Raised inside the conversation to end it with a disposition."""
+
+    def __init__(self, disposition: Disposition, target: str | None = None) -> None:
+        super().__init__(disposition)
+        self.disposition: Disposition = disposition
+        self.target = target
+
+
+class CallSession:
+    """The conversation of one call. `await run()` returns when the call is over and everything is released."""
+
+    def __init__(self, leg: CallLeg, *, settings: Settings, dialogue: Dialogue, recognizer: SpeechRecognizer,
+                 synthesizer: SpeechSynthesizer, recorder: CallRecorder, metrics: EngineMetrics,
+                 phrases: SessionPhrases | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.leg = leg
+        self.settings = settings
+        self.turns_cfg = settings.turns
+        self.dialogue = dialogue
+        self.recognizer = recognizer
+        self.synth = synthesizer
+        self.recorder = recorder
+        self.metrics = metrics
+        self.phrases = phrases or SessionPhrases()
+        self.clock = clock
+        self.call_id = leg.info.call_id
+        self.ctx = TurnContext(call_id=self.call_id, case_folio=None, caller_number=leg.info.caller)
+        self.state = EngineState.LISTENING
+        self.guard = BargeInGuard(self.turns_cfg.barge_in_min_speech_ms)
+        self.dtmf = DtmfCollector(self.turns_cfg.dtmf_inter_digit_timeout_s)
+        self.stream: RecognizeStream | None = None
+        self.prompt: Prompt | None = None
+        self.no_input = 0
+        self.no_match = 0
+        self.disposition: Disposition = "completed"
+        self.transfer_target: str | None = None
+        self.hangup_reason: str | None = None
+        self.turn_latencies: list[float] = []   # seconds, end of caller input -> first reply audio queued
+        self.prompts_played: list[Prompt] = []
+        self._inbox: asyncio.Queue[object] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conversation: asyncio.Task[None] | None = None
+        self._input_end_at: float | None = None    # end of the caller's last input (speech end or DTMF)
+        self._stale_finals = 0                     # results still to come for utterances already superseded
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    async def run(self) -> Disposition:
+        info = self.leg.info
+        log.info("call start %s", kv(call_id=self.call_id, caller=mask_phone(info.caller), node=info.node))
+        try:
+            folio = await asyncio.wait_for(self.recorder.call_started(info), TEARDOWN_STEP_S)
+        except Exception:
+            log.exception("recorder.call_started failed %s", kv(call_id=self.call_id))
+            folio = None
+        if folio:
+            self.ctx = dataclasses.replace(self.ctx, case_folio=folio)
+        try:
+            self.stream = self.recognizer.stream(self.call_id, self.leg.sample_rate)
+            self._tasks.append(asyncio.create_task(self._read_leg(), name=f"leg-{self.call_id}"))
+            self._tasks.append(asyncio.create_task(self._pump_asr(self.stream), name=f"asrpump-{self.call_id}"))
+            self._conversation = asyncio.create_task(self._converse_limited(), name=f"conv-{self.call_id}")
+            try:
+                await self._conversation
+            except asyncio.CancelledError:
+                if self.hangup_reason is None:
+                    raise            # cancelled from outside (shutdown): teardown below, then propagate
+                self.disposition = "abandoned"
+        except _CallOver as over:
+            self.disposition, self.transfer_target = over.disposition, over.target
+        except Exception:
+            log.exception("session failed %s", kv(call_id=self.call_id))
+            self.disposition = "error"
+        finally:
+            await self._teardown()
+        return self.disposition
+
+    async def _converse_limited(self) -> None:
+        try:
+            async with asyncio.timeout(self.turns_cfg.max_call_duration_s):
+                await self._converse()
+        except TimeoutError:
+            log.info("max call duration %s", kv(call_id=self.call_id, s=self.turns_cfg.max_call_duration_s))
+            await self._say_closing(self.phrases.time_limit)
+            raise _CallOver("completed") from None
+
+    async def _teardown(self) -> None:
+        tasks = [*self._tasks, *([self._conversation] if self._conversation else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.prompt is not None:
+            await self.prompt.aclose()
+        if self.stream is not None:
+            try:
+                await self.stream.aclose()
+            except Exception:
+                log.exception("closing the recognizer failed %s", kv(call_id=self.call_id))
+        for step, coro in (("dialogue.end", self.dialogue.end(self.ctx)),
+                           ("recorder.call_ended", self.recorder.call_ended(self.call_id, self.disposition,
+                                                                           self.transfer_target))):
+            try:
+                await asyncio.wait_for(coro, TEARDOWN_STEP_S)
+            except Exception:
+                log.exception("%s failed %s", step, kv(call_id=self.call_id))
+        if self.hangup_reason is None:
+            try:
+                await self.leg.hangup()
+            except Exception:
+                log.exception("hangup failed %s", kv(call_id=self.call_id))
+        log.info("call end %s", kv(call_id=self.call_id, case=self.ctx.case_folio or "-",
+                                   disposition=self.disposition, reason=self.hangup_reason or "portal"))
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+    async def _read_leg(self) -> None:
+        """Moves leg events in: audio to the recognizer (and the barge-in check), DTMF to the inbox."""
+        stream = self.stream
+        assert stream is not None
+        reason = "leg_closed"
+        async for event in self.leg.events():
+            if isinstance(event, AudioIn):
+                for frame in event.frames:
+                    stream.push_frame(frame)
+                self._check_barge_in()
+            elif isinstance(event, DtmfIn):
+                prompt = self.prompt
+                if prompt is not None and not prompt.done and prompt.allow_barge_in:
+                    self._barge_in(prompt, "dtmf")
+                self._inbox.put_nowait(event)
+            elif isinstance(event, HangupIn):
+                reason = event.reason
+                break
+        self.hangup_reason = reason
+        if self._conversation is not None and not self._conversation.done():
+            self._conversation.cancel()
+
+    async def _pump_asr(self, stream: RecognizeStream) -> None:
+        while True:
+            event = await stream.get()
+            if isinstance(event, Partial):
+                self._check_barge_in()
+            else:
+                self._inbox.put_nowait(event)
+
+    def _check_barge_in(self) -> None:
+        prompt, stream = self.prompt, self.stream
+        if prompt is None or prompt.done or stream is None or not stream.vad.confirmed:
+            return
+        if self.guard.should_interrupt(allow_barge_in=prompt.allow_barge_in, voiced_ms=stream.voiced_ms,
+                                       partial=stream.partial):
+            self._barge_in(prompt, "speech")
+
+    def _barge_in(self, prompt: Prompt, by: str) -> None:
+        prompt.interrupt()
+        self.metrics.barge_ins.inc()
+        log.info("barge-in %s", kv(call_id=self.call_id, by=by, played_ms=prompt.played_ms))
+
+    # ---- output -------------------------------------------------------------------------------------------
+    async def _play(self, texts: Sequence[str], *, allow_barge_in: bool) -> Prompt:
+        """Synthesize and start playing `texts` as one prompt; returns at once with the handle."""
+        self.state = EngineState.SPEAKING
+        parts = [await self.synth.synthesize(t) for t in texts if t.strip()]
+        prompt = Prompt(self.leg, b"".join(parts), allow_barge_in=allow_barge_in, text=" ".join(texts),
+                        clock=self.clock)
+        self.prompt = prompt
+        self.prompts_played.append(prompt)
+        prompt.start()
+        if self._input_end_at is not None and prompt.first_audio_at is not None:
+            latency = prompt.first_audio_at - self._input_end_at
+            self.turn_latencies.append(latency)
+            self.metrics.turn_latency.observe(max(0.0, latency))
+            log.info("turn latency %s", kv(call_id=self.call_id, ms=round(latency * 1000)))
+            self._input_end_at = None
+        waiter = asyncio.create_task(prompt.wait_for_playout(), name=f"playout-{self.call_id}")
+        waiter.add_done_callback(lambda _t: self._inbox.put_nowait(_PlayoutDone(prompt)))
+        self._tasks = [t for t in self._tasks if not t.done()] + [waiter]
+        return prompt
+
+    async def _say_closing(self, *texts: str) -> None:
+        """Say something that must not be cut (hand-off, goodbye), bounded in time."""
+        prompt = await self._play(texts, allow_barge_in=False)
+        try:
+            await asyncio.wait_for(prompt.wait_for_playout(), CLOSING_PROMPT_MAX_S)
+        except TimeoutError:
+            prompt.interrupt()
+
+    # ---- the conversation ---------------------------------------------------------------------------------
+    async def _converse(self) -> None:
+        reply = await self._dialogue(None)
+        while True:
+            if reply.transfer:
+                await self._transfer(reply.texts)
+                return
+            if reply.hangup or reply.expect.kind == "none":
+                await self._say_closing(*reply.texts)
+                raise _CallOver("completed")
+            turn = await self._ask(reply.texts, reply.expect, reply.barge_in)
+            while turn is None or (turn.text is not None and not turn.text and not turn.dtmf):
+                if turn is None:
+                    turn = await self._reprompt_no_input(reply)
+                else:
+                    turn = await self._reprompt_no_match(reply, asr=True)
+            reply = await self._dialogue(turn)
+            if reply.intent in NO_MATCH_INTENTS and not reply.transfer:
+                reply = await self._taper_no_match(reply)
+            else:
+                self.no_match = 0
+
+    async def _dialogue(self, turn: CallerTurn | None) -> DialogueReply:
+        """Ask the dialogue (greeting when `turn` is None); commit the caller and portal turns before speaking."""
+        self.state = EngineState.THINKING
+        guard_s = max(5.0, 3 * self.settings.dialogue.timeout_s)
+        try:
+            if turn is None:
+                reply = await asyncio.wait_for(self.dialogue.start(self.ctx), guard_s)
+            else:
+                reply = await asyncio.wait_for(self.dialogue.turn(self.ctx, turn), guard_s)
+        except Exception:
+            log.exception("dialogue failed %s", kv(call_id=self.call_id))
+            reply = DialogueReply(texts=(self.phrases.trouble,), transfer=True, fallback=True)
+        if reply.fallback:
+            self.metrics.dialogue_fallbacks.inc()
+        if reply.case_folio and reply.case_folio != self.ctx.case_folio:
+            self.ctx = dataclasses.replace(self.ctx, case_folio=reply.case_folio)
+            await self._record(self.recorder.link_case(self.call_id, reply.case_folio))
+        if turn is not None:
+            text = turn.text if turn.text else f"[DTMF {turn.dtmf}]"
+            await self._record(self.recorder.add_turn(self.call_id, "caller", text, reply.intent,
+                                                      reply.intent_confidence if reply.intent_confidence is not None
+                                                      else turn.confidence))
+            log.info("caller turn %s", kv(call_id=self.call_id, case=self.ctx.case_folio or "-",
+                                          text=scrub(text), intent=reply.intent or "-"))
+        if reply.texts:
+            await self._record(self.recorder.add_turn(self.call_id, "portal", " ".join(reply.texts)))
+        return reply
+
+    async def _record(self, coro) -> None:  # type: ignore[no-untyped-def]
+        # A recorder failure must not drop the call: the case bridge keeps its own outbox; we log and go on.
+        try:
+            await asyncio.wait_for(coro, TEARDOWN_STEP_S)
+        except Exception:
+            log.exception("recorder failed %s", kv(call_id=self.call_id))
+
+    async def _taper_no_match(self, reply: DialogueReply) -> DialogueReply:
+        self.no_match += 1
+        self.metrics.no_match.inc()
+        if self.no_match >= self.turns_cfg.max_no_match:
+            return DialogueReply(texts=(self.phrases.not_understood,), transfer=True, intent=reply.intent)
+        if self.no_match == 1:
+            return reply
+        extra = (self.phrases.dtmf_menu,) if self.no_match == 2 else (self.phrases.dtmf_menu, self.phrases.offer_agent)
+        return dataclasses.replace(reply, texts=(self.phrases.not_understood, *extra), expect=reply.expect)
+
+    async def _reprompt_no_match(self, reply: DialogueReply, asr: bool) -> CallerTurn | None:
+        """Speech came but nothing was recognized: taper like a dialogue no-match, without asking it."""
+        tapered = await self._taper_no_match(
+            dataclasses.replace(reply, texts=(self.phrases.not_understood, reply.texts[-1] if reply.texts else "")))
+        if tapered.transfer:
+            await self._transfer(tapered.texts)
+        return await self._ask(tapered.texts, reply.expect, reply.barge_in)
+
+    async def _reprompt_no_input(self, reply: DialogueReply) -> CallerTurn | None:
+        self.no_input += 1
+        self.metrics.no_input.inc()
+        log.info("no input %s", kv(call_id=self.call_id, count=self.no_input))
+        if self.no_input >= self.turns_cfg.max_no_input:
+            await self._say_closing(self.phrases.goodbye_no_input)
+            raise _CallOver("completed")
+        question = reply.texts[-1] if reply.texts else ""
+        if self.no_input == 1:
+            texts: tuple[str, ...] = (self.phrases.still_there, question)     # say less: only the question
+        elif self.no_input == 2:
+            texts = (self.phrases.still_there, self.phrases.dtmf_menu)
+        else:
+            texts = (self.phrases.dtmf_menu, self.phrases.offer_agent)
+        return await self._ask(texts, reply.expect, reply.barge_in)
+
+    async def _ask(self, texts: Sequence[str], expect: Expect, allow_barge_in: bool) -> CallerTurn | None:
+        """Play `texts` and listen (also during playback): the caller's turn, or None on no input."""
+        stream = self.stream
+        assert stream is not None
+        stream.set_expect(expect)
+        self.dtmf.set_expect(expect)
+        self.dtmf.reset()
+        prompt = await self._play(texts, allow_barge_in=allow_barge_in)
+        listening_since: float | None = None
+        drop_speech = False       # an utterance spoken over a prompt that may not be interrupted
+        awaiting_final = False
+        while True:
+            timeout = self._next_timeout(listening_since, awaiting_final or stream.vad.in_utterance)
+            try:
+                event = await asyncio.wait_for(self._inbox.get(), timeout)
+            except TimeoutError:
+                event = None
+            now = self.clock()
+            if isinstance(event, _PlayoutDone):
+                if event.prompt is prompt:
+                    self.state = EngineState.LISTENING
+                    listening_since = now
+                    if not prompt.allow_barge_in and stream.vad.in_utterance:
+                        stream.discard_utterance()     # speech over a legal notice is not an answer
+                continue
+            if isinstance(event, DtmfIn):
+                digits = self.dtmf.push(event.digit, event.timestamp)
+                if digits is not None:
+                    return self._dtmf_turn(digits, event.timestamp, stream, awaiting_final)
+                continue
+            if isinstance(event, SpeechStarted):
+                continue
+            if isinstance(event, EndOfSpeech):
+                if not prompt.done and not prompt.allow_barge_in:
+                    drop_speech = True
+                else:
+                    awaiting_final = True
+                continue
+            if isinstance(event, Final):
+                if self._stale_finals:
+                    self._stale_finals -= 1
+                    continue
+                if drop_speech:
+                    drop_speech = False
+                    continue
+                awaiting_final = False
+                if not prompt.done:
+                    self._barge_in(prompt, "final")
+                self._input_end_at = event.speech_end_at
+                return CallerTurn(text=event.text, confidence=event.confidence, event="speech")
+            # A timeout: a pending DTMF string ends, or nobody answered.
+            digits = self.dtmf.expire(now)
+            if digits is not None:
+                return self._dtmf_turn(digits, self.dtmf.last_digit_at or now, stream, awaiting_final)
+            if listening_since is not None and not awaiting_final and not stream.vad.in_utterance \
+                    and not self.dtmf.pending and now - listening_since >= self.turns_cfg.no_input_timeout_s:
+                return None
+
+    def _dtmf_turn(self, digits: str, at: float, stream: RecognizeStream, awaiting_final: bool) -> CallerTurn:
+        if awaiting_final:
+            self._stale_finals += 1     # the keys answered first; that utterance's result must not answer later
+        stream.discard_utterance()
+        if self.prompt is not None and not self.prompt.done:
+            self.prompt.interrupt()
+        self._input_end_at = at
+        return CallerTurn(dtmf=digits, event="dtmf")
+
+    def _next_timeout(self, listening_since: float | None, speech_open: bool) -> float | None:
+        now = self.clock()
+        deadlines = []
+        dtmf_deadline = self.dtmf.deadline()
+        if dtmf_deadline is not None:
+            deadlines.append(dtmf_deadline)
+        if listening_since is not None and not speech_open:
+            deadlines.append(listening_since + self.turns_cfg.no_input_timeout_s)
+        if speech_open:
+            deadlines.append(now + 0.25)   # re-check the no-input clock when the utterance was a blip
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now) + 0.001
+
+    async def _transfer(self, texts: Sequence[str]) -> NoReturn:
+        target = self.settings.escalation.agent_queue_uri
+        await self._say_closing(*texts, self.phrases.handoff)
+        headers = transfer_headers(self.ctx.case_folio, self.call_id)
+        log.info("transfer %s", kv(call_id=self.call_id, case=self.ctx.case_folio or "-", target=target))
+        try:
+            result = await asyncio.wait_for(self.leg.transfer(target, headers),
+                                            self.settings.escalation.transfer_timeout_s)
+        except Exception as exc:
+            log.warning("transfer failed %s", kv(call_id=self.call_id, error=type(exc).__name__))
+            ok = False
+        else:
+            ok = result.ok
+            log.info("transfer result %s", kv(call_id=self.call_id, ok=result.ok, code=result.status_code))
+        self.metrics.transfers.labels(result="ok" if ok else "failed").inc()
+        if ok:
+            raise _CallOver("transferred", target)
+        await self._say_closing(self.phrases.transfer_failed)
+        raise _CallOver("transfer_failed", target)

@@ -1,0 +1,182 @@
+"""Speech synthesis: prompt text to s16le PCM at the call rate, cached on disk.
+
+`EspeakSynthesizer` drives pyttsx3 with its espeak driver (espeak-ng) on ONE dedicated thread, because pyttsx3
+engines are not thread-safe: every pyttsx3 call happens on that thread. A render writes a 22050 Hz WAV, which
+is resampled to the call rate and stored in `tts.cache_dir` under a key made of text + voice + rate + sample
+rate (atomic rename, so a crash never leaves half a prompt). `prerender()` fills the cache at start.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ivr.resample import read_wav, resample
+from veratur.logs import kv
+
+log = logging.getLogger("ivr.tts")
+
+CACHE_SUFFIX = ".pcm"
+CACHE_FORMAT_VERSION = "1"     # bump when the rendering pipeline changes so old cache entries are not reused
+
+
+class SpeechSynthesizer(Protocol):
+    sample_rate: int
+
+    async def synthesize(self, text: str) -> bytes:
+        """s16le mono PCM at `sample_rate` for `text`."""
+        ...
+
+    async def prerender(self, texts: Iterable[str]) -> None:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class TtsError(RuntimeError):
+    """The synthesizer could not render a prompt."""
+
+
+@dataclass
+class TtsStats:
+    renders: int = 0
+    render_s: float = 0.0           # total time spent rendering on the TTS thread (miss path)
+    hits: int = 0
+    hit_s: float = 0.0              # total time to serve cache hits
+    last_render_s: float = 0.0
+    last_hit_s: float = 0.0
+    per_text: dict[str, float] = field(default_factory=dict)
+
+
+def cache_key(text: str, voice: str, rate: int, sample_rate: int) -> str:
+    raw = "\x1f".join([CACHE_FORMAT_VERSION, text, voice, str(rate), str(sample_rate)])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class EspeakSynthesizer:
+    """pyttsx3 + espeak-ng on one thread, with a disk cache; safe to share between calls of one process."""
+
+    def __init__(self, *, voice: str, rate: int, sample_rate: int, cache_dir: Path) -> None:
+        self.voice = voice
+        self.rate = rate
+        self.sample_rate = sample_rate
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+        self._engine: Any = None        # the pyttsx3 engine, created and used only on self._thread
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self.stats = TtsStats()
+
+    async def start(self) -> None:
+        """Create the pyttsx3 engine on the TTS thread (fails early when espeak-ng is missing)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._init_engine)
+
+    def _init_engine(self) -> None:
+        if self._engine is not None:
+            return
+        import pyttsx3
+        try:
+            engine = pyttsx3.init("espeak")
+        except Exception as exc:  # pyttsx3 raises bare errors when libespeak-ng is absent
+            raise TtsError(f"cannot start pyttsx3 with espeak-ng (apt package espeak-ng): {exc}") from exc
+        voices = {v.id for v in engine.getProperty("voices")}
+        if self.voice not in voices:
+            raise TtsError(f"tts.voice: espeak-ng has no voice {self.voice!r}")
+        engine.setProperty("voice", self.voice)
+        engine.setProperty("rate", self.rate)
+        self._engine = engine
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / (key + CACHE_SUFFIX)
+
+    async def synthesize(self, text: str) -> bytes:
+        text = " ".join(text.split())
+        if not text:
+            return b""
+        key = cache_key(text, self.voice, self.rate, self.sample_rate)
+        t0 = time.perf_counter()
+        try:
+            pcm = self._path(key).read_bytes()
+        except FileNotFoundError:
+            pass
+        else:
+            spent = time.perf_counter() - t0
+            self.stats.hits += 1
+            self.stats.hit_s += spent
+            self.stats.last_hit_s = spent
+            return pcm
+        # One render per text even when several calls ask at once.
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._inflight[key] = fut
+        try:
+            pcm = await loop.run_in_executor(self._thread, self._render, text, key)
+            fut.set_result(pcm)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()      # mark retrieved: the awaiting caller gets it below
+            raise
+        finally:
+            del self._inflight[key]
+        return pcm
+
+    def _render(self, text: str, key: str) -> bytes:
+        """On the TTS thread: espeak-ng to a temporary WAV, resample, atomically store in the cache."""
+        t0 = time.perf_counter()
+        self._init_engine()
+        fd, wav_path = tempfile.mkstemp(suffix=".wav", dir=self.cache_dir)
+        os.close(fd)
+        try:
+            self._engine.save_to_file(text, wav_path)
+            self._engine.runAndWait()
+            data = Path(wav_path).read_bytes()
+        finally:
+            Path(wav_path).unlink(missing_ok=True)
+        try:
+            pcm, rate = read_wav(data)
+        except ValueError as exc:
+            raise TtsError(f"espeak-ng produced no usable audio for {text[:40]!r}: {exc}") from exc
+        if not pcm:
+            raise TtsError(f"espeak-ng produced no audio for {text[:40]!r}")
+        pcm = resample(pcm, rate, self.sample_rate)
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.cache_dir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pcm)
+        os.replace(tmp, self._path(key))
+        spent = time.perf_counter() - t0
+        self.stats.renders += 1
+        self.stats.render_s += spent
+        self.stats.last_render_s = spent
+        self.stats.per_text[text] = spent
+        log.debug("rendered %s", kv(chars=len(text), ms=round(spent * 1000, 1), audio_ms=len(pcm) * 500 // self.sample_rate))
+        return pcm
+
+    async def prerender(self, texts: Iterable[str]) -> None:
+        """Render every text not cached yet, so the first caller waits for nothing."""
+        t0 = time.perf_counter()
+        unique = list(dict.fromkeys(" ".join(t.split()) for t in texts if t.strip()))
+        for text in unique:
+            await self.synthesize(text)
+        log.info("prerendered %s", kv(prompts=len(unique), renders=self.stats.renders,
+                                       s=round(time.perf_counter() - t0, 2)))
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._drop_engine)
+        self._thread.shutdown(wait=True)
+
+    def _drop_engine(self) -> None:
+        self._engine = None
