@@ -75,12 +75,12 @@ async def sip_options(host: str, port: int, timeout_s: float = 2.0, retransmit_s
         transport.close()
 
 
-async def http_ok(url: str, timeout_s: float = 2.0) -> bool:
-    """True when GET url answers 2xx."""
+async def http_ok(url: str, timeout_s: float = 2.0, accept_any: bool = False) -> bool:
+    """True when GET url answers 2xx (with accept_any: any answer below 500, i.e. the server is up)."""
     try:
         async with httpx.AsyncClient(timeout=timeout_s) as client:
             response = await client.get(url)
-        return 200 <= response.status_code < 300
+        return response.status_code < 500 if accept_any else 200 <= response.status_code < 300
     except (httpx.HTTPError, OSError):
         return False
 

@@ -1,0 +1,445 @@
+"""`veratur up`: start and supervise the whole node as child processes.
+
+Order: the Rasa server first (its cold start takes ~30 s; until it answers, the engine falls back to the DTMF
+menu) together with the action server; then the IVR workers and the web app; then Kamailio once the workers
+answer SIP OPTIONS. When the front door answers, the SIP URI and web URLs are printed.
+
+A child that dies is restarted with exponential backoff; a dead worker is first taken out of Kamailio's
+rotation so only its own calls are lost. A worker that stops answering OPTIONS (frozen) is killed and restarted.
+Ctrl-C / SIGTERM: workers are drained in Kamailio (no new calls), asked to stop (each lets its calls end for up
+to `sip.shutdown_grace_s`), then everything else stops. Every child runs in its own process group with a
+parent-death signal, so nothing is left behind even if the supervisor itself is killed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from veratur import kamailio
+from veratur.config import Settings
+from veratur.health import http_ok, sip_options
+from veratur.logs import kv
+
+log = logging.getLogger("veratur.supervisor")
+
+RESTART_BACKOFF_FIRST_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0            # a child that ran this long has its backoff reset
+WORKER_READY_TIMEOUT_S = 180.0   # model load + prompt pre-rendering on a busy 2-core machine
+KAMAILIO_READY_TIMEOUT_S = 15.0
+HEALTH_INTERVAL_S = 5.0
+WORKER_FROZEN_PROBES = 3         # consecutive unanswered OPTIONS before a worker is killed and restarted
+STOP_MARGIN_S = 10.0             # after SIGTERM (and a worker's grace period) before SIGKILL
+PR_SET_PDEATHSIG = 1
+
+Probe = Callable[[], Awaitable[bool]]
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says what to install or fix."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, help="IVR worker processes (default sip.workers)")
+    parser.add_argument("--no-dialogue", action="store_true",
+                        help="do not start Rasa and the action server (the engine uses its DTMF menu)")
+    parser.add_argument("--no-web", action="store_true", help="do not start the web app")
+    parser.add_argument("--ivr-app", choices=("auto", "engine", "demo"), default="auto",
+                        help="call handler of the workers (see `veratur ivr --app`)")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            print("veratur up: --workers must be between 1 and 64", file=sys.stderr)
+            return 2
+        settings = settings.model_copy(update={"sip": settings.sip.model_copy(update={"workers": args.workers})})
+    supervisor = Supervisor(settings, args)
+    try:
+        return asyncio.run(supervisor.run())
+    except StartupError as exc:
+        print(f"veratur up: {exc}", file=sys.stderr)
+        return 2
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: own process group, and SIGTERM if the supervisor dies (no orphans)."""
+    os.setpgrp()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass
+class ChildSpec:
+    """One supervised process: what to run and how to tell it is healthy."""
+
+    name: str
+    argv: list[str]
+    probe: Probe
+    ready_timeout_s: float
+    worker_index: int | None = None
+    stop_timeout_s: float = STOP_MARGIN_S
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    healthy: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Supervisor:
+    """Owns every child process of the node and its lifecycle."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.args = args
+        self.kamailio_paths = kamailio.KamailioPaths.for_settings(settings)
+        self.children: dict[str, Child] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._fast_stop = False
+        self.registry = CollectorRegistry()
+        self.child_up = Gauge("veratur_child_up", "1 while the child process is running and healthy", ["child"],
+                              registry=self.registry)
+        self.child_restarts = Counter("veratur_child_restarts_total", "Restarts of a child process", ["child"],
+                                      registry=self.registry)
+
+    # ---------------------------------------------------------------- plan
+    def _veratur(self, *command: str) -> list[str]:
+        argv = [sys.executable, "-m", "veratur.cli", "--log-level", getattr(self.args, "log_level", "INFO")]
+        if getattr(self.args, "config", None):
+            argv += ["--config", self.args.config]
+        return argv + list(command)
+
+    def plan(self) -> list[ChildSpec]:
+        """The children to run, after checking that the code and binaries for each are there."""
+        s = self.settings
+        sip = s.sip
+        host = sip.bind_address
+        if importlib.util.find_spec("ivr.worker") is None:
+            raise StartupError("the IVR worker (module ivr.worker) is not installed: run `make setup`")
+        specs: list[ChildSpec] = []
+        if not self.args.no_dialogue:
+            specs += self._optional("rasa", "veratur.rasa_server", ChildSpec(
+                "rasa", self._veratur("rasa"), lambda: http_ok(s.dialogue.rasa_url.rstrip("/") + "/"), 300.0))
+            action_port = s.dialogue.action_server_port
+            specs += self._optional("actions", "dialogs.actions.server", ChildSpec(
+                "actions", self._veratur("actions"),
+                lambda: http_ok(f"http://127.0.0.1:{action_port}/health"), 120.0))
+        worker_ports = [sip.worker_port(i) for i in range(sip.workers)] if sip.use_kamailio else [sip.port]
+        grace = getattr(sip, "shutdown_grace_s", 30.0)
+        for index, port in enumerate(worker_ports):
+            specs.append(ChildSpec(
+                f"ivr-{index}",
+                self._veratur("ivr", "--index", str(index), "--port", str(port), "--app", self.args.ivr_app),
+                self._sip_probe(host, port), WORKER_READY_TIMEOUT_S, worker_index=index,
+                stop_timeout_s=grace + STOP_MARGIN_S))
+        if not self.args.no_web:
+            web_url = f"http://{s.web.host}:{s.web.port}/"
+            specs += self._optional("web", "veratur.webapp", ChildSpec(
+                "web", self._veratur("web"), lambda: http_ok(web_url, accept_any=True), 120.0))
+        if sip.use_kamailio:
+            kamailio.find_binary()
+            specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
+        return specs
+
+    @staticmethod
+    def _optional(name: str, module: str, spec: ChildSpec) -> list[ChildSpec]:
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None or importlib.util.find_spec(module) is None:
+            log.warning("component not started %s", kv(event="component_missing", child=name, module=module))
+            return []
+        return [spec]
+
+    @staticmethod
+    def _sip_probe(host: str, port: int) -> Probe:
+        async def probe() -> bool:
+            return await sip_options(host, port, timeout_s=1.5) == 200
+        return probe
+
+    # ---------------------------------------------------------------- run
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            specs = self.plan()
+        except kamailio.KamailioError as exc:
+            raise StartupError(str(exc)) from None
+        if self.settings.sip.use_kamailio:
+            paths = kamailio.write_config(self.settings, self.kamailio_paths)
+            try:
+                await kamailio.check_config(paths)
+            except kamailio.KamailioError as exc:
+                raise StartupError(str(exc)) from None
+            for spec in specs:
+                if spec.name == "kamailio":
+                    spec.argv = kamailio.command(paths)
+        self._serve_metrics()
+        by_name = {spec.name: spec for spec in specs}
+        try:
+            # Rasa first: its cold start is the longest; nothing waits for it.
+            for name in ("rasa", "actions"):
+                if name in by_name:
+                    self._supervise(by_name[name])
+            workers = [spec for spec in specs if spec.worker_index is not None]
+            for spec in workers + ([by_name["web"]] if "web" in by_name else []):
+                self._supervise(spec)
+            if not await self._wait_ready([spec.name for spec in workers]):
+                return 1
+            if "kamailio" in by_name:
+                self._supervise(by_name["kamailio"])
+                if not await self._wait_ready(["kamailio"]):
+                    return 1
+            self._print_banner()
+            self._spawn(self._announce_dialogue(), "announce-dialogue")
+            await self._stopping.wait()
+            return 0
+        finally:
+            await self._stop_all()
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stopping.is_set():
+            log.warning("second signal: stopping without waiting for calls %s", kv(signal=sig))
+            self._fast_stop = True
+            return
+        log.info("stopping %s", kv(event="stop_requested", signal=signal.Signals(sig).name))
+        self._stopping.set()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _supervise(self, spec: ChildSpec) -> None:
+        child = Child(spec)
+        self.children[spec.name] = child
+        self._spawn(self._keep_running(child), f"supervise-{spec.name}")
+
+    async def _wait_ready(self, names: list[str]) -> bool:
+        """Wait until the named children are healthy; False if a stop came first or one never got ready."""
+        timeout = max(self.children[name].spec.ready_timeout_s for name in names)
+
+        async def all_ready() -> None:
+            for name in names:
+                await self.children[name].ready.wait()
+
+        ready = asyncio.ensure_future(all_ready())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([ready, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        stop.cancel()
+        missing = [name for name in names if not self.children[name].ready.is_set()]
+        if missing and not self._stopping.is_set():
+            log.error("not ready in time %s", kv(event="startup_failed", children=",".join(missing),
+                                                 timeout_s=timeout))
+            print(f"veratur up: {', '.join(missing)} did not become ready within {timeout:.0f} s; "
+                  "see the log lines above", file=sys.stderr)
+        return not missing
+
+    # ---------------------------------------------------------------- one child
+    async def _start(self, child: Child) -> None:
+        spec = child.spec
+        child.proc = await asyncio.create_subprocess_exec(
+            *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
+        child.started_at = time.monotonic()
+        child.healthy = False
+        log.info("child started %s", kv(event="child_started", child=spec.name, pid=child.proc.pid))
+        self._spawn(self._pump_output(spec.name, child.proc), f"output-{spec.name}")
+
+    async def _keep_running(self, child: Child) -> None:
+        spec = child.spec
+        while not self._stopping.is_set():
+            try:
+                await self._start(child)
+            except OSError as exc:
+                log.error("child cannot start %s", kv(event="child_start_failed", child=spec.name, error=exc))
+                code: int | None = None
+            else:
+                assert child.proc is not None
+                watcher = asyncio.ensure_future(self._watch_health(child))
+                code = await child.proc.wait()
+                watcher.cancel()
+            self.child_up.labels(spec.name).set(0)
+            if self._stopping.is_set():
+                return
+            ran_s = time.monotonic() - child.started_at
+            child.failures_in_a_row = 0 if ran_s >= STABLE_AFTER_S else child.failures_in_a_row + 1
+            delay = min(RESTART_BACKOFF_FIRST_S * 2 ** max(child.failures_in_a_row - 1, 0), RESTART_BACKOFF_MAX_S)
+            log.error("child exited %s", kv(event="child_exited", child=spec.name, code=code,
+                                             ran_s=round(ran_s, 1), restart_in_s=delay))
+            if spec.worker_index is not None:
+                await self._set_worker_state(spec.worker_index, "ip")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            child.restarts += 1
+            self.child_restarts.labels(spec.name).inc()
+
+    async def _watch_health(self, child: Child) -> None:
+        """Mark the child ready when its probe first passes; afterwards, kill a worker that stops answering."""
+        spec = child.spec
+        deadline = time.monotonic() + spec.ready_timeout_s
+        while not await spec.probe():
+            if time.monotonic() > deadline:
+                log.error("child not healthy %s", kv(event="child_not_ready", child=spec.name,
+                                                     timeout_s=spec.ready_timeout_s))
+                deadline = float("inf")        # say it once; keep probing (Rasa may still be training)
+            await asyncio.sleep(0.5)
+        child.healthy = True
+        self.child_up.labels(spec.name).set(1)
+        ready_s = time.monotonic() - child.started_at
+        log.info("child ready %s", kv(event="child_ready", child=spec.name, ready_s=round(ready_s, 2),
+                                      restarts=child.restarts))
+        if spec.worker_index is not None and child.restarts:
+            await self._set_worker_state(spec.worker_index, "ap")
+        child.ready.set()
+        missed = 0
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            if self._stopping.is_set():
+                return
+            if await spec.probe():
+                missed = 0
+                continue
+            missed += 1
+            log.warning("health probe failed %s", kv(event="probe_failed", child=spec.name, missed=missed))
+            if spec.worker_index is not None and missed >= WORKER_FROZEN_PROBES and child.proc is not None:
+                log.error("worker frozen, killing it %s", kv(event="worker_frozen", child=spec.name))
+                self._signal_group(child.proc, signal.SIGKILL)
+                return
+
+    async def _pump_output(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        """Child output on our stderr, each line prefixed with the child's name."""
+        assert proc.stdout is not None
+        prefix = f"{name} | ".encode()
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue                        # an over-long line: drop it rather than stop pumping
+            if not line:
+                return
+            sys.stderr.buffer.write(prefix + line)
+            sys.stderr.buffer.flush()
+
+    async def _set_worker_state(self, index: int, state: str) -> None:
+        child = self.children.get("kamailio")
+        if child is None or child.proc is None or child.proc.returncode is not None:
+            return
+        try:
+            await kamailio.set_worker_state(self.kamailio_paths, index, state)
+            log.info("dispatcher state %s", kv(event="worker_state", worker=index, state=state))
+        except kamailio.KamailioError as exc:
+            log.warning("dispatcher state not changed %s", kv(event="worker_state_failed", worker=index,
+                                                              error=exc))
+
+    # ---------------------------------------------------------------- stop
+    @staticmethod
+    def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    async def _stop_children(self, children: list[Child], timeout_s: float | None = None) -> None:
+        running = [c for c in children if c.proc is not None and c.proc.returncode is None]
+        for child in running:
+            assert child.proc is not None
+            self._signal_group(child.proc, signal.SIGTERM)
+
+        async def reap(child: Child) -> None:
+            assert child.proc is not None
+            limit = timeout_s if timeout_s is not None else child.spec.stop_timeout_s
+            deadline = time.monotonic() + limit
+            while child.proc.returncode is None and time.monotonic() < deadline and not self._fast_stop:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(child.proc.wait(), 0.5)
+            if child.proc.returncode is None:
+                log.warning("child did not stop, killing it %s", kv(event="child_killed", child=child.spec.name))
+            # The whole group: also whatever the child started itself.
+            self._signal_group(child.proc, signal.SIGKILL)
+            await child.proc.wait()
+            log.info("child stopped %s", kv(event="child_stopped", child=child.spec.name,
+                                            code=child.proc.returncode))
+
+        await asyncio.gather(*(reap(c) for c in running))
+
+    async def _stop_all(self) -> None:
+        self._stopping.set()
+        workers = [c for c in self.children.values() if c.spec.worker_index is not None]
+        # 1. No new calls for any worker; in-dialog requests (BYE) still pass through Kamailio.
+        for child in workers:
+            assert child.spec.worker_index is not None
+            await self._set_worker_state(child.spec.worker_index, "d")
+        # 2. Workers let their calls end (sip.shutdown_grace_s), hang up the rest, exit.
+        await self._stop_children(workers)
+        # 3. Everything else: the front door last among the SIP parts, so the workers' BYEs got through.
+        await self._stop_children([c for c in self.children.values() if c.spec.worker_index is None])
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        log.info("node stopped %s", kv(event="node_stopped", node=self.settings.node_name))
+
+    # ---------------------------------------------------------------- presentation
+    def _serve_metrics(self) -> None:
+        try:
+            start_http_server(self.settings.metrics.port, addr=self.settings.sip.bind_address,
+                              registry=self.registry)
+        except OSError as exc:
+            log.warning("supervisor metrics not served %s", kv(port=self.settings.metrics.port, error=exc))
+
+    def _print_banner(self) -> None:
+        s = self.settings
+        sip = s.sip
+        host = sip.public_address or sip.bind_address
+        uri_host = f"[{host}]" if ":" in host else host
+        front = sip.port
+        transports = "/".join(t.upper() for t in sip.transports) if sip.use_kamailio else "UDP/TCP"
+        worker_names = [n for n, c in self.children.items() if c.spec.worker_index is not None]
+        lines = [
+            f"Veratur node {s.node_name} is up.",
+            f"  Dial:      sip:veratur@{uri_host}:{front}  ({transports}; "
+            f"{len(worker_names)} worker(s) x {sip.max_calls_per_worker} calls"
+            f"{', behind Kamailio' if sip.use_kamailio else ', no Kamailio'})",
+            f"  Try it:    veratur call sip:veratur@{uri_host}:{front} --dtmf 1",
+        ]
+        if "web" in self.children:
+            lines.append(f"  Web:       http://{s.web.host}:{s.web.port}/")
+        lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
+                     f"ports {s.metrics.port + 1}..{s.metrics.port + len(worker_names)}")
+        if "rasa" in self.children:
+            state = "ready" if self.children["rasa"].ready.is_set() else \
+                "starting (callers get the DTMF menu until it is ready)"
+            lines.append(f"  Dialogue:  Rasa at {s.dialogue.rasa_url} {state}")
+        else:
+            lines.append("  Dialogue:  Rasa not started (DTMF menu only)")
+        lines.append("  Ctrl-C stops the node (calls are drained first; a second Ctrl-C does not wait).")
+        print("\n".join(lines), flush=True)
+        log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=front,
+                                     workers=len(worker_names)))
+
+    async def _announce_dialogue(self) -> None:
+        child = self.children.get("rasa")
+        if child is None or child.ready.is_set():
+            return
+        await child.ready.wait()
+        print(f"Dialogue: Rasa is ready at {self.settings.dialogue.rasa_url}", flush=True)
