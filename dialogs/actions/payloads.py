@@ -1,0 +1,48 @@
+"""The custom payload each bot message carries for the phone engine (parsed by ivr/rasa_client.py).
+
+    {"expect": {"kind": "digits", "max_digits": 8, "terminator": "#", "phrases": [...]},
+     "transfer": true, "hangup": true, "case_folio": "12345678", "question": "readback"}
+
+`expect` mirrors ivr.dialogue.Expect; `question` tells the next turn what a bare "sí"/"no" or a key press
+answers (anything_else | readback | agent_offer | disambiguation).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from rasa_sdk.executor import CollectingDispatcher
+
+ExpectKind = Literal["free", "yes_no", "digits", "menu", "city", "none"]
+MENU_PHRASES = ("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite", "asesor")
+YES_NO_PHRASES = ("sí", "no", "repita", "asesor")
+FOLIO_MAX_DIGITS = 8
+VERIFICATION_MAX_DIGITS = 4
+
+
+def expect(kind: ExpectKind = "free", phrases: Sequence[str] = (), max_digits: int = 1,
+           terminator: str = "#") -> dict[str, Any]:
+    """An expected-answer hint: drives the engine's ASR grammar, endpointing and DTMF collection."""
+    hint: dict[str, Any] = {"kind": kind}
+    if phrases:
+        hint["phrases"] = list(phrases)
+    if kind in ("digits", "menu", "yes_no"):
+        hint["max_digits"] = max_digits
+        hint["terminator"] = terminator
+    return hint
+
+
+def say(dispatcher: CollectingDispatcher, text: str, *, hint: dict[str, Any] | None = None,
+        transfer: bool = False, hangup: bool = False, case_folio: str | None = None,
+        question: str | None = None) -> None:
+    """Send one spoken message with its payload."""
+    custom: dict[str, Any] = {"expect": hint or expect("free")}
+    if transfer:
+        custom["transfer"] = True
+    if hangup:
+        custom["hangup"] = True
+    if case_folio:
+        custom["case_folio"] = case_folio
+    if question:
+        custom["question"] = question
+    dispatcher.utter_message(text=text, json_message=custom)

@@ -1,0 +1,128 @@
+"""Trámite status by phone: folio (spoken any way or keyed) + verification (PIN or last 4 of the CURP).
+
+The folio's Damm check digit is checked before any lookup, so a misheard digit costs the caller a retry, not
+one of the three verification attempts. The case bridge answers `denied` alike for an unknown folio and a
+wrong PIN (no folio enumeration), so both get the same clear answer and a retry of folio and verification.
+Three failures lock the folio there: nothing about the case is said and an agent is offered.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from case_bridge import folio as folios
+from dialogs.actions.context import call_meta
+from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
+from dialogs.actions.payloads import FOLIO_MAX_DIGITS, VERIFICATION_MAX_DIGITS, expect, say
+from dialogs.actions.resources import UsesResources
+from dialogs.catalog import spoken_list
+from veratur.logs import kv
+
+log = logging.getLogger("dialogs.actions.status")
+
+FINISH_WEB = "Puede terminarlo en el portal web de Veratur con su folio y su NIP"
+AGENT_KEY = "0"
+WORDS_ATTEMPTS = {1: "un intento", 2: "dos intentos"}
+
+
+def status_text(res_tramites: Any, case: Any) -> str:
+    """What the caller hears about a verified case: status, what is missing, how to finish."""
+    folio = grouped_for_speech(case.folio)
+    parts = [f"Su trámite de {case.tramite.name}, folio {folio}, está {case.status_label}."]
+    entry = res_tramites.get(case.tramite.id) if res_tramites is not None else None
+    if case.missing:
+        if entry is not None:
+            parts.append(res_tramites.missing_items_text(entry, list(case.missing)))
+        else:
+            parts.append(f"Todavía le falta: {spoken_list(list(case.missing))}.")
+    if case.appointment_office and case.appointment_at:
+        parts.append(f"Tiene cita en {case.appointment_office}.")
+    finish = list(case.tramite.finish_channels)
+    if case.status not in ("completed", "closed", "cancelled", "rejected"):
+        if "web" in finish:
+            parts.append(f"{FINISH_WEB}.")
+        offices = list(case.tramite.offices) or ([entry.where] if entry is not None else [])
+        if "office" in finish and offices:
+            parts.append(f"O acuda a: {offices[0]}")
+    return " ".join(p.strip() for p in parts if p)
+
+
+class ValidateStatusForm(UsesResources, FormValidationAction):
+    def name(self) -> str:
+        return "validate_status_form"
+
+    async def validate_folio(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                             domain: DomainDict) -> dict[str, Any]:
+        digits = spoken_digits(str(value or ""))
+        if digits == AGENT_KEY:     # 0 means "agent" at every prompt: finish the form into a transfer
+            return {"folio": digits, "verification": AGENT_KEY, "status_result": "transfer"}
+        if len(digits) == folios.FOLIO_DIGITS and folios.is_valid(digits):
+            return {"folio": digits}
+        if len(digits) != folios.FOLIO_DIGITS:
+            heard = f"Escuché {len(digits)} dígitos. " if digits else ""
+            say(dispatcher, f"{heard}El folio tiene ocho dígitos.",
+                hint=expect("digits", max_digits=FOLIO_MAX_DIGITS))
+        else:
+            say(dispatcher, f"El folio {grouped_for_speech(digits)} no es válido; tal vez escuché mal un dígito.",
+                hint=expect("digits", max_digits=FOLIO_MAX_DIGITS))
+        return {"folio": None}
+
+    async def validate_verification(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                    domain: DomainDict) -> dict[str, Any]:
+        chars = spoken_to_chars(str(value or ""), letters=True)
+        if chars == AGENT_KEY:
+            return {"verification": AGENT_KEY, "status_result": "transfer"}
+        if len(chars) != VERIFICATION_MAX_DIGITS:
+            say(dispatcher, "Necesito cuatro caracteres: su NIP o el final de su CURP.",
+                hint=expect("digits", max_digits=VERIFICATION_MAX_DIGITS))
+            return {"verification": None}
+        folio = str(tracker.get_slot("folio") or "")
+        cases = self.res.cases
+        meta = call_meta(tracker)
+        if cases is None:
+            say(dispatcher, "En este momento no puedo consultar los trámites.")
+            return {"verification": "n/a", "status_result": "unavailable"}
+        kwargs = {"pin": chars} if chars.isdigit() else {"curp_last4": chars}
+        try:
+            result = await asyncio.to_thread(cases.status_for, folio, client=meta.caller_number, **kwargs)
+        except Exception as exc:  # the database is down: say so, keep no data, offer the agent
+            log.error(kv(event="status_failed", call_id=meta.call_id, case=folio, error=type(exc).__name__))
+            say(dispatcher, "En este momento no puedo consultar los trámites.")
+            return {"verification": "n/a", "status_result": "unavailable"}
+        log.info(kv(event="status_lookup", call_id=meta.call_id, case=folio, reason=result.reason))
+        if result.reason == "ok":
+            say(dispatcher, status_text(self.res.tramites, result.case), case_folio=folio)
+            return {"verification": "ok", "status_result": "ok", "case_folio": folio}
+        if result.reason == "locked":
+            return {"verification": "locked", "status_result": "locked"}
+        left = result.attempts_left
+        tail = f" Le queda {WORDS_ATTEMPTS.get(left, f'{left} intentos')}." if left else ""
+        say(dispatcher, "No encontré un trámite con ese folio y esa verificación." + tail + " Intentemos de nuevo.")
+        return {"folio": None, "verification": None}
+
+
+class ActionStatusReport(Action):
+    """After the status form: offer more help, or an agent when the folio is locked or the record is down."""
+
+    def name(self) -> str:
+        return "action_status_report"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: dict[str, Any]) -> list[EventType]:
+        result = tracker.get_slot("status_result")
+        if result == "locked":
+            dispatcher.utter_message(response="utter_status_locked")
+        elif result == "transfer":
+            dispatcher.utter_message(response="utter_transfer")
+        elif result == "unavailable":
+            say(dispatcher, "Si quiere, le comunico con un asesor: diga asesor o marque cero.",
+                hint=expect("menu", ("asesor", "cero", "no")), question="agent_offer")
+        else:
+            say(dispatcher, "¿Le ayudo con algo más?", question="anything_else")
+        return [SlotSet("folio", None), SlotSet("verification", None), SlotSet("status_result", None)]

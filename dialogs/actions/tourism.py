@@ -1,0 +1,108 @@
+"""Tourism answers for the 12 cities: what to see, what to eat, festivals, how to get there, tourist office.
+
+One action answers every topic. It remembers the city and the topic in slots so a caller can follow up
+without naming the city ("¿y qué se come ahí?") or name only a new city to hear the same topic there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from dialogs.actions.context import entity_values, latest_intent, latest_text
+from dialogs.actions.payloads import expect, say
+from dialogs.actions.resources import UsesResources
+from dialogs.catalog import CityCatalog, spoken_list
+from dialogs.catalog_match import normalize
+from dialogs.catalog_schema import City
+
+TOPIC_BY_INTENT = {
+    "ask_attractions": "attractions", "ask_food": "food", "ask_festivals": "festivals",
+    "ask_access": "access", "ask_tourist_office": "office",
+}
+MAX_ITEMS = 3
+"""Items read per answer: a caller keeps about three in mind."""
+FOLLOW_UP = "¿Quiere saber qué ver, qué comer, sus fiestas, cómo llegar o dónde pedir informes?"
+
+
+def find_festival(cities: CityCatalog, text: str) -> City | None:
+    """The city whose festival the caller names ("la Candelaria", "Cumbre Tajín"), if exactly one fits."""
+    said = f" {normalize(text)} "
+    found = {c.id: c for c in cities.cities for f in c.festivals
+             for name in (f.name, *f.synonyms) if len(normalize(name)) > 3 and f" {normalize(name)} " in said}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def resolve_city(cities: CityCatalog, tracker: Tracker, topic: str | None) -> City | None:
+    """The city the turn is about: named in the text (not as the starting point), or an extracted entity, or
+    a festival's city, or — for a follow-up — the city of the conversation."""
+    text = latest_text(tracker)
+    city = cities.find_city(text) if text and not text.startswith("/") else None
+    if city is None:
+        for value in entity_values(tracker, "city"):
+            city = cities.find_city(value)
+            if city is not None:
+                break
+    if city is None and topic == "festivals":
+        city = find_festival(cities, text)
+    if city is None:
+        current = tracker.get_slot("city")
+        if current:
+            city = cities.get(str(current)) or cities.find_city(str(current))
+    return city
+
+
+def answer(city: City, topic: str, origin: City | None = None) -> str:
+    """The spoken answer about one topic of one city."""
+    name = city.spoken_name
+    if topic == "attractions":
+        places = city.attractions[:MAX_ITEMS]
+        return (f"En {name} puede conocer {spoken_list([p.name for p in places])}. "
+                f"{places[0].name}: {places[0].description}")
+    if topic == "food":
+        foods = city.foods[:MAX_ITEMS]
+        return f"En {name} lo típico es {spoken_list([f.name for f in foods])}. {foods[0].name}: {foods[0].description}"
+    if topic == "festivals":
+        parts = [f"{f.name}, {f.when}" for f in city.festivals[:MAX_ITEMS]]
+        return f"Fiestas de {name}: " + ". ".join(parts) + "."
+    if topic == "access":
+        routes = []
+        wanted = ["from_xalapa", "from_veracruz"]
+        if origin is not None and origin.id in ("xalapa", "veracruz"):
+            wanted = [f"from_{origin.id}"]
+        for key in wanted:
+            route = getattr(city.access, key)
+            if route is not None:
+                start = "Desde Xalapa" if key == "from_xalapa" else "Desde el puerto de Veracruz"
+                routes.append(f"{start}: {route.summary} Por {spoken_list(route.roads)}, {route.duration}.")
+        return " ".join(routes) or f"{name} es el punto de partida; pregunte por otra ciudad para saber cómo llegar."
+    if topic == "office":
+        info = city.tourist_info
+        extra = f" Horario: {info.hours}." if info.hours else ""
+        return f"{info.spoken}{extra}"
+    return f"{city.summary}"
+
+
+class ActionTourismAnswer(UsesResources, Action):
+    def name(self) -> str:
+        return "action_tourism_answer"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: dict[str, Any]) -> list[EventType]:
+        intent = latest_intent(tracker)
+        topic = TOPIC_BY_INTENT.get(intent) or tracker.get_slot("topic")
+        cities = self.res.cities
+        city = resolve_city(cities, tracker, topic)
+        if city is None:
+            names = spoken_list(cities.spoken_names(), "o")
+            say(dispatcher, f"¿De qué ciudad? Tengo información de {names}.",
+                hint=expect("city", cities.spoken_names()))
+            return [SlotSet("topic", topic)]
+        if topic is None:
+            say(dispatcher, f"{city.summary} {FOLLOW_UP}")
+            return [SlotSet("city", city.id)]
+        origin = cities.find_origin(latest_text(tracker)) if topic == "access" else None
+        say(dispatcher, f"{answer(city, topic, origin)} ¿Algo más sobre {city.spoken_name} o sobre otra ciudad?")
+        return [SlotSet("city", city.id), SlotSet("topic", topic)]
