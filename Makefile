@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/calls.py --calls 20
 	$(PY) bench/status_api.py
 	$(PY) bench/actions.py
+	$(PY) bench/catalog.py
 
 clean:
 	rm -rf var .stamps dialogs/models

@@ -195,7 +195,7 @@ class TramiteCatalog:
         """Trámites that fit `text`, best first; only those close to the best are kept, so more than one
         result means the caller must choose. `among` restricts to earlier candidates (answer to a question)."""
         allowed = None if among is None else {self._position[i] for i in among if i in self._position}
-        hits = self._index.rank(text, allowed)
+        hits = self._index.rank(text, allowed, limit)
         if not hits or hits[0].score < MIN_SCORE:
             return []
         floor = EXACT_SCORE if hits[0].score >= EXACT_SCORE else max(MIN_SCORE, hits[0].score * RELATIVE_CUTOFF)

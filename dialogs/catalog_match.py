@@ -6,6 +6,7 @@ corrected. Indexes are built once per catalog, so lookups cost the same on 12 or
 """
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import unicodedata
@@ -44,13 +45,17 @@ class FuzzyWords:
                 for form in _deletes(word):
                     self._by_delete[form].add(word)
 
-    def correct(self, word: str) -> str | None:
+    def candidates(self, word: str) -> set[str]:
+        """Known words within one edit (insert, delete or substitute one letter) that start alike."""
         if len(word) < FUZZY_MIN_LEN - 1:
-            return None
+            return set()
         found: set[str] = set()
         for form in _deletes(word):
             found |= self._by_delete.get(form, set())
-        found = {w for w in found if w[0] == word[0] and abs(len(w) - len(word)) <= 1}
+        return {w for w in found if w[0] == word[0] and abs(len(w) - len(word)) <= 1}
+
+    def correct(self, word: str) -> str | None:
+        found = self.candidates(word)
         # several equally close words: do not guess
         return next(iter(found)) if len(found) == 1 else None
 
@@ -131,8 +136,10 @@ class NameIndex:
                 return key, end, False, compact
         for end in range(min(top, i + 2), i, -1):  # fuzzy only on one or two words: cheap and safe
             compact = "".join(words[i:end])
-            corrected = self._fuzzy.correct(compact)
-            if corrected is not None:
+            near = self._fuzzy.candidates(compact)
+            keys = {self._compact[w] for w in near}
+            if len(keys) == 1:  # several near names are fine if they all mean the same city
+                corrected = min(near)
                 return self._compact[corrected], end, True, corrected
         return None
 
@@ -219,21 +226,26 @@ class RankedIndex:
             out.append(word)
         return out
 
-    def rank(self, text: str, among: set[int] | None = None) -> list[RankedHit]:
+    def rank(self, text: str, among: set[int] | None = None, limit: int | None = None) -> list[RankedHit]:
+        """Entries sharing words with `text`, best first (at most `limit`), each scored by its best phrase."""
         words = {w for w in self.query_words(text) if w in self._weight}
         if not words:
             return []
         query_weight = sum(self._weight[w] for w in words)
         matched: dict[int, float] = defaultdict(float)
         for word in words:
+            weight = self._weight[word]
             for pos in self._postings[word]:
-                matched[pos] += self._weight[word]
-        best: dict[int, RankedHit] = {}
+                matched[pos] += weight
+        # plain floats in the loop, objects only for the few results: this loop is the whole cost at 900 entries
+        best: dict[int, tuple[float, int]] = {}
         for pos, weight in matched.items():
-            index, phrase, _ = self._phrases[pos]
+            index = self._phrases[pos][0]
             if among is not None and index not in among:
                 continue
             score = QUERY_WEIGHT * weight / query_weight + (1 - QUERY_WEIGHT) * weight / self._phrase_weight[pos]
-            if index not in best or score > best[index].score:
-                best[index] = RankedHit(index, round(score, 4), phrase)
-        return sorted(best.values(), key=lambda h: (-h.score, h.index))
+            if index not in best or score > best[index][0]:
+                best[index] = (score, pos)
+        order = ((-score, index, pos) for index, (score, pos) in best.items())
+        top = heapq.nsmallest(limit, order) if limit is not None else sorted(order)
+        return [RankedHit(index, round(-neg, 4), self._phrases[pos][1]) for neg, index, pos in top]

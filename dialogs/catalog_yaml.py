@@ -143,9 +143,22 @@ def locate(file: str, parsed: Parsed, loc: Sequence[str | int], message: str,
            severity: Severity = "error") -> Problem:
     """A Problem at `loc` (a path of keys and list indexes), with line/column and the entry id when known."""
     node, _ = node_at(parsed.root, loc)
-    mark = node.start_mark if node is not None else None
+    mark = _key_mark(parsed.root, loc) or (node.start_mark if node is not None else None)
     return Problem(file, message, key=dotted(loc), entry=_entry_id(parsed.data, loc), line=_line(mark),
                    column=_col(mark), severity=severity)
+
+
+def _key_mark(root: yaml.Node | None, loc: Sequence[str | int]) -> Any:
+    """Where the last key of `loc` is written (the line an editor looks for), if it is written at all."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    parent, exists = node_at(root, loc[:-1])
+    if not exists or not isinstance(parent, yaml.MappingNode):
+        return None
+    for key_node, _ in parent.value:
+        if str(key_node.value) == loc[-1]:
+            return key_node.start_mark
+    return None
 
 
 def _entry_id(data: Any, loc: Sequence[str | int]) -> str | None:
@@ -166,6 +179,20 @@ _MESSAGES = {
     "too_short": "tiene menos elementos de los necesarios",
     "string_pattern_mismatch": "formato no válido: use minúsculas sin acentos y guiones (por ejemplo licencia-chofer)",
     "literal_error": "valor no permitido",
+    "less_than_equal": "el valor es demasiado grande; máximo {le}",
+    "greater_than_equal": "el valor es demasiado pequeño; mínimo {ge}",
+    "string_too_short": "no puede quedar vacío",
+    "string_too_long": "el texto es demasiado largo (máximo {max_length} caracteres)",
+    "string_type": "debe ser un texto",
+    "int_parsing": "debe ser un número entero",
+    "int_type": "debe ser un número entero",
+    "decimal_parsing": "debe ser una cantidad",
+    "bool_parsing": "debe ser true o false",
+    "bool_type": "debe ser true o false",
+    "list_type": "debe ser una lista (líneas que empiezan con guion, o [a, b])",
+    "model_type": "debe ser un mapa de claves",
+    "model_attributes_type": "debe ser un mapa de claves",
+    "dict_type": "debe ser un mapa de claves",
 }
 
 
@@ -180,6 +207,10 @@ def validate_model(model: type[BaseModel], parsed: Parsed, file: str) -> tuple[A
             # pydantic adds the union member / validator name as an extra loc part: drop non-YAML parts
             loc = _trim_loc(parsed.root, loc)
             text = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
+            try:
+                text = text.format(**err.get("ctx", {}))
+            except (KeyError, IndexError, ValueError):
+                pass
             if err["type"] == "extra_forbidden" and loc and " " in str(loc[-1]):
                 text += "; si es parte de un texto con comas entre llaves, ponga ese texto entre comillas"
             if err["type"] == "too_short":
