@@ -101,11 +101,11 @@ class CityCatalog:
     def get(self, city_id: str) -> City | None:
         return self._by_id.get(city_id)
 
-    def mentions(self, text: str) -> list[Mention]:
+    def mentions(self, text: str | None) -> list[Mention]:
         """Every city named in `text`, in order, each marked `origin` when said after 'desde'."""
-        return self._index.mentions(text)
+        return self._index.mentions(text) if text else []
 
-    def find_city(self, text: str) -> City | None:
+    def find_city(self, text: str | None) -> City | None:
         """The city the caller asks about: the first one named that is not the starting point; else the first."""
         found = self.mentions(text)
         if not found:
@@ -113,14 +113,16 @@ class CityCatalog:
         target = next((m for m in found if not m.origin), found[0])
         return self._by_id[target.key]
 
-    def find_origin(self, text: str) -> City | None:
+    def find_origin(self, text: str | None) -> City | None:
         """The city said as the starting point ('desde Xalapa'), if any."""
         found = next((m for m in self.mentions(text) if m.origin), None)
         return None if found is None else self._by_id[found.key]
 
-    def find_festivals(self, text: str, city: City | None = None) -> list[FestivalMatch]:
+    def find_festivals(self, text: str | None, city: City | None = None) -> list[FestivalMatch]:
         """Festivals that fit `text` ("¿cuándo es la Candelaria?"), best first, close competitors only.
         With a city (given, or named in `text`) only that city's festivals are considered."""
+        if not text:
+            return []
         city = city or self.find_city(text)
         allowed = None if city is None else {i for i, (c, _) in enumerate(self._festivals) if c.id == city.id}
         hits = self._festival_index.rank(text, allowed)
@@ -191,9 +193,12 @@ class TramiteCatalog:
     def agency_of(self, tramite: Tramite) -> Agency:
         return self.agencies[tramite.agency]
 
-    def find_tramites(self, text: str, limit: int = 5, among: Iterable[str] | None = None) -> list[TramiteMatch]:
+    def find_tramites(self, text: str | None, limit: int = 5,
+                      among: Iterable[str] | None = None) -> list[TramiteMatch]:
         """Trámites that fit `text`, best first; only those close to the best are kept, so more than one
         result means the caller must choose. `among` restricts to earlier candidates (answer to a question)."""
+        if not text:
+            return []
         allowed = None if among is None else {self._position[i] for i in among if i in self._position}
         hits = self._index.rank(text, allowed, limit)
         if not hits or hits[0].score < MIN_SCORE:
@@ -201,7 +206,10 @@ class TramiteCatalog:
         floor = EXACT_SCORE if hits[0].score >= EXACT_SCORE else max(MIN_SCORE, hits[0].score * RELATIVE_CUTOFF)
         return [TramiteMatch(self.tramites[h.index], h.score, h.phrase) for h in hits[:limit] if h.score >= floor]
 
-    def resolve(self, text: str, among: Iterable[str] | None = None) -> TramiteResolution:
+    def resolve(self, text: str | None, among: Iterable[str] | None = None) -> TramiteResolution:
+        """find_tramites as an outcome (one, several or none); an exact id resolves directly."""
+        if not text:
+            return TramiteResolution(())
         direct = self.get(text.strip())
         if direct is not None:
             return TramiteResolution((TramiteMatch(direct, 1.0, direct.id),))

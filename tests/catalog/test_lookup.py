@@ -191,3 +191,12 @@ def test_spoken_list():
     assert spoken_list(["a", "b", "c"]) == "a, b y c"
     assert spoken_list(["chofer", "otro"], "o") == "chofer u otro"
     assert spoken_list(["café", "iglesias"]) == "café e iglesias"
+
+
+def test_missing_input_is_not_an_error(cities, tramites):
+    """Slots and transcripts may be empty or None: lookups answer 'nothing' instead of raising."""
+    assert cities.find_city(None) is None and cities.find_origin(None) is None
+    assert cities.find_festivals(None) == [] and cities.mentions("") == []
+    assert tramites.find_tramites(None) == [] and tramites.resolve(None).not_found
+    long_text = "bla " * 5000 + "tlacotalpan"
+    assert cities.find_city(long_text).id == "tlacotalpan"  # type: ignore[union-attr]
