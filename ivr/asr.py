@@ -51,6 +51,7 @@ class Partial:
 class EndOfSpeech:
     at: float                  # when the endpointer decided
     speech_end_at: float       # end of the last voiced frame: the real end of the caller's speech
+    voiced_ms: int = 0         # voiced time in the utterance (a cough is short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class Final:
     text: str                  # "" when nothing was recognized
     confidence: float | None
     speech_end_at: float
+    voiced_ms: int = 0
 
 
 AsrEvent = SpeechStarted | Partial | EndOfSpeech | Final
@@ -201,8 +203,9 @@ class RecognizeStream:
     def end_utterance(self) -> None:
         """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
         speech_end = self.vad.last_voiced_at or self._now
-        self._events.put_nowait(EndOfSpeech(self._now, speech_end))
-        self._inbox.put_nowait((_FINAL, speech_end))
+        voiced = self.vad.voiced_ms
+        self._events.put_nowait(EndOfSpeech(self._now, speech_end, voiced))
+        self._inbox.put_nowait((_FINAL, (speech_end, voiced)))
         self.vad.reset()
         self.endpointer.reset()
         self._utterance_open = False
@@ -306,7 +309,7 @@ class RecognizeStream:
                 self.decode_s += time.perf_counter() - t0
                 if text:
                     segments.append(text)
-                out.append(Final(" ".join(segments).strip(), conf, arg))
+                out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1]))
                 segments.clear()
             elif kind == _RESET:
                 dec.reset()

@@ -78,7 +78,7 @@ class Endpointer:
         quiet_since = last_voiced_at
         if self._partial_changed_at is not None and self._partial_changed_at > quiet_since:
             quiet_since = self._partial_changed_at
-        return (now - quiet_since) * 1000 >= self.silence_threshold_ms
+        return (now - quiet_since) * 1000 + 1e-6 >= self.silence_threshold_ms   # 1e-6: float sums of 20 ms
 
     def reset(self) -> None:
         self._last_partial = ""

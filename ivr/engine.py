@@ -8,6 +8,7 @@ its prerendered prompts, the dialogue factory and the recorder.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -48,6 +49,15 @@ class NullRecorder:
         return None
 
 
+class _BoundedDict(collections.OrderedDict):  # type: ignore[type-arg]
+    MAX = 256
+
+    def __setitem__(self, key: object, value: object) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.MAX:
+            self.popitem(last=False)
+
+
 def stream_config(settings: Settings) -> StreamConfig:
     return StreamConfig(
         vad_threshold_db=settings.asr.vad_energy_threshold_db,
@@ -71,6 +81,8 @@ class Engine:
         self.phrases = phrases
         self._executor = executor
         self.sessions: dict[str, CallSession] = {}        # live calls by SIP Call-ID
+        # How recent calls ended (bounded, for the worker's metrics and tests).
+        self.dispositions: collections.OrderedDict[str, Disposition] = _BoundedDict()
         self._call_tasks: dict[str, asyncio.Task[object]] = {}
         self.closed = False
 
@@ -119,13 +131,10 @@ class Engine:
         task = asyncio.current_task()
         if task is not None:
             self._call_tasks[call_id] = task
-        self.metrics.calls_active.inc()
-        disposition: Disposition = "error"
+        # calls_active / calls_total are counted by the worker around this call (ivr/worker.py).
         try:
-            disposition = await session.run()
+            self.dispositions[call_id] = await session.run()
         finally:
-            self.metrics.calls_active.dec()
-            self.metrics.calls_total.labels(disposition=disposition).inc()
             self.sessions.pop(call_id, None)
             self._call_tasks.pop(call_id, None)
 

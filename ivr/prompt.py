@@ -52,20 +52,25 @@ class Prompt:
         return self._done.is_set()
 
     def start(self) -> None:
+        """Queue the first audio now (so the reply's first audio time is known at once), feed the rest in a task."""
         if self._task is None and not self._done.is_set():
+            self._top_up()
             self._task = asyncio.create_task(self._feed(), name="prompt")
+
+    def _top_up(self) -> None:
+        while self._fed < len(self.pcm) and self.leg.queued_playback_ms() < TOP_UP_MS:
+            chunk = self.pcm[self._fed:self._fed + self._chunk]
+            self.leg.play(chunk)
+            if self.first_audio_at is None:
+                self.first_audio_at = self._clock()
+            self._fed += len(chunk)
 
     async def _feed(self) -> None:
         try:
             while self._fed < len(self.pcm):
-                if self.leg.queued_playback_ms() < TOP_UP_MS:
-                    chunk = self.pcm[self._fed:self._fed + self._chunk]
-                    self.leg.play(chunk)
-                    if self.first_audio_at is None:
-                        self.first_audio_at = self._clock()
-                    self._fed += len(chunk)
-                    continue
-                await asyncio.sleep(POLL_S)
+                self._top_up()
+                if self._fed < len(self.pcm):
+                    await asyncio.sleep(POLL_S)
             # The leg offers no "drained" event (its buffer empties on the media thread): poll it.
             while self.leg.queued_playback_ms() > 0:  # noqa: ASYNC110
                 await asyncio.sleep(POLL_S)

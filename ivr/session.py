@@ -399,6 +399,8 @@ class CallSession:
                     drop_speech = False
                     continue
                 awaiting_final = False
+                if not event.text and event.voiced_ms < self.turns_cfg.barge_in_min_speech_ms:
+                    continue        # a cough or a click with no words: not an answer, keep listening
                 if not prompt.done:
                     self._barge_in(prompt, "final")
                 self._input_end_at = event.speech_end_at

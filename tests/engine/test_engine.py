@@ -1,0 +1,111 @@
+"""The Engine as the worker uses it: real Vosk (Korean test model), real pyttsx3/espeak-ng TTS with prompts
+prerendered, the YAML menu or a scripted dialogue, calls on in-memory legs."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.dialogue import DialogueReply, Expect
+from ivr.engine import Engine, NullRecorder
+from ivr.metrics import EngineMetrics
+from ivr.resample import energy_db
+from ivr.tts import EspeakSynthesizer
+from tests.engine.sounds import silence, speech
+from tests.fakes import FakeDialogue, FakeLeg, FakeRecorder
+from veratur.config import Settings
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def engine_settings(tmp_path: Path) -> Settings:
+    base = Settings()
+    return base.model_copy(update={
+        "asr": base.asr.model_copy(update={"model": "ko-test"}),
+        "tts": base.tts.model_copy(update={"cache_dir": tmp_path / "tts"}),
+        "turns": base.turns.model_copy(update={"no_input_timeout_s": 1.0, "endpoint_silence_ms_free": 400}),
+    })
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), recorder=FakeRecorder())
+    yield eng
+    await eng.close()
+
+
+async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_create_prerenders_every_fixed_prompt(engine: Engine) -> None:
+    synth = engine.synthesizer
+    assert isinstance(synth, EspeakSynthesizer)
+    rendered = synth.stats.renders
+    assert rendered >= 10
+    await synth.synthesize("Bienvenido al portal ciudadano del Gobierno de Veracruz.")
+    assert synth.stats.renders == rendered and synth.stats.hits >= 1      # the first caller waits for nothing
+
+
+async def test_menu_call_by_keypad_ends_in_a_transfer(engine: Engine) -> None:
+    leg = FakeLeg("menu-call")
+    recorder = engine.recorder
+    assert isinstance(recorder, FakeRecorder)
+    recorder.leg = leg
+    task = asyncio.create_task(engine.handle_call(leg))
+    await wait_for(lambda: leg.sent_ms >= 1500)
+    assert energy_db(bytes(leg.sent[:16000])) > -35.0            # the greeting is audible
+    leg.press("1")                                               # barges into the greeting: tourism
+    await wait_for(lambda: len(recorder.turns) >= 3)
+    leg.press("0")                                               # agent
+    await asyncio.wait_for(task, 60)
+    assert engine.dispositions["menu-call"] == "transferred"
+    assert [t.text for t in recorder.turns if t.speaker == "caller"] == ["[DTMF 1]", "[DTMF 0]"]
+    assert [t.intent for t in recorder.turns if t.speaker == "caller"] == ["tourism", "agent"]
+    assert leg.transfers[0][0] == engine.settings.escalation.agent_queue_uri
+    assert "menu-call" not in engine.sessions
+
+
+async def test_spoken_answer_reaches_the_dialogue_through_real_vosk(tmp_path: Path) -> None:
+    dialogues: list[FakeDialogue] = []
+
+    def factory(_info: object) -> FakeDialogue:
+        d = FakeDialogue(DialogueReply(texts=("Hola.",), expect=Expect(kind="free")),
+                         [DialogueReply(texts=("Adiós.",), hangup=True)])
+        dialogues.append(d)
+        return d
+
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), dialogue_factory=factory)
+    assert isinstance(eng.recorder, NullRecorder)
+    try:
+        leg = FakeLeg("speech-call")
+        task = asyncio.create_task(eng.handle_call(leg))
+        await wait_for(lambda: eng.sessions.get("speech-call") is not None
+                       and bool(eng.sessions["speech-call"].prompts_played)
+                       and eng.sessions["speech-call"].prompts_played[0].done)
+        await leg.say(speech("안녕하세요 만나서 반갑습니다") + silence(900))
+        await asyncio.wait_for(task, 60)
+        assert eng.dispositions["speech-call"] == "completed"
+        turn = dialogues[0].turns[0]
+        assert turn.event == "speech" and turn.text and turn.text.strip()
+        latency = eng.metrics.registry.get_sample_value("veratur_turn_latency_seconds_count")
+        assert latency == 1
+    finally:
+        await eng.close()
+
+
+async def test_close_ends_live_calls_cleanly(tmp_path: Path) -> None:
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics())
+    leg = FakeLeg("live")
+    task = asyncio.create_task(eng.handle_call(leg))
+    await wait_for(lambda: leg.sent_ms > 200)
+    await eng.close()
+    assert task.done()
+    assert eng.sessions == {}
+    assert leg.hangup_calls == 1
+    await eng.handle_call(FakeLeg("late"))                        # after close: refused with a hang-up
