@@ -511,7 +511,12 @@ class SipEdge:
         if self.config.answer_delay_ms:
             ringing = pj.CallOpParam()
             ringing.statusCode = 180
-            call.answer(ringing)
+            try:
+                call.answer(ringing)
+            except pj.Error as exc:
+                log.info("ringing failed %s", kv(call_id=call.sip_call_id, error=exc.info().strip()[:120]))
+                self._hangup(call, "answer_failed", 488)
+                return
             self._schedule(self.config.answer_delay_ms / 1000, lambda: self._answer(call))
         else:
             self._answer(call)
@@ -521,7 +526,12 @@ class SipEdge:
             return
         op = pj.CallOpParam()
         op.statusCode = 200
-        call.answer(op)
+        try:
+            call.answer(op)
+        except pj.Error as exc:            # e.g. the offer's media cannot be set up: pjsua has answered 488
+            log.info("answer failed %s", kv(call_id=call.sip_call_id, error=exc.info().strip()[:120]))
+            self._hangup(call, "answer_failed", 488)
+            return
         call.last_rx_change = time.monotonic()
         call.leg.answered_at = time.monotonic()
         if self._on_call is not None:

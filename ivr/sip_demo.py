@@ -1,9 +1,10 @@
 """A tiny call handler that needs nothing but the SIP edge: `veratur ivr --app demo`.
 
-It exists so the SIP edge can be tested and benchmarked alone (no ASR model, no dialogue): it plays a greeting
-(a short melody), answers every DTMF digit with a short tone and, on '#', sends the keyed digits back as RFC 4733, and
-answers every caller utterance (energy VAD, trailing silence) with a reply tone. It hangs up after
-MAX_CALL_S or on the digit sequence '**'. Every digit received is logged (`demo dtmf digit=...`).
+It exists so the SIP edge can be tested and benchmarked alone (no ASR model, no dialogue): it plays a
+greeting (a short melody), answers every DTMF digit with a short tone and, on '#', sends the keyed digits back
+as RFC 4733; it answers every caller utterance (energy VAD, trailing silence) with a reply tone. The digit 0
+transfers the call to the agent queue (REFER). It hangs up after MAX_CALL_S or on the digits '**'.
+Every digit received is logged (`demo dtmf digit=...`).
 """
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ async def _echo_digits(leg: CallLeg, digits: str) -> None:
         await asyncio.sleep(0.25)
 
 
-async def demo_call(leg: CallLeg) -> None:
-    """Greeting, then echo DTMF and answer speech with a tone until the caller hangs up."""
+async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
+    """Greeting, then echo DTMF and answer speech with a tone until the caller hangs up; the digit 0
+    transfers the call to `transfer_target` (REFER with X-Veratur-Case and User-to-User headers)."""
     rate = leg.sample_rate
     call_id = leg.info.call_id
     greeting = b"".join(tone(f, NOTE_S, rate) for f in GREETING_NOTES_HZ)
@@ -112,6 +114,13 @@ async def demo_call(leg: CallLeg) -> None:
             if keyed.endswith("**"):
                 break
             leg.clear_playback()
+            if event.digit == "0" and transfer_target:
+                result = await leg.transfer(transfer_target, {
+                    "X-Veratur-Case": "DEMO-0001", "User-to-User": "56455241545552;encoding=hex"})
+                log.info("demo transfer %s", kv(call_id=call_id, ok=result.ok, code=result.status_code))
+                if result.ok:
+                    return
+                continue
             leg.play(tone(REPLY_TONE_HZ / 2, DIGIT_TONE_S, rate))
             if event.digit == "#":
                 # Echo the keyed string back as RFC 4733 after the tone: an outgoing DTMF event replaces the

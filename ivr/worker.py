@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import importlib.util
 import logging
 import signal
@@ -141,7 +142,7 @@ class Worker:
         self.app = app
         if app == "demo":
             from ivr.sip_demo import demo_call
-            return demo_call
+            return functools.partial(demo_call, transfer_target=self.settings.escalation.agent_queue_uri)
         from ivr.engine import Engine  # type: ignore[import-not-found,unused-ignore]
         self._engine = await Engine.create(self.settings, self.metrics)
         handler: CallHandler = self._engine.handle_call
