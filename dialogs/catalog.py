@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dialogs.catalog_match import Mention, NameIndex, RankedIndex, normalize
+from dialogs.catalog_match import Mention, NameIndex, RankedIndex, normalize, tokens
 from dialogs.catalog_schema import (
     DEFAULT_MISSING_ITEMS_TEMPLATE,
     Agency,
@@ -123,9 +123,13 @@ class CityCatalog:
         With a city (given, or named in `text`) only that city's festivals are considered."""
         if not text:
             return []
+        said = self.mentions(text)
         city = city or self.find_city(text)
         allowed = None if city is None else {i for i, (c, _) in enumerate(self._festivals) if c.id == city.id}
-        hits = self._festival_index.rank(text, allowed)
+        # city names are not festival words: "¿qué fiestas hay en Catemaco?" must not match "brujos de Catemaco"
+        words = tokens(text)
+        named = {i for m in said for i in range(m.start, m.end)}
+        hits = self._festival_index.rank(" ".join(w for i, w in enumerate(words) if i not in named), allowed)
         if not hits or hits[0].score < MIN_SCORE:
             return []
         floor = EXACT_SCORE if hits[0].score >= EXACT_SCORE else max(MIN_SCORE, hits[0].score * RELATIVE_CUTOFF)

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("veratur.chat", "text conversation with the same dialogue, for administrators"),
     "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
     "db": ("case_bridge.migrate", "database schema: `db upgrade`, `db check`"),
+    "catalog": ("dialogs.catalog_check", "tourism and trámite catalogs: validate, find, lookups, generate"),
 }
 
 

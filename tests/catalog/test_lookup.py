@@ -97,6 +97,11 @@ def test_festival_questions(cities):
     assert cities.find_festivals("y cuando es la fiesta", city=cities.get("orizaba"))[0].festival.name == (
         "Fiesta de San Miguel Arcángel")
     assert cities.find_festivals("hola") == []
+    # the city's own name is not a festival word
+    assert cities.find_festivals("¿cómo llego a Catemaco desde Jalapa?") == []
+    assert cities.find_festivals("los brujos de Catemaco")[0].festival.name == "Reunión de brujos"
+    assert cities.find_festivals("el carnaval de Veracruz")[0].festival.name == "Carnaval de Veracruz"
+    assert cities.find_festivals("los Tratados de Córdoba")[0].city.id == "cordoba"
 
 
 def test_phrase_lists_for_asr_and_rasa(cities, tramites):
