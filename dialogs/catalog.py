@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dialogs.catalog_match import Mention, NameIndex, RankedIndex, normalize, tokens
+from dialogs.catalog_match import Mention, NameIndex, RankedIndex, dedupe, normalize, speech_form, tokens
+from dialogs.catalog_rasa import rasa_lookup_document, write_rasa_lookups
+from dialogs.catalog_rules import check_cities, check_tramites
 from dialogs.catalog_schema import (
     DEFAULT_MISSING_ITEMS_TEMPLATE,
     Agency,
@@ -28,13 +28,13 @@ from dialogs.catalog_schema import (
     Tramite,
     TramitesFile,
 )
-from dialogs.catalog_yaml import CatalogError, Parsed, Problem, locate, parse_yaml, read_text, validate_model
+from dialogs.catalog_yaml import CatalogError, Parsed, Problem, parse_yaml, read_text, validate_model
 from veratur import REPO_ROOT
 
 __all__ = [
     "CatalogError", "CityCatalog", "FestivalMatch", "Problem", "TramiteCatalog", "TramiteMatch", "TramiteResolution",
     "DEFAULT_CITIES_PATH", "DEFAULT_TRAMITES_PATH", "load_cities", "load_tramites", "validate_catalog_file",
-    "write_rasa_lookups", "spoken_list",
+    "write_rasa_lookups", "rasa_lookup_document", "spoken_list",
 ]
 
 DEFAULT_CITIES_PATH = REPO_ROOT / "nlu_data" / "cities.yml"
@@ -140,7 +140,11 @@ class CityCatalog:
 
     def all_phrases(self) -> list[str]:
         """Names, synonyms and mis-hearings, deduplicated — for ASR phrase lists and Rasa lookup tables."""
-        return _dedupe(p for c in self.cities for p in c.phrases)
+        return dedupe(p for c in self.cities for p in c.phrases)
+
+    def asr_phrases(self) -> list[str]:
+        """Every city phrase as a recognizer writes it (lowercase, accents kept) — for Vosk phrase lists."""
+        return sorted({speech_form(p) for p in self.all_phrases()} - {""})
 
 
 # ----------------------------------------------------------------------------------------------- trámites
@@ -221,7 +225,7 @@ class TramiteCatalog:
 
     def disambiguation_question(self, matches: Sequence[TramiteMatch]) -> str:
         """A short spoken question offering at most three options."""
-        labels = _dedupe(m.tramite.label for m in matches)
+        labels = dedupe(m.tramite.label for m in matches)
         shown = labels[:DISAMBIGUATION_OPTIONS]
         if len(labels) > DISAMBIGUATION_OPTIONS:
             return f"¿Cuál trámite busca: {', '.join(shown)}, u otro?"
@@ -239,7 +243,12 @@ class TramiteCatalog:
         return [t.spoken_name for t in self.tramites]
 
     def all_phrases(self) -> list[str]:
-        return _dedupe(p for t in self.tramites for p in t.phrases)
+        """Names, spoken names, short labels and synonyms, deduplicated."""
+        return dedupe(p for t in self.tramites for p in t.phrases)
+
+    def asr_phrases(self) -> list[str]:
+        """Every trámite phrase as a recognizer writes it (lowercase, accents kept) — for Vosk phrase lists."""
+        return sorted({speech_form(p) for p in self.all_phrases()} - {""})
 
     def unique_synonyms(self) -> dict[str, str]:
         """Phrase -> trámite id for phrases that belong to exactly one trámite (safe as Rasa synonyms)."""
@@ -253,94 +262,7 @@ class TramiteCatalog:
         return {first[k]: next(iter(v)) for k, v in owners.items() if len(v) == 1}
 
 
-def _dedupe(items: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for item in items:
-        key = normalize(item)
-        if key and key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- loading
-
-
-def _check_cities(file: str, parsed: Parsed, model: CitiesFile) -> list[Problem]:
-    """Cross-entry rules: unique ids, and no name or synonym that points to two cities."""
-    problems = _duplicate_ids(file, parsed, "cities", [c.id for c in model.cities])
-    owner: dict[str, str] = {}
-    for i, city in enumerate(model.cities):
-        for phrase in (*city.phrases, city.id):
-            key = normalize(phrase).replace(" ", "")
-            if key in owner and owner[key] != city.id:
-                problems.append(locate(file, parsed, ("cities", i),
-                                       f"el nombre {phrase!r} ya pertenece a la ciudad {owner[key]!r}"))
-            owner.setdefault(key, city.id)
-    return problems + _spoken_style(file, parsed)
-
-
-def _check_tramites(file: str, parsed: Parsed, model: TramitesFile) -> list[Problem]:
-    """Cross-entry rules: unique ids and names, agencies that exist."""
-    problems = _duplicate_ids(file, parsed, "agencies", [a.id for a in model.agencies])
-    problems += _duplicate_ids(file, parsed, "tramites", [t.id for t in model.tramites])
-    agencies = {a.id for a in model.agencies}
-    names: dict[str, str] = {}
-    for i, t in enumerate(model.tramites):
-        if t.agency not in agencies:
-            problems.append(locate(file, parsed, ("tramites", i, "agency"),
-                                   f"la dependencia {t.agency!r} no está en agencies"))
-        key = normalize(t.name)
-        if key in names and names[key] != t.id:
-            problems.append(locate(file, parsed, ("tramites", i, "name"),
-                                   f"el nombre ya lo usa el trámite {names[key]!r}"))
-        names.setdefault(key, t.id)
-    return problems + (_spoken_style(file, parsed) if not model.synthetic else [])
-
-
-def _duplicate_ids(file: str, parsed: Parsed, section: str, ids: list[str]) -> list[Problem]:
-    seen: dict[str, int] = {}
-    problems = []
-    for i, value in enumerate(ids):
-        if value in seen:
-            problems.append(locate(file, parsed, (section, i, "id"),
-                                   f"id repetido (ya lo usa la entrada número {seen[value] + 1})"))
-        seen.setdefault(value, i)
-    return problems
-
-
-SPOKEN_KEYS = frozenset({"spoken_name", "summary", "description", "when", "duration", "spoken", "prompt",
-                         "next_step", "where", "requirements", "hours", "notes", "short_label"})
-"""Keys whose text is read aloud by the TTS."""
-_ABBREVIATIONS = ("km", "kms", "hr", "hrs", "min", "av", "col", "no", "num", "aprox", "etc", "sr", "sra", "dr",
-                  "lic", "ing", "carr", "fed", "edo", "mpio", "tel", "depto")
-
-
-def _spoken_style(file: str, parsed: Parsed) -> list[Problem]:
-    """Warnings for spoken texts that TTS reads badly: digits and abbreviations with a dot."""
-    import re
-
-    abbreviation = re.compile(r"(?i)\b(?:" + "|".join(_ABBREVIATIONS) + r")\.")
-    problems: list[Problem] = []
-
-    def walk(value: Any, loc: tuple[str | int, ...], spoken: bool) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, (*loc, str(key)), str(key) in SPOKEN_KEYS)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, (*loc, i), spoken)
-        elif isinstance(value, str) and spoken:
-            if re.search(r"\d", value):
-                problems.append(locate(file, parsed, loc, "texto hablado con cifras: escriba los números con "
-                                                           "letra para que la voz los lea bien", "warning"))
-            if abbreviation.search(value):
-                problems.append(locate(file, parsed, loc, "texto hablado con abreviaturas: escriba la palabra "
-                                                           "completa", "warning"))
-
-    walk(parsed.data, (), False)
-    return problems
 
 
 def _read(path: Path | str) -> tuple[str, Parsed | None, list[Problem]]:
@@ -372,10 +294,10 @@ def _validate(path: Path | str, kind: str | None = None) -> tuple[str, Any, list
                                                      f"{kind}", line=1, column=1)]
     if kind == "cities":
         model, errors = validate_model(CitiesFile, parsed, file)
-        extra = _check_cities(file, parsed, model) if model is not None else []
+        extra = check_cities(file, parsed, model) if model is not None else []
     else:
         model, errors = validate_model(TramitesFile, parsed, file)
-        extra = _check_tramites(file, parsed, model) if model is not None else []
+        extra = check_tramites(file, parsed, model) if model is not None else []
     return file, model, [*problems, *errors, *extra]
 
 
@@ -400,56 +322,3 @@ def load_tramites(path: Path | str | None = None) -> TramiteCatalog:
         raise CatalogError(problems)
     return TramiteCatalog(model.tramites, model.agencies, source=file,
                           missing_items_template=model.missing_items_template, synthetic=model.synthetic)
-
-
-# ----------------------------------------------------------------------------------------------- Rasa / ASR
-
-
-def rasa_lookup_document(cities: CityCatalog, tramites: TramiteCatalog, city_entity: str = "city",
-                         tramite_entity: str = "tramite", synonyms: bool = True) -> dict[str, Any]:
-    """Rasa 3.x NLU data: one lookup table per entity, and synonyms that map each phrase to the entry id
-    (only phrases that belong to a single trámite, so ambiguous ones stay ambiguous)."""
-    nlu: list[dict[str, Any]] = [
-        {"lookup": city_entity, "examples": _examples(cities.all_phrases())},
-        {"lookup": tramite_entity, "examples": _examples(tramites.all_phrases())},
-    ]
-    if synonyms:
-        for city in cities.cities:
-            alternatives = [p for p in _dedupe(city.phrases) if p != city.id]
-            nlu.append({"synonym": city.id, "examples": _examples(alternatives)})
-        grouped: dict[str, list[str]] = {}
-        for phrase, tramite_id in tramites.unique_synonyms().items():
-            if phrase != tramite_id:
-                grouped.setdefault(tramite_id, []).append(phrase)
-        nlu += [{"synonym": tid, "examples": _examples(grouped[tid])} for tid in sorted(grouped)]
-    return {"version": "3.1", "nlu": nlu}
-
-
-def _examples(items: Iterable[str]) -> str:
-    return "".join(f"- {item}\n" for item in items)
-
-
-class _LiteralDumper(yaml.SafeDumper):
-    pass
-
-
-def _literal(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_LiteralDumper.add_representer(str, _literal)
-
-
-def write_rasa_lookups(path: Path | str, cities: CityCatalog | None = None, tramites: TramiteCatalog | None = None,
-                       city_entity: str = "city", tramite_entity: str = "tramite", synonyms: bool = True) -> Path:
-    """Write the lookup tables (and synonyms) for cities and trámites as Rasa NLU YAML at `path`."""
-    document = rasa_lookup_document(cities or load_cities(), tramites or load_tramites(), city_entity,
-                                    tramite_entity, synonyms)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = "# Generated by dialogs.catalog.write_rasa_lookups from nlu_data/cities.yml and tramites.yml.\n"
-    header += "# Do not edit: edit the catalogs and regenerate.\n"
-    body = yaml.dump(document, Dumper=_LiteralDumper, allow_unicode=True, sort_keys=False, width=1000)
-    path.write_text(header + body, encoding="utf-8")
-    return path

@@ -26,8 +26,29 @@ def normalize(text: str) -> str:
     return _NON_WORD.sub(" ", plain).strip()
 
 
+_NON_LETTER = re.compile(r"[^\w]+|[\d_]+")
+
+
+def speech_form(text: str) -> str:
+    """How a recognizer writes a phrase: lowercase words, accents kept, no punctuation or digits
+    ('¿Boca del Río?' -> 'boca del río'). For ASR phrase lists and grammars."""
+    return " ".join(_NON_LETTER.sub(" ", text.casefold()).split())
+
+
 def tokens(text: str) -> list[str]:
     return normalize(text).split()
+
+
+def dedupe(items: Iterable[str]) -> list[str]:
+    """Items in order, without repeats that differ only in accents, case or punctuation."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = normalize(item)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def _deletes(word: str) -> set[str]:

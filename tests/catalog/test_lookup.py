@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dialogs.catalog import CityCatalog, TramiteCatalog, load_cities, load_tramites, spoken_list
-from dialogs.catalog_match import normalize, stem
+from dialogs.catalog_match import normalize, speech_form, stem
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,10 @@ def test_phrase_lists_for_asr_and_rasa(cities, tramites):
     assert "jalapa" in phrases and "el tajin" in phrases and len(phrases) == len(set(phrases))
     assert len(tramites.spoken_names()) == len(tramites)
     assert "licencia de chofer" in [normalize(p) for p in tramites.all_phrases()]
+    asr = cities.asr_phrases()
+    assert "boca del río" in asr and "el tajín" in asr and "jalapa" in asr
+    assert all(p == p.lower() and not any(ch in p for ch in ",.¿?0123456789") for p in asr + tramites.asr_phrases())
+    assert speech_form("¿Boca del Río, Veracruz?") == "boca del río veracruz"
 
 
 # --------------------------------------------------------------------------------------------- trámites
