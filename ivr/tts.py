@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -89,6 +90,11 @@ class EspeakSynthesizer:
             engine = pyttsx3.init("espeak")
         except Exception as exc:  # pyttsx3 raises bare errors when libespeak-ng is absent
             raise TtsError(f"cannot start pyttsx3 with espeak-ng (apt package espeak-ng): {exc}") from exc
+        # pyttsx3's espeak driver print()s "Audio saved to ..." on stdout after every file; silence it in that
+        # module only (stdout may carry a supervisor's protocol, and the line says nothing useful).
+        driver = sys.modules.get("pyttsx3.drivers.espeak")
+        if driver is not None:
+            driver.print = lambda *_a, **_k: None  # type: ignore[attr-defined]
         voices = {v.id for v in engine.getProperty("voices")}
         if self.voice not in voices:
             raise TtsError(f"tts.voice: espeak-ng has no voice {self.voice!r}")

@@ -45,14 +45,14 @@ async def push(stream: RecognizeStream, pcm: bytes) -> None:
             await asyncio.sleep(0)
 
 
-async def drain(stream: RecognizeStream, until: type | None = Final, timeout: float = 30.0) -> list[Any]:
+async def drain(stream: RecognizeStream, until: type | None = Final, limit_s: float = 30.0) -> list[Any]:
     events: list[Any] = []
     if until is None:
         await asyncio.sleep(0.5)
         while (e := stream.get_nowait()) is not None:
             events.append(e)
         return events
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while True:
             events.append(await stream.get())
             if isinstance(events[-1], until):

@@ -37,9 +37,9 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     await eng.close()
 
 
-async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def wait_for(predicate: Any, limit_s: float = 20.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not predicate():  # noqa: ASYNC110 - polls state the engine exposes no event for
             await asyncio.sleep(0.02)
 
 

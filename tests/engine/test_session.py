@@ -46,8 +46,8 @@ class Call:
                                    synthesizer=self.synth, recorder=self.recorder, metrics=self.metrics)
         self.task = asyncio.create_task(self.session.run())
 
-    async def result(self, timeout: float = 20.0) -> str:
-        disposition = await asyncio.wait_for(self.task, timeout)
+    async def result(self, limit_s: float = 20.0) -> str:
+        disposition = await asyncio.wait_for(self.task, limit_s)
         await asyncio.sleep(0)
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
         assert leftover == [], f"tasks leaked: {leftover}"
@@ -55,11 +55,11 @@ class Call:
         assert all(d.closed for d in self.asr.decoders if d.total_bytes or d.finals or d.resets)
         return disposition
 
-    async def wait_prompt_done(self, index: int, timeout: float = 10.0) -> None:
+    async def wait_prompt_done(self, index: int, limit_s: float = 10.0) -> None:
         async def _wait() -> None:
-            while len(self.session.prompts_played) <= index or not self.session.prompts_played[index].done:
+            while len(self.session.prompts_played) <= index or not self.session.prompts_played[index].done:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-        await asyncio.wait_for(_wait(), timeout)
+        await asyncio.wait_for(_wait(), limit_s)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels or None) or 0.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ async def test_cache_hit_returns_the_same_audio_without_rendering(synth: EspeakS
     assert await other.synthesize(TEXT) == first                # a new process finds it on disk
     assert other.stats.renders == 0
     await other.close()
-    leftovers = [p.name for p in tmp_path.iterdir() if not p.name.endswith(".pcm")]
+    leftovers = [name for name in os.listdir(tmp_path) if not name.endswith(".pcm")]
     assert leftovers == []                                      # no temporary files left behind
 
 
