@@ -153,9 +153,13 @@ class Agency(_Strict):
 
 
 class Cost(_Strict):
-    """What a trámite costs: an amount only when it is well known; otherwise how the amount is set."""
+    """What a trámite costs: an amount only when it is well known; otherwise how the amount is set.
 
-    kind: Literal["free", "fixed", "by_law"]
+    kind: `free` (verified free), `fixed` (a well-known amount in amount_mxn), `by_law` (set by a law or tariff
+    that changes; say which and where to look it up), `ask` (not verified: the caller is told to ask the agency).
+    """
+
+    kind: Literal["free", "fixed", "by_law", "ask"]
     amount_mxn: Decimal | None = Field(default=None, ge=0)
     spoken: Text
     basis: Text | None = None
