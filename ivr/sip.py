@@ -690,21 +690,32 @@ class SipEdge:
         return True
 
     def _shutdown(self) -> None:
-        """Hang up what is left, wait briefly for the BYEs to complete, destroy everything, libDestroy."""
-        for call in list(self._calls):
-            self._hangup(call, "shutdown")
+        """Hang up what is left, wait briefly for the BYEs to complete, destroy everything, libDestroy.
+
+        Helpers keep every `_Call` in their own frames: a Call still referenced by a local variable here
+        would be freed after libDestroy, and pjsua2's ~Call then asserts and aborts the process."""
+        self._hangup_all("shutdown")
         deadline = time.monotonic() + HANGUP_WAIT_S
-        while self._ep is not None and any(not c.gone for c in self._calls) and time.monotonic() < deadline:
+        while self._ep is not None and self._any_call_up() and time.monotonic() < deadline:
             self._ep.libHandleEvents(POLL_MS)
+        self._release_all()
+        self._run_commands()                             # answer what was queued (the calls are gone)
+        self._timers.clear()
+        self._destroy_endpoint()
+
+    def _hangup_all(self, reason: str) -> None:
+        for call in list(self._calls):
+            self._hangup(call, reason)
+
+    def _any_call_up(self) -> bool:
+        return any(not c.gone for c in self._calls)
+
+    def _release_all(self) -> None:
         for call in list(self._calls):
             if not call.gone and call.leg is not None:
                 call.leg.deliver_hangup("shutdown")
             self._release(call)
         self._reap.clear()
-        self._run_commands()                             # fail nobody silently: run what was queued
-        while not self._commands.empty():
-            self._commands.get_nowait()
-        self._destroy_endpoint()
 
     def _destroy_endpoint(self) -> None:
         self._calls.clear()

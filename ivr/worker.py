@@ -54,7 +54,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     metrics_port = args.metrics_port if args.metrics_port is not None else settings.metrics.port + 1 + args.index
     worker = Worker(settings, index=args.index, port=port, metrics_port=metrics_port, app=args.app,
                     pj_log_level=args.pj_log_level)
-    return asyncio.run(worker.serve())
+    code = asyncio.run(worker.serve())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a repeated SIGTERM while the interpreter exits: same end
+    return code
 
 
 class EdgeCollector(Collector):
@@ -179,8 +181,14 @@ class Worker:
         grace = self.settings.sip.shutdown_grace_s
         log.info("worker stopping %s", kv(node=self.node, calls=len(self._tasks), grace_s=grace))
         self.edge.drain()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Calls still ringing (sip.answer_delay_ms) have no task yet: wait for the edge to be empty too.
+        while (self._tasks or self.edge.state.calls) and loop.time() < deadline:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=min(0.2, max(0.0, deadline - loop.time())))
+            else:
+                await asyncio.sleep(0.1)
         await self.edge.stop(0)                  # BYE to what is left; handlers then see HangupIn("shutdown")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=HANDLER_STOP_WAIT_S)

@@ -123,10 +123,12 @@ class Worker:
         return self.wait_for(lambda m: m["veratur_sip_calls"] == 0 and m["veratur_sip_legs"] == 0
                              and m["veratur_sip_media_ports"] <= 1 and m["veratur_calls_active"] == 0, timeout_s)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout_s: float = 20) -> int:
+        """Send `sig` (None: it was sent already) and wait for the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig is not None:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -107,7 +107,7 @@ def test_refer_refused_by_target_keeps_the_call(worker: Worker, media: dict[str,
 def test_fifth_concurrent_call_gets_486(worker: Worker, serves) -> None:  # type: ignore[no-untyped-def]
     holders = start_caller(worker.uri, "--calls", "4", "--pause", "6", "--wait", "0")
     try:
-        worker.wait_for(lambda m: m["veratur_sip_legs"] == 4, timeout_s=20)
+        worker.wait_for(lambda m: m["veratur_calls_active"] == 4, timeout_s=20)
         with RawSip("127.0.0.1", worker.port) as s:
             call_id, branch = s.request("INVITE", body=sdp())
             final = s.final()
