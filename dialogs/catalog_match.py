@@ -193,7 +193,21 @@ def stem(word: str) -> str:
 
 
 def content_words(text: str) -> list[str]:
-    return [stem(w) for w in tokens(text) if w not in STOPWORDS]
+    """The words that carry meaning, plural-folded. 'tipo a' stays one word ('tipoa'): the letter is the point."""
+    words = tokens(text)
+    out = []
+    for i, word in enumerate(words):
+        if word == "tipo" and i + 1 < len(words) and len(words[i + 1]) == 1:
+            out.append("tipo" + words[i + 1])
+        elif len(word) == 1 and i > 0 and words[i - 1] == "tipo":
+            continue
+        elif word not in STOPWORDS:
+            out.append(stem(word))
+    return out
+
+
+PREFIX_LEN = 6
+"""Spanish verb and noun forms of one idea share their first letters: divorciar / divorcio, renovar / renovación."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +219,9 @@ class RankedHit:
     phrase: str
 
 
-QUERY_WEIGHT = 0.6
-"""How much "the caller's words are all explained" counts against "the whole name was said"."""
+ENTRY_WEIGHT = 0.5
+"""How much "the entry explains all the caller's words" counts against "one of its names fits what was said".
+A score of 1 means both are complete: every word explained and one name said whole, with nothing else."""
 
 
 class RankedIndex:
@@ -219,6 +234,7 @@ class RankedIndex:
     def __init__(self, entries: Sequence[Sequence[str]]):
         self._phrases: list[tuple[int, str, frozenset[str]]] = []
         doc_freq: dict[str, int] = defaultdict(int)
+        entry_words: list[set[str]] = []
         for index, phrases in enumerate(entries):
             seen: set[str] = set()
             for phrase in phrases:
@@ -228,6 +244,7 @@ class RankedIndex:
                     seen |= words
             for word in seen:
                 doc_freq[word] += 1
+            entry_words.append(seen)
         total = max(len(entries), 1)
         self._weight = {w: math.log(1.0 + total / df) for w, df in doc_freq.items()}
         self._postings: dict[str, list[int]] = defaultdict(list)
@@ -236,37 +253,53 @@ class RankedIndex:
             self._phrase_weight.append(sum(self._weight[w] for w in words))
             for word in words:
                 self._postings[word].append(pos)
+        self._entry_postings: dict[str, list[int]] = defaultdict(list)
+        for index, seen_words in enumerate(entry_words):
+            for word in seen_words:
+                self._entry_postings[word].append(index)
         self._fuzzy = FuzzyWords(self._weight)
+        self._by_prefix: dict[str, str] = {}
+        for word in sorted(self._weight, key=lambda w: (len(w), w)):  # the shortest form speaks for its family
+            if len(word) >= PREFIX_LEN:
+                self._by_prefix.setdefault(word[:PREFIX_LEN], word)
 
     def query_words(self, text: str) -> list[str]:
-        """The caller's content words, each corrected to a catalog word when one letter off."""
+        """The caller's content words, each mapped to a catalog word when one letter off or of the same family."""
         out = []
         for word in content_words(text):
             if word not in self._weight:
-                word = self._fuzzy.correct(word) or word
+                word = self._fuzzy.correct(word) or (
+                    self._by_prefix.get(word[:PREFIX_LEN], word) if len(word) > PREFIX_LEN else word)
             out.append(word)
         return out
 
     def rank(self, text: str, among: set[int] | None = None, limit: int | None = None) -> list[RankedHit]:
-        """Entries sharing words with `text`, best first (at most `limit`), each scored by its best phrase."""
+        """Entries sharing words with `text`, best first (at most `limit`). Score: the share of the caller's words
+        the entry explains (weighted by rarity), and how well its best phrase fits (explains the words, said whole)."""
         words = {w for w in self.query_words(text) if w in self._weight}
         if not words:
             return []
         query_weight = sum(self._weight[w] for w in words)
+        # how much of what the caller said the entry explains, with all its phrases together
+        explained: dict[int, float] = defaultdict(float)
         matched: dict[int, float] = defaultdict(float)
         for word in words:
             weight = self._weight[word]
+            for index in self._entry_postings[word]:
+                explained[index] += weight
             for pos in self._postings[word]:
                 matched[pos] += weight
-        # plain floats in the loop, objects only for the few results: this loop is the whole cost at 900 entries
+        # the entry's best-fitting phrase: it explains the caller's words and was said completely;
+        # plain floats here, objects only for the results
         best: dict[int, tuple[float, int]] = {}
         for pos, weight in matched.items():
             index = self._phrases[pos][0]
             if among is not None and index not in among:
                 continue
-            score = QUERY_WEIGHT * weight / query_weight + (1 - QUERY_WEIGHT) * weight / self._phrase_weight[pos]
-            if index not in best or score > best[index][0]:
-                best[index] = (score, pos)
-        order = ((-score, index, pos) for index, (score, pos) in best.items())
+            fit = (weight / query_weight + weight / self._phrase_weight[pos]) / 2
+            if index not in best or fit > best[index][0]:
+                best[index] = (fit, pos)
+        order = ((-(ENTRY_WEIGHT * explained[index] / query_weight + (1 - ENTRY_WEIGHT) * fit), index, pos)
+                 for index, (fit, pos) in best.items())
         top = heapq.nsmallest(limit, order) if limit is not None else sorted(order)
         return [RankedHit(index, round(-neg, 4), self._phrases[pos][1]) for neg, index, pos in top]

@@ -142,6 +142,11 @@ def test_phrase_lists_for_asr_and_rasa(cities, tramites):
     ("licencia de motosiclista", "licencia-motociclista"),  # one letter off
     ("LICENCIA DE CHOFER", "licencia-chofer"),
     ("licencia-chofer", "licencia-chofer"),                 # an id (Rasa synonym value) resolves directly
+    ("quiero sacar mi licencia de manejo para carro", "licencia-automovilista"),  # words from two synonyms
+    ("me quiero divorciar", "divorcio-administrativo"),     # same word family as "divorcio"
+    ("licencia de conducir tipo a", "licencia-transporte-publico"),  # the letter decides
+    ("licencia tipo c", "licencia-automovilista"),
+    ("renovación de mi licencia", "licencia-renovacion"),
 ])
 def test_clear_requests_give_one_trámite(tramites, said, tramite_id):
     found = tramites.resolve(said)
