@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from veratur import kamailio
+from veratur import REPO_ROOT, kamailio
 from veratur.config import Settings
 from veratur.health import http_ok, sip_options
 from veratur.logs import kv
@@ -41,6 +41,7 @@ WORKER_READY_TIMEOUT_S = 180.0   # model load + prompt pre-rendering on a busy 2
 KAMAILIO_READY_TIMEOUT_S = 15.0
 HEALTH_INTERVAL_S = 5.0
 WORKER_FROZEN_PROBES = 3         # consecutive unanswered OPTIONS before a worker is killed and restarted
+STARTUP_FAILURES_GIVE_UP = 5     # a child that exits this many times in a row before ever being ready
 STOP_MARGIN_S = 10.0             # after SIGTERM (and a worker's grace period) before SIGKILL
 PR_SET_PDEATHSIG = 1
 
@@ -123,9 +124,11 @@ class Supervisor:
 
     # ---------------------------------------------------------------- plan
     def _veratur(self, *command: str) -> list[str]:
+        # Run from the repository root (cwd), so `-m` finds every top-level package even when the editable
+        # install predates one of them; a relative --config is made absolute for the same reason.
         argv = [sys.executable, "-m", "veratur.cli", "--log-level", getattr(self.args, "log_level", "INFO")]
         if getattr(self.args, "config", None):
-            argv += ["--config", self.args.config]
+            argv += ["--config", os.path.abspath(self.args.config)]
         return argv + list(command)
 
     def plan(self) -> list[ChildSpec]:
@@ -234,32 +237,36 @@ class Supervisor:
         self._spawn(self._keep_running(child), f"supervise-{spec.name}")
 
     async def _wait_ready(self, names: list[str]) -> bool:
-        """Wait until the named children are healthy; False if a stop came first or one never got ready."""
-        timeout = max(self.children[name].spec.ready_timeout_s for name in names)
-
-        async def all_ready() -> None:
-            for name in names:
-                await self.children[name].ready.wait()
-
-        ready = asyncio.ensure_future(all_ready())
-        stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait([ready, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        stop.cancel()
-        missing = [name for name in names if not self.children[name].ready.is_set()]
-        if missing and not self._stopping.is_set():
-            log.error("not ready in time %s", kv(event="startup_failed", children=",".join(missing),
-                                                 timeout_s=timeout))
-            print(f"veratur up: {', '.join(missing)} did not become ready within {timeout:.0f} s; "
-                  "see the log lines above", file=sys.stderr)
-        return not missing
+        """Wait until the named children are healthy. False if a stop came first, one never got ready in time,
+        or one keeps exiting during start-up (a broken install or config: waiting longer will not help)."""
+        children = [self.children[name] for name in names]
+        timeout = max(child.spec.ready_timeout_s for child in children)
+        deadline = time.monotonic() + timeout
+        problem = ""
+        while not all(child.ready.is_set() for child in children):
+            if self._stopping.is_set():
+                return False
+            crashing = [c.spec.name for c in children if c.failures_in_a_row >= STARTUP_FAILURES_GIVE_UP]
+            if crashing:
+                problem = f"{', '.join(crashing)} exited {STARTUP_FAILURES_GIVE_UP} times during start-up"
+                break
+            if time.monotonic() > deadline:
+                missing = [c.spec.name for c in children if not c.ready.is_set()]
+                problem = f"{', '.join(missing)} did not become ready within {timeout:.0f} s"
+                break
+            await asyncio.sleep(0.2)
+        if problem:
+            log.error("start-up failed %s", kv(event="startup_failed", problem=problem))
+            print(f"veratur up: {problem}; see the log lines above", file=sys.stderr)
+            return False
+        return True
 
     # ---------------------------------------------------------------- one child
     async def _start(self, child: Child) -> None:
         spec = child.spec
         child.proc = await asyncio.create_subprocess_exec(
             *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, cwd=REPO_ROOT)
         child.started_at = time.monotonic()
         child.healthy = False
         log.info("child started %s", kv(event="child_started", child=spec.name, pid=child.proc.pid))

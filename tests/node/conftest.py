@@ -116,7 +116,9 @@ async def run_kamailio(settings: Settings, log_dir: Path) -> AsyncIterator[Runni
     await kamailio.check_config(paths)
     log = log_dir / "kamailio.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(kamailio.command(paths), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Popen returns at once (fork+exec); Kamailio runs in the background like the supervisor would run it.
+        proc = subprocess.Popen(kamailio.command(paths), stdout=out, stderr=subprocess.STDOUT,  # noqa: ASYNC220
+                                start_new_session=True)
     try:
         await wait_options(settings.sip.port)
         yield RunningKamailio(settings, paths, proc, log)
