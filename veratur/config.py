@@ -197,7 +197,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
 
 def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Read, override from the environment and validate the configuration; raise ConfigError naming the key."""
-    path = Path(path or os.environ.get("VERATUR_CONFIG", DEFAULT_CONFIG_PATH))
+    path = Path(path or os.environ.get("VERATUR_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
