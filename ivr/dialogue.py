@@ -45,6 +45,8 @@ class DialogueReply:
     intent_confidence: float | None = None
     case_folio: str | None = None      # a case opened or identified during the turn
     fallback: bool = False             # produced by the fallback menu because the real dialogue failed
+    transfer_reason: str | None = None  # why `transfer`: caller_request | no_match | no_input |
+                                        # verification_locked | dialogue_error (ivr.escalation.REASONS)
 
 
 class Dialogue(Protocol):

@@ -9,7 +9,6 @@ playback, and releases all of them in `run()`'s teardown whatever ends the call.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import dataclasses
 import logging
 import time
@@ -20,6 +19,7 @@ from typing import NoReturn
 from ivr.asr import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
 from ivr.dialogue import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.dtmf import DtmfCollector
+from ivr.escalation import EscalationIO, EscalationPhrases, case_headers, run_escalation
 from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
 from ivr.metrics import EngineMetrics
 from ivr.prompt import Prompt
@@ -34,7 +34,6 @@ log = logging.getLogger("ivr.session")
 NO_MATCH_INTENTS = frozenset({"no_match", "nlu_fallback", "out_of_scope"})
 CLOSING_PROMPT_MAX_S = 15.0      # a goodbye/time-limit phrase is never allowed to hold the call longer
 TEARDOWN_STEP_S = 5.0            # each teardown step (dialogue end, recorder) gets at most this long
-UUI_PURPOSE = "veratur-case"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +54,9 @@ class SessionPhrases:
         return [str(v) for v in dataclasses.asdict(self).values()]
 
 
-def transfer_headers(folio: str | None, call_id: str) -> dict[str, str]:
+def transfer_headers(folio: str | None, call_id: str, reason: str = "caller_request") -> dict[str, str]:
     """SIP headers that carry the case to the agent: X-Veratur-Case and an RFC 7433 User-to-User header."""
-    headers: dict[str, str] = {}
-    payload = f"call={call_id}"
-    if folio:
-        headers["X-Veratur-Case"] = folio
-        payload = f"case={folio};" + payload
-    headers["User-to-User"] = f"{binascii.hexlify(payload.encode('utf-8')).decode()};encoding=hex;purpose={UUI_PURPOSE}"
-    return headers
+    return case_headers(folio, call_id, reason)
 
 
 # Internal events of the session's inbox, besides DtmfIn and the ASR events.
@@ -108,6 +101,7 @@ class CallSession:
         self.no_match = 0
         self.disposition: Disposition = "completed"
         self.transfer_target: str | None = None
+        self.bridged_to: str | None = None         # set once a bridged agent call is up (escalation.mode: bridge)
         self.hangup_reason: str | None = None
         self.turn_latencies: list[float] = []   # seconds, end of caller input -> first reply audio queued
         self.prompts_played: list[Prompt] = []
@@ -138,7 +132,10 @@ class CallSession:
             except asyncio.CancelledError:
                 if self.hangup_reason is None:
                     raise            # cancelled from outside (shutdown): teardown below, then propagate
-                self.disposition = "abandoned"
+                if self.bridged_to is not None:
+                    self.disposition, self.transfer_target = "transferred", self.bridged_to
+                else:
+                    self.disposition = "abandoned"
         except _CallOver as over:
             self.disposition, self.transfer_target = over.disposition, over.target
         except Exception:
@@ -237,7 +234,17 @@ class CallSession:
     async def _play(self, texts: Sequence[str], *, allow_barge_in: bool) -> Prompt:
         """Synthesize and start playing `texts` as one prompt; returns at once with the handle."""
         self.state = EngineState.SPEAKING
-        parts = [await self.synth.synthesize(t) for t in texts if t.strip()]
+        parts = []
+        for text in texts:
+            if not text.strip():
+                continue
+            try:
+                parts.append(await self.synth.synthesize(text))
+            except Exception:
+                # One unspeakable text must not drop the call; the rest of the prompt is still said.
+                log.exception("tts failed %s", kv(call_id=self.call_id, chars=len(text)))
+        if texts and not parts and any(t.strip() for t in texts):
+            raise RuntimeError("text-to-speech failed for the whole prompt")
         prompt = Prompt(self.leg, b"".join(parts), allow_barge_in=allow_barge_in, text=" ".join(texts),
                         clock=self.clock)
         self.prompt = prompt
@@ -267,7 +274,7 @@ class CallSession:
         reply = await self._dialogue(None)
         while True:
             if reply.transfer:
-                await self._transfer(reply.texts)
+                await self._transfer(reply.texts, reply.transfer_reason or "caller_request")
                 return
             if reply.hangup or reply.expect.kind == "none":
                 await self._say_closing(*reply.texts)
@@ -295,7 +302,8 @@ class CallSession:
                 reply = await asyncio.wait_for(self.dialogue.turn(self.ctx, turn), guard_s)
         except Exception:
             log.exception("dialogue failed %s", kv(call_id=self.call_id))
-            reply = DialogueReply(texts=(self.phrases.trouble,), transfer=True, fallback=True)
+            reply = DialogueReply(texts=(self.phrases.trouble,), transfer=True, fallback=True,
+                                  transfer_reason="dialogue_error")
         if reply.fallback:
             self.metrics.dialogue_fallbacks.inc()
         if reply.case_folio and reply.case_folio != self.ctx.case_folio:
@@ -323,7 +331,8 @@ class CallSession:
         self.no_match += 1
         self.metrics.no_match.inc()
         if self.no_match >= self.turns_cfg.max_no_match:
-            return DialogueReply(texts=(self.phrases.not_understood,), transfer=True, intent=reply.intent)
+            return DialogueReply(texts=(self.phrases.not_understood,), transfer=True, intent=reply.intent,
+                                 transfer_reason="no_match")
         if self.no_match == 1:
             return reply
         extra = (self.phrases.dtmf_menu,) if self.no_match == 2 else (self.phrases.dtmf_menu, self.phrases.offer_agent)
@@ -334,7 +343,7 @@ class CallSession:
         tapered = await self._taper_no_match(
             dataclasses.replace(reply, texts=(self.phrases.not_understood, reply.texts[-1] if reply.texts else "")))
         if tapered.transfer:
-            await self._transfer(tapered.texts)
+            await self._transfer(tapered.texts, "no_match")
         return await self._ask(tapered.texts, reply.expect, reply.barge_in)
 
     async def _reprompt_no_input(self, reply: DialogueReply) -> CallerTurn | None:
@@ -342,8 +351,7 @@ class CallSession:
         self.metrics.no_input.inc()
         log.info("no input %s", kv(call_id=self.call_id, count=self.no_input))
         if self.no_input >= self.turns_cfg.max_no_input:
-            await self._say_closing(self.phrases.goodbye_no_input)
-            raise _CallOver("completed")
+            await self._transfer((), "no_input")
         question = reply.texts[-1] if reply.texts else ""
         if self.no_input == 1:
             texts: tuple[str, ...] = (self.phrases.still_there, question)     # say less: only the question
@@ -436,22 +444,20 @@ class CallSession:
             return None
         return max(0.0, min(deadlines) - now) + 0.001
 
-    async def _transfer(self, texts: Sequence[str]) -> NoReturn:
-        target = self.settings.escalation.agent_queue_uri
-        await self._say_closing(*texts, self.phrases.handoff)
-        headers = transfer_headers(self.ctx.case_folio, self.call_id)
-        log.info("transfer %s", kv(call_id=self.call_id, case=self.ctx.case_folio or "-", target=target))
-        try:
-            result = await asyncio.wait_for(self.leg.transfer(target, headers),
-                                            self.settings.escalation.transfer_timeout_s)
-        except Exception as exc:
-            log.warning("transfer failed %s", kv(call_id=self.call_id, error=type(exc).__name__))
-            ok = False
-        else:
-            ok = result.ok
-            log.info("transfer result %s", kv(call_id=self.call_id, ok=result.ok, code=result.status_code))
-        self.metrics.transfers.labels(result="ok" if ok else "failed").inc()
-        if ok:
-            raise _CallOver("transferred", target)
-        await self._say_closing(self.phrases.transfer_failed)
-        raise _CallOver("transfer_failed", target)
+    async def _transfer(self, texts: Sequence[str], reason: str = "caller_request") -> NoReturn:
+        """Hand the call to an agent (ivr.escalation): REFER or bridge, with the callback offer on failure."""
+        io = EscalationIO(call_id=self.call_id, folio=lambda: self.ctx.case_folio, caller=self.leg.info.caller,
+                          say=self._say_closing, ask=self._ask_escalation, leg=self.leg, recorder=self.recorder,
+                          on_bridged=self._on_bridged)
+        phrases = EscalationPhrases(handoff=self.phrases.handoff, callback_no=self.phrases.transfer_failed)
+        outcome = await run_escalation(io, self.settings.escalation, texts, reason, phrases)
+        self.metrics.transfers.labels(result="ok" if outcome.disposition == "transferred" else "failed").inc()
+        raise _CallOver(outcome.disposition, outcome.target)
+
+    async def _ask_escalation(self, texts: Sequence[str], expect: Expect) -> CallerTurn | None:
+        return await self._ask(texts, expect, True)
+
+    def _on_bridged(self, target: str) -> None:
+        """The agent answered a bridged call: whoever hangs up later, the call was transferred."""
+        self.bridged_to = target
+        self.metrics.transfers.labels(result="ok").inc()

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pjsua2 as pj
 
+from ivr.escalation import refer_to_uri
 from ivr.leg import CallInfo, TransferResult
 from ivr.media_port import LegMediaPort
 from ivr.sip_headers import host_of, parse_request_head, uri_user
@@ -206,6 +207,7 @@ class SipEdge:
         self._ended_totals = EdgeState()               # counters of legs already gone
         self.local_ports: dict[str, int] = {}
         self.state = EdgeState()
+        self._bridges: set[asyncio.Task[None]] = set()  # escalation bridges (ivr.sip_bridge), ended at stop()
 
     # ---- lifecycle (event loop) ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +245,8 @@ class SipEdge:
                 await asyncio.sleep(0.1)
             self._stop_requested.set()
             await asyncio.shield(self._stopped)
+            for task in list(self._bridges):
+                task.cancel()
         self._thread.join(timeout=5)
 
     async def snapshot(self) -> EdgeState:
@@ -263,6 +267,10 @@ class SipEdge:
             if holder:
                 await self._submit(lambda: self._hangup(holder[0], "timeout", 487))
             raise SipError(f"no answer from {uri} in {timeout_s:.0f} s", 408) from None
+        except asyncio.CancelledError:
+            if holder:                           # the caller left while the agent rang: CANCEL it
+                self._post(lambda: self._hangup(holder[0], "cancelled", 487))
+            raise
 
     async def hangup_leg(self, leg: SipLeg, reason: str) -> None:
         await self._submit(lambda: self._hangup_by_leg(leg, reason))
@@ -273,11 +281,11 @@ class SipEdge:
     async def transfer_leg(self, leg: SipLeg, target_uri: str, headers: dict[str, str]) -> TransferResult:
         """REFER the caller to `target_uri` with `headers`; wait for the NOTIFY sipfrag's final code.
 
-        On success our leg is hung up (pjsua does not do it by itself). `escalation.mode: bridge` is left to
-        the escalation work: it needs a second call slot per caller, and the wheel holds only 4."""
+        On success our leg is hung up (pjsua does not do it by itself). `escalation.mode: bridge`: the agent is
+        called and bridged instead (ivr.sip_bridge); the leg then stays up until either side hangs up."""
         if self.config.escalation_mode == "bridge":
-            raise NotImplementedError("bridge transfers: call the agent and connect both AudioMedia "
-                                      "(escalation.mode: bridge is not built yet; use refer)")
+            from ivr.sip_bridge import bridge_transfer
+            return await bridge_transfer(self, leg, target_uri, headers, self.config.transfer_timeout_s)
         assert self._loop is not None
         future: asyncio.Future[TransferResult] = self._loop.create_future()
         started = await self._submit(lambda: self._refer(leg, target_uri, headers, future))
@@ -292,6 +300,31 @@ class SipEdge:
         if result.ok:
             await self.hangup_leg(leg, "transferred")
         return result
+
+    # ---- escalation bridge hooks (used by ivr.sip_bridge) ----------------------------------------------
+    async def connect_audio(self, a: SipLeg, b: SipLeg) -> bool:
+        """Send each answered leg's audio straight to the other in the conference bridge, detaching our ports."""
+        return await self._submit(lambda: self._connect_audio(a, b))
+
+    def track_bridge(self, task: asyncio.Task[None]) -> None:
+        """Keep a bridge's watcher task until it ends (cancelled at stop)."""
+        self._bridges.add(task)
+        task.add_done_callback(self._bridges.discard)
+
+    def _connect_audio(self, a: SipLeg, b: SipLeg) -> bool:
+        calls = [self._find(a), self._find(b)]
+        if any(c is None or c.audio is None for c in calls):
+            return False
+        first, second = calls
+        assert first is not None and second is not None and first.audio is not None and second.audio is not None
+        for call in calls:
+            assert call is not None and call.audio is not None
+            if call.port is not None:
+                call.port.stopTransmit(call.audio)
+                call.audio.stopTransmit(call.port)
+        first.audio.startTransmit(second.audio)
+        second.audio.startTransmit(first.audio)
+        return True
 
     # ---- plumbing between loop and owner thread -------------------------------------------------------
     async def _submit(self, fn: Callable[[], T]) -> T:
@@ -686,7 +719,8 @@ class SipEdge:
         for name, value in headers.items():
             op.txOption.headers.append(_header(name, value))
         call.transfer_future = future
-        call.xfer(uri, op)
+        # the case headers also go into Refer-To, so the transferee's INVITE to the agent carries them (RFC 7433)
+        call.xfer(refer_to_uri(uri, headers) if headers else uri, op)
         return True
 
     def _shutdown(self) -> None:

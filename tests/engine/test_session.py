@@ -142,14 +142,15 @@ async def test_no_barge_in_prompt_plays_through_and_ignores_speech_over_it() -> 
     assert [t.text for t in call.dialogue.turns] == ["segunda"]
 
 
-async def test_no_input_reprompts_taper_then_goodbye() -> None:
+async def test_no_input_reprompts_taper_then_agent() -> None:
     call = Call(free("Bienvenido.", "¿Qué trámite busca?"))
-    assert await call.result() == "completed"
+    assert await call.result() == "transferred"                       # issue 6: no-input runs out -> agent
     said = [p.text for p in call.session.prompts_played]
     assert said == ["Bienvenido. ¿Qué trámite busca?",
                     f"{P.still_there} ¿Qué trámite busca?",           # say less: only the question
                     f"{P.still_there} {P.dtmf_menu}",                 # then the keypad menu
-                    P.goodbye_no_input]
+                    P.handoff]
+    assert "why=no_input" in binascii.unhexlify(call.leg.transfers[0][1]["User-to-User"].split(";")[0]).decode()
     assert call.metric("veratur_no_input_total") == 3
     assert call.dialogue.turns == []
     assert call.leg.hangup_calls == 1
@@ -254,3 +255,27 @@ async def test_silence_is_never_decoded() -> None:
     assert stream.frames_decoded == 0
     call.leg.hang_up()
     await call.result()
+
+
+async def test_recognizer_crash_leaves_the_keypad_working() -> None:
+    call = Call(free("Hola."), texts=["x"])
+    call.asr.fail = True                       # before the session starts its stream
+    await call.wait_prompt_done(0)
+    await call.leg.say(speech("안녕하세요") + silence(300))
+    call.leg.press("1")
+    assert await call.result() == "completed"
+    assert call.dialogue.turns[0].dtmf == "1"
+
+
+async def test_closed_answers_get_a_grammar() -> None:
+    call = Call(DialogueReply(texts=("¿Sí o no?",), expect=Expect(kind="yes_no")),
+                [DialogueReply(texts=("Folio.",), expect=Expect(kind="digits", max_digits=4)),
+                 DialogueReply(texts=("Adiós.",), hangup=True)])
+    await call.wait_prompt_done(0)
+    call.leg.press("1")
+    await call.wait_prompt_done(1)
+    call.leg.press("1234")
+    await call.result()
+    phrases = call.asr.decoders[0].phrases
+    assert phrases[0] is not None and "sí" in phrases[0] and "no" in phrases[0]
+    assert phrases[1] is not None and {"uno", "cero", "nueve"} <= set(phrases[1])
