@@ -205,6 +205,24 @@ class Escalation(Base):
     taken_at: Mapped[datetime | None] = mapped_column()
     closed_at: Mapped[datetime | None] = mapped_column()
     disposition: Mapped[str | None] = mapped_column(String(32))
+    # Added by migration 0002 (case_bridge/escalation.py): how the transfer went and the callback the caller asked.
+    mode: Mapped[str] = mapped_column(String(16), default="refer", server_default="refer")
+    sip_status: Mapped[int | None] = mapped_column()
+    result_at: Mapped[datetime | None] = mapped_column()
+    callback_requested: Mapped[bool] = mapped_column(default=False, server_default="0")
+    callback_phone: Mapped[str | None] = mapped_column(String(20))   # digits, only when the caller asked for it
+
+
+class EscalationNote(Base):
+    """An agent's note on an escalated call (kept even when the call has no case)."""
+
+    __tablename__ = "escalation_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id"), index=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class VerificationAttempt(Base):
@@ -229,6 +247,7 @@ class NodeSecret(Base):
 
 __all__ = [
     "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "Case", "CaseStatusChange", "Citizen", "Escalation",
+    "EscalationNote",
     "Interaction", "NodeSecret", "StaffUser", "Tramite", "TranscriptTurn", "UtcDateTime",
     "VerificationAttempt", "utcnow",
 ]
