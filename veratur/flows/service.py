@@ -88,7 +88,8 @@ class FlowService:
     """Everything the CLI and the admin pages do with flow files goes through here."""
 
     def __init__(self, settings: Settings, *, live_root: Path = REPO_ROOT, store: RevisionStore | None = None,
-                 rasa_url: str | None = None, run_rasa_checks: bool = True) -> None:
+                 rasa_url: str | None = None, run_rasa_checks: bool = True,
+                 trainer: Callable[[Path, Callable[[str], None]], Path] = models.train_candidate) -> None:
         self.settings = settings
         self.live_root = live_root
         base = settings.path(settings.data_dir) / "flows"
@@ -96,6 +97,7 @@ class FlowService:
         self.staging = self.store.dir / "staging"
         self.rasa_url = rasa_url if rasa_url is not None else settings.dialogue.rasa_url
         self.run_rasa_checks = run_rasa_checks
+        self.trainer = trainer      # a seam for unit tests; the real one trains with Rasa (cached by hash)
 
     # ------------------------------------------------------------------ reading
     def files(self) -> list[dict[str, object]]:
@@ -208,7 +210,7 @@ class FlowService:
             if errors_in(problems):
                 raise Invalid(problems, "validación")
             say("train", "modelo del candidato")
-            model = models.train_candidate(root, lambda m: say("train", m))
+            model = self.trainer(root, lambda m: say("train", m))
             if self.run_rasa_checks:
                 say("test", "pruebas de conversación")
                 passed, summary = models.run_conversation_tests(root, model, lambda m: say("test", m))

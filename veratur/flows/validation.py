@@ -48,6 +48,10 @@ DEFAULT_SLOTS = frozenset({"requested_slot", "session_started_metadata"})
 RASA_VALIDATE_TIMEOUT_S = 300
 _ENTITY_ANNOTATION = re.compile(r"\[[^\]]+\](?:\((?P<name>[^)\s:]+)(?::[^)]*)?\)|\{\s*\"entity\"\s*:\s*\"(?P<json>[^\"]+)\")")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+BLOCKING_WARNINGS = ("is used in the stories", "is not a valid", "not included in the domain",
+                     "not listed in the domain", "is not in the domain", "conflict", "Invalid")
+"""Rasa 3.6 reports these as UserWarnings and exits 0, yet a model built from such data misbehaves on calls:
+they block an apply (unused responses and similar remain warnings)."""
 
 
 def errors_in(problems: Iterable[Problem]) -> list[Problem]:
@@ -308,7 +312,11 @@ def parse_rasa_validate(output: str, returncode: int) -> list[Problem]:
     for raw in output.splitlines():
         line = _ANSI.sub("", raw).strip()
         if "UserWarning:" in line:
-            problems.append(Problem("rasa", line.split("UserWarning:", 1)[1].strip(), severity="warning"))
+            text = line.split("UserWarning:", 1)[1].strip()
+            blocking = any(marker.lower() in text.lower() for marker in BLOCKING_WARNINGS)
+            problems.append(Problem("rasa", text, severity="error" if blocking else "warning"))
+        elif line.startswith("CONFLICT") or "Story structure conflict" in line:
+            problems.append(Problem("rasa", line))
         elif " ERROR " in f" {line} " or line.startswith(("ERROR", "YamlValidationException", "InvalidDomain")):
             problems.append(Problem("rasa", line))
     if returncode != 0 and not errors_in(problems):
