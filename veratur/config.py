@@ -44,6 +44,20 @@ class SipConfig(_Section):
     answer_delay_ms: int = Field(0, ge=0, le=10000)        # ring (180) this long before 200 OK
     media_timeout_s: float = Field(30.0, gt=0, le=3600)     # no inbound RTP this long -> BYE
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600)    # SIGTERM: let calls end this long, then BYE
+    remote_workers: list[str] = []     # scale-out: "IP:PORT" of workers on other nodes, also behind our Kamailio
+
+    @field_validator("remote_workers")
+    @classmethod
+    def _ip_ports(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, sep, port = item.rpartition(":")
+            if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{item!r} is not IP:PORT")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"{item!r}: {host!r} is not an IP address") from None
+        return value
 
     @field_validator("bind_address")
     @classmethod

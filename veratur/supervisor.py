@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dialogue", action="store_true",
                         help="do not start Rasa and the action server (the engine uses its DTMF menu)")
     parser.add_argument("--no-web", action="store_true", help="do not start the web app")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="scale-out: only the IVR workers on their worker ports (and the dialogue unless "
+                             "--no-dialogue), no Kamailio and no web; another node's Kamailio lists them in "
+                             "sip.remote_workers")
     parser.add_argument("--ivr-app", choices=("auto", "engine", "demo"), default="auto",
                         help="call handler of the workers (see `veratur ivr --app`)")
 
@@ -146,7 +150,9 @@ class Supervisor:
             specs += self._optional("actions", "dialogs.actions.server", ChildSpec(
                 "actions", self._veratur("actions"),
                 lambda: http_ok(f"http://127.0.0.1:{action_port}/health"), 120.0))
-        worker_ports = [sip.worker_port(i) for i in range(sip.workers)] if sip.use_kamailio else [sip.port]
+        workers_only = getattr(self.args, "workers_only", False)
+        behind_kamailio = sip.use_kamailio or workers_only
+        worker_ports = [sip.worker_port(i) for i in range(sip.workers)] if behind_kamailio else [sip.port]
         grace = getattr(sip, "shutdown_grace_s", 30.0)
         for index, port in enumerate(worker_ports):
             specs.append(ChildSpec(
@@ -154,11 +160,11 @@ class Supervisor:
                 self._veratur("ivr", "--index", str(index), "--port", str(port), "--app", self.args.ivr_app),
                 self._sip_probe(host, port), WORKER_READY_TIMEOUT_S, worker_index=index,
                 stop_timeout_s=grace + STOP_MARGIN_S))
-        if not self.args.no_web:
+        if not self.args.no_web and not workers_only:
             web_url = f"http://{s.web.host}:{s.web.port}/"
             specs += self._optional("web", "veratur.webapp", ChildSpec(
                 "web", self._veratur("web"), lambda: http_ok(web_url, accept_any=True), 120.0))
-        if sip.use_kamailio:
+        if sip.use_kamailio and not workers_only:
             kamailio.find_binary()
             specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
         return specs
@@ -185,7 +191,7 @@ class Supervisor:
             specs = self.plan()
         except kamailio.KamailioError as exc:
             raise StartupError(str(exc)) from None
-        if self.settings.sip.use_kamailio:
+        if any(spec.name == "kamailio" for spec in specs):
             paths = kamailio.write_config(self.settings, self.kamailio_paths)
             try:
                 await kamailio.check_config(paths)
@@ -419,30 +425,37 @@ class Supervisor:
         sip = s.sip
         host = sip.public_address or sip.bind_address
         uri_host = f"[{host}]" if ":" in host else host
-        front = sip.port
-        transports = "/".join(t.upper() for t in sip.transports) if sip.use_kamailio else "UDP/TCP"
-        worker_names = [n for n, c in self.children.items() if c.spec.worker_index is not None]
-        lines = [
-            f"Veratur node {s.node_name} is up.",
-            f"  Dial:      sip:veratur@{uri_host}:{front}  ({transports}; "
-            f"{len(worker_names)} worker(s) x {sip.max_calls_per_worker} calls"
-            f"{', behind Kamailio' if sip.use_kamailio else ', no Kamailio'})",
-            f"  Try it:    veratur call sip:veratur@{uri_host}:{front} --dtmf 1",
-        ]
+        workers = [c for c in self.children.values() if c.spec.worker_index is not None]
+        if "kamailio" in self.children:
+            transports = "/".join(t.upper() for t in sip.transports)
+            remote = f" + {len(sip.remote_workers)} on other nodes" if sip.remote_workers else ""
+            front = f"{len(workers)} worker(s){remote} x {sip.max_calls_per_worker} calls, behind Kamailio"
+        elif getattr(self.args, "workers_only", False):
+            transports = "UDP/TCP"
+            front = "workers only: another node's Kamailio lists them in sip.remote_workers"
+        else:
+            transports = "UDP/TCP"
+            front = f"1 worker x {sip.max_calls_per_worker} calls, no Kamailio"
+        lines = [f"Veratur node {s.node_name} is up."]
+        if "kamailio" in self.children or not getattr(self.args, "workers_only", False):
+            lines += [f"  Dial:      sip:veratur@{uri_host}:{sip.port}  ({transports}; {front})",
+                      f"  Try it:    veratur call sip:veratur@{uri_host}:{sip.port} --dtmf 1"]
+        else:
+            ports = ", ".join(str(sip.worker_port(i)) for i in range(len(workers)))
+            lines.append(f"  Workers:   {uri_host} ports {ports}  ({front})")
         if "web" in self.children:
             lines.append(f"  Web:       http://{s.web.host}:{s.web.port}/")
         lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
-                     f"ports {s.metrics.port + 1}..{s.metrics.port + len(worker_names)}")
+                     f"ports {s.metrics.port + 1}..{s.metrics.port + len(workers)}")
         if "rasa" in self.children:
             state = "ready" if self.children["rasa"].ready.is_set() else \
                 "starting (callers get the DTMF menu until it is ready)"
             lines.append(f"  Dialogue:  Rasa at {s.dialogue.rasa_url} {state}")
         else:
-            lines.append("  Dialogue:  Rasa not started (DTMF menu only)")
+            lines.append("  Dialogue:  Rasa not started here (DTMF menu unless dialogue.rasa_url answers)")
         lines.append("  Ctrl-C stops the node (calls are drained first; a second Ctrl-C does not wait).")
         print("\n".join(lines), flush=True)
-        log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=front,
-                                     workers=len(worker_names)))
+        log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=sip.port, workers=len(workers)))
 
     async def _announce_dialogue(self) -> None:
         child = self.children.get("rasa")

@@ -71,7 +71,8 @@ def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
 
 @contextlib.contextmanager
 def run_node(config: Path, settings: Settings, *extra: str, ready_timeout_s: float = 240.0) -> Iterator[Node]:
-    """`veratur --config CONFIG up EXTRA...`; yields once the banner is printed; stops it (SIGTERM) after."""
+    """`veratur --config CONFIG up EXTRA...`; yields once the banner is printed; stops it (SIGTERM) after.
+    Everything the node printed is left in node.log beside the config."""
     argv = [sys.executable, "-m", "veratur.cli", "--config", str(config), "up", *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -92,6 +93,7 @@ def run_node(config: Path, settings: Settings, *extra: str, ready_timeout_s: flo
                     with contextlib.suppress(psutil.Error):
                         p.kill()
                 proc.wait(10)
+        (config.parent / "node.log").write_text(node.output())
 
 
 def caller_scenario(tmp: Path, pcap: Path | None) -> Path:

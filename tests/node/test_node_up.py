@@ -124,14 +124,16 @@ def test_killed_worker_is_restarted_while_calls_on_other_workers_go_on(tmp_path:
         stderr_mark = len(node.stderr)
         killed_at = time.monotonic()
         node.workers()[0].send_signal(signal.SIGKILL)
-        node.wait_for(r"event=child_ready child=ivr-0 .*restarts=1", 60, start=stderr_mark)
+        ready = node.wait_for(r"event=child_ready child=ivr-0 .*restarts=(\d+)", 60, start=stderr_mark)
         restart_s = time.monotonic() - killed_at
+        attempts = int(ready.group(1))
         assert calls.wait(90) is not None
         # Exactly the killed worker's calls are lost (their BYE times out); all the others complete.
         assert sipp_counts(logs, "before") == (8 - victim_load, victim_load)
         states = asyncio.run(kamailio.worker_states(kamailio.KamailioPaths.for_settings(settings)))
         assert states["w0"][0] == "AP", states
     record(artifacts_dir, "worker_restart", {"kill_to_ready_s": round(restart_s, 2), "calls_lost": victim_load,
+                                             "restart_attempts": attempts,
                                              "loads_at_kill": loads})
 
 
@@ -141,7 +143,7 @@ def test_restarted_worker_serves_again_and_sigterm_drains_without_orphans(tmp_pa
     with run_node(config, settings, *NODE_ARGS) as node:
         stderr_mark = len(node.stderr)
         node.workers()[1].send_signal(signal.SIGKILL)
-        node.wait_for(r"event=child_ready child=ivr-1 .*restarts=1", 60, start=stderr_mark)
+        node.wait_for(r"event=child_ready child=ivr-1 .*restarts=\d+", 60, start=stderr_mark)
         full = start_calls(settings, scenario, logs, "full", calls=8, hold_ms=3000, rate=10)
         wait_loads(node, {"w0": 4, "w1": 4})
         assert full.wait(60) == 0
@@ -189,3 +191,23 @@ def test_missing_worker_module_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "the IVR worker (module ivr.worker) is not installed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_scaleout_front_door_dispatches_to_another_nodes_workers(tmp_path: Path, logs: Path) -> None:
+    """Two nodes on loopback addresses: B (127.0.0.2) runs workers only; A's Kamailio (127.0.0.1) spreads calls
+    over its own worker and B's two, and answers 503 when all three are full."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config_b, settings_b = node_settings(tmp_path / "b", workers=2, bind_address="127.0.0.2")
+    remote = [f"127.0.0.2:{settings_b.sip.worker_port(i)}" for i in range(2)]
+    config_a, settings_a = node_settings(tmp_path / "a", workers=1, remote_workers=remote)
+    scenario = caller(tmp_path)
+    with run_node(config_b, settings_b, "--workers-only", "--no-dialogue") as node_b:
+        assert "workers only" in "".join(node_b.stdout)
+        assert not any(p.name() == "kamailio" for p in node_b.tree())
+        with run_node(config_a, settings_a, *NODE_ARGS) as node_a:
+            calls = start_calls(settings_a, scenario, logs, "scaleout", calls=12, hold_ms=8000, rate=10)
+            wait_loads(node_a, {"w0": 4, "r0": 4, "r1": 4})
+            assert int(expect_503(settings_a, logs)) == kamailio.RETRY_AFTER_FULL_S
+            assert calls.wait(60) == 0, (logs / "scaleout.log").read_text()[-3000:]
+            wait_loads(node_a, {"w0": 0, "r0": 0, "r1": 0})
