@@ -34,7 +34,7 @@ from ivr.escalation import refer_to_uri
 from ivr.leg import CallInfo, TransferResult
 from ivr.media_port import LegMediaPort
 from ivr.sip_headers import host_of, parse_request_head, uri_user
-from ivr.sip_leg import SipLeg
+from ivr.sip_leg import RX_PUMP_MS, SipLeg
 from veratur.config import PJSUA_MAX_CALLS, Settings
 from veratur.logs import kv, mask_phone
 
@@ -196,6 +196,8 @@ class SipEdge:
         self._timer_seq = itertools.count()
         self._stop_requested = threading.Event()
         self._ready: asyncio.Future[None] | None = None
+        self._live_legs: set[SipLeg] = set()           # loop side: legs whose inbound audio the pump drains
+        self._pump_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
         # Owner-thread state.
         self._ep: pj.Endpoint | None = None
@@ -218,6 +220,27 @@ class SipEdge:
         self._thread = threading.Thread(target=self._run, name="pjsua-owner", daemon=True)
         self._thread.start()
         await self._ready
+        self._pump_task = asyncio.create_task(self._pump(), name="sip-rx-pump")
+
+    async def _pump(self) -> None:
+        """Move inbound frames of every live leg to its session, one wake-up per RX_PUMP_MS for all calls."""
+        while True:
+            await asyncio.sleep(RX_PUMP_MS / 1000)
+            for leg in list(self._live_legs):
+                if leg.ended:
+                    self._live_legs.discard(leg)
+                    continue
+                try:
+                    leg.pump()
+                except Exception:                   # one bad leg must not silence the others
+                    log.exception("rx pump failed call_id=%s", leg.info.call_id)
+                    self._live_legs.discard(leg)
+
+    def _announce(self, leg: SipLeg) -> None:
+        """On the loop: a new inbound leg is answered."""
+        self._live_legs.add(leg)
+        if self._on_call is not None:
+            self._on_call(leg)
 
     @property
     def uri_host(self) -> str:
@@ -245,6 +268,9 @@ class SipEdge:
                 await asyncio.sleep(0.1)
             self._stop_requested.set()
             await asyncio.shield(self._stopped)
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            self._live_legs.clear()
             for task in list(self._bridges):
                 task.cancel()
         self._thread.join(timeout=5)
@@ -262,7 +288,9 @@ class SipEdge:
         holder: list[_Call] = []
         await self._submit(lambda: holder.append(self._make_call(uri, headers or {}, future)))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            leg = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            self._live_legs.add(leg)
+            return leg
         except TimeoutError:
             if holder:
                 await self._submit(lambda: self._hangup(holder[0], "timeout", 487))
@@ -567,8 +595,7 @@ class SipEdge:
             return
         call.last_rx_change = time.monotonic()
         call.leg.answered_at = time.monotonic()
-        if self._on_call is not None:
-            self._to_loop(self._on_call, call.leg)
+        self._to_loop(self._announce, call.leg)
 
     # ---- outbound calls (owner thread) ---------------------------------------------------------------
     def _make_call(self, uri: str, headers: dict[str, str], future: asyncio.Future[SipLeg]) -> _Call:

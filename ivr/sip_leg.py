@@ -4,7 +4,9 @@ Threads meet here through plain deques (append/popleft are atomic in CPython):
 - the pjmedia clock thread calls `rx_frame()` / `tx_frame()` 50 times a second each (ivr.media_port);
 - the SIP owner thread calls `deliver_hangup()`; DTMF may arrive on either thread;
 - everything else runs on the event loop.
-Inbound audio reaches the loop in batches of RX_BATCH_FRAMES (one thread-safe wake-up per batch, not per frame).
+Inbound audio reaches the loop in batches: the media thread only appends to a deque, and the edge's pump task
+on the loop drains every live leg each RX_PUMP_MS (no thread-safe wake-up per frame: each one costs a self-pipe
+write and a GIL hand-over on the media clock thread, which serves every call of the process).
 No pjsua2 here: commands that touch SIP go through the `LegOwner` (ivr.sip.SipEdge).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from veratur.logs import kv
 
 log = logging.getLogger("ivr.sip")
 
-RX_BATCH_FRAMES = 3            # 60 ms per wake-up of the loop: cheap, and well under a turn's latency budget
+RX_PUMP_MS = 40                # inbound audio reaches the session at most this late (20 ms on average)
 MAX_EVENT_BACKLOG = 500        # ~30 s of unread audio batches; beyond it inbound audio is dropped (slow consumer)
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
@@ -51,7 +53,6 @@ class SipLeg:
         self._events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self._rx: collections.deque[AudioFrame] = collections.deque()
         self._tx: collections.deque[bytes] = collections.deque()
-        self._wake_pending = False
         self._ended = False
         self._ended_event = asyncio.Event()
         self._hangup_sent = False
@@ -129,8 +130,11 @@ class SipLeg:
         while self._tx and not self._ended:  # noqa: ASYNC110
             await asyncio.sleep(poll_s)
 
+    def pump(self) -> None:
+        """Hand the frames received so far to the session as one AudioIn (called by the edge's pump task)."""
+        self._drain_rx()
+
     def _drain_rx(self) -> None:
-        self._wake_pending = False
         frames: list[AudioFrame] = []
         rx = self._rx
         if self._ended:
@@ -165,11 +169,7 @@ class SipLeg:
     def rx_frame(self, pcm: bytes) -> None:
         """Called on the media thread with one inbound frame."""
         self.rx_frames += 1
-        rx = self._rx
-        rx.append(AudioFrame(pcm, self.sample_rate, time.monotonic()))
-        if len(rx) >= RX_BATCH_FRAMES and not self._wake_pending:
-            self._wake_pending = True
-            self._call_soon(self._drain_rx)
+        self._rx.append(AudioFrame(pcm, self.sample_rate, time.monotonic()))
 
     def tx_frame(self) -> bytes | None:
         """Called on the media thread: the next outbound frame, or None (send silence)."""

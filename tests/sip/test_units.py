@@ -12,7 +12,7 @@ import pjsua2 as pj
 from ivr.leg import AudioIn, CallInfo, DtmfIn, HangupIn, TransferResult
 from ivr.media_port import read_byte_vector
 from ivr.sip_headers import host_of, parse_request_head, uri_user
-from ivr.sip_leg import RX_BATCH_FRAMES, SipLeg
+from ivr.sip_leg import SipLeg
 from tests.sip import pcaps
 
 INVITE = (
@@ -66,11 +66,15 @@ async def test_leg_batches_frames_from_another_thread_and_ends_with_hangup() -> 
         leg.deliver_dtmf("5")
         leg.deliver_hangup("bye")
 
+    leg.pump()                                                    # nothing received yet: no event
+    for _ in range(4):
+        leg.rx_frame(frame)
+    leg.pump()                                                    # what the edge's pump task does
     threading.Thread(target=media_thread).start()
     events = [e async for e in leg.events()]
     audio = [e for e in events if isinstance(e, AudioIn)]
-    assert sum(len(a.frames) for a in audio) == 10                # nothing lost, the tail flushed at hang-up
-    assert all(len(a.frames) >= RX_BATCH_FRAMES for a in audio[:-1])
+    assert len(audio[0].frames) == 4                              # one batch per pump, not one per frame
+    assert sum(len(a.frames) for a in audio) == 14                # nothing lost, the tail flushed at hang-up
     assert [e.digit for e in events if isinstance(e, DtmfIn)] == ["5"]
     assert events[-1] == HangupIn("bye")
     assert leg.ended
