@@ -201,7 +201,8 @@ async def kamcmd(paths: KamailioPaths, *args: str, timeout_s: float = 5.0) -> st
         await proc.wait()
         raise KamailioError(f"kamcmd {' '.join(args)}: no answer within {timeout_s} s") from None
     if proc.returncode != 0:
-        raise KamailioError(f"kamcmd {' '.join(args)}: {(err or out).decode(errors='replace').strip()}")
+        detail = (err or out).decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise KamailioError(f"kamcmd {' '.join(args)}: {detail}")
     return out.decode(errors="replace")
 
 

@@ -44,6 +44,8 @@ WORKER_FROZEN_PROBES = 3         # consecutive unanswered OPTIONS before a worke
 STARTUP_FAILURES_GIVE_UP = 5     # a child that exits this many times in a row before ever being ready
 STOP_MARGIN_S = 10.0             # after SIGTERM (and a worker's grace period) before SIGKILL
 PR_SET_PDEATHSIG = 1
+DUPLICATE_SIGNAL_S = 1.0         # a repeated stop signal within this time is the same request
+KAMCMD_ATTEMPTS = 3
 
 Probe = Callable[[], Awaitable[bool]]
 
@@ -120,6 +122,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._fast_stop = False
+        self._stop_requested_at = 0.0
         self.registry = CollectorRegistry()
         self.child_up = Gauge("veratur_child_up", "1 while the child process is running and healthy", ["child"],
                               registry=self.registry)
@@ -145,7 +148,7 @@ class Supervisor:
         specs: list[ChildSpec] = []
         if not self.args.no_dialogue:
             specs += self._optional("rasa", "veratur.rasa_server", ChildSpec(
-                "rasa", self._veratur("rasa"), lambda: http_ok(s.dialogue.rasa_url.rstrip("/") + "/"), 300.0))
+                "rasa", self._veratur("rasa"), lambda: http_ok(s.dialogue.rasa_url.rstrip("/") + "/status"), 300.0))
             action_port = s.dialogue.action_server_port
             specs += self._optional("actions", "dialogs.actions.server", ChildSpec(
                 "actions", self._veratur("actions"),
@@ -224,11 +227,16 @@ class Supervisor:
             await self._stop_all()
 
     def _on_signal(self, sig: int) -> None:
+        now = time.monotonic()
         if self._stopping.is_set():
-            log.warning("second signal: stopping without waiting for calls %s", kv(signal=sig))
-            self._fast_stop = True
+            # A second Ctrl-C means "now"; the same signal delivered twice at once (to the process and to its
+            # group, as `timeout` and some process managers do) does not.
+            if now - self._stop_requested_at > DUPLICATE_SIGNAL_S:
+                log.warning("second signal: stopping without waiting for calls %s", kv(signal=sig))
+                self._fast_stop = True
             return
         log.info("stopping %s", kv(event="stop_requested", signal=signal.Signals(sig).name))
+        self._stop_requested_at = now
         self._stopping.set()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
@@ -359,12 +367,15 @@ class Supervisor:
         child = self.children.get("kamailio")
         if child is None or child.proc is None or child.proc.returncode is not None:
             return
-        try:
-            await kamailio.set_worker_state(self.kamailio_paths, index, state)
-            log.info("dispatcher state %s", kv(event="worker_state", worker=index, state=state))
-        except kamailio.KamailioError as exc:
-            log.warning("dispatcher state not changed %s", kv(event="worker_state_failed", worker=index,
-                                                              error=exc))
+        for attempt in range(1, KAMCMD_ATTEMPTS + 1):
+            try:
+                await kamailio.set_worker_state(self.kamailio_paths, index, state)
+                log.info("dispatcher state %s", kv(event="worker_state", worker=index, state=state))
+                return
+            except kamailio.KamailioError as exc:
+                log.warning("dispatcher state not changed %s", kv(event="worker_state_failed", worker=index,
+                                                                  state=state, attempt=attempt, error=exc))
+                await asyncio.sleep(0.2)
 
     # ---------------------------------------------------------------- stop
     @staticmethod
