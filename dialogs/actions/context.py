@@ -35,6 +35,10 @@ def latest_intent(tracker: Tracker) -> str:
     return str(((tracker.latest_message or {}).get("intent") or {}).get("name") or "")
 
 
+def intent_confidence(tracker: Tracker) -> float:
+    return float(((tracker.latest_message or {}).get("intent") or {}).get("confidence") or 0.0)
+
+
 def entity_values(tracker: Tracker, entity: str) -> list[str]:
     """Values of `entity` in the latest message, in order, without repeats (several extractors may agree)."""
     out: list[str] = []

@@ -16,7 +16,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from dialogs.actions.context import call_meta, latest_intent
+from dialogs.actions.context import call_meta, intent_confidence, latest_intent
 from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
 from dialogs.actions.payloads import YES_NO_PHRASES, expect, say
 from dialogs.actions.resources import UsesResources
@@ -32,6 +32,8 @@ CURP_RE = re.compile(r"^[A-Z]{4}\d{6}[HMX][A-Z]{5}[A-Z0-9]\d$")
 SKIP_WORDS = ("no se", "no lo se", "no tengo", "no la tengo", "no lo tengo", "ninguno", "ninguna", "paso")
 MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
           "noviembre", "diciembre")
+REQUEST_CONFIDENCE = 0.9
+"""A field answer that fails to parse and is this surely "repeat"/"help" is a request: just ask again."""
 FORM_SLOTS = ("start_tramite", "field_answer", "start_field", "start_answers", "confirm_start", "tramite_choices")
 
 
@@ -63,9 +65,9 @@ def parse_field(field: PhoneField, value: str, intent: str) -> str | None:
         chars = chars if CURP_RE.match(chars) else spoken_to_chars(text, letters=True)
         return chars if CURP_RE.match(chars) else None
     if field.kind == "full_name":
-        words = [w for w in plain.split() if w.isalpha()]
-        return " ".join(w.capitalize() for w in words) if len(words) >= 2 and len(words) == len(plain.split()) \
-            else None
+        words = re.sub(r"[,.;]", " ", text).split()
+        ok = len(words) >= 2 and all(w.replace("-", "").replace("'", "").isalpha() for w in words)
+        return " ".join(w[:1].upper() + w[1:].lower() for w in words) if ok else None
     if field.kind == "date":
         return text if re.search(r"\d", text) or any(m in plain for m in MONTHS) else None
     if field.kind == "digits":
@@ -99,9 +101,6 @@ class ValidateStartForm(UsesResources, FormValidationAction):
     async def validate_start_tramite(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                      domain: DomainDict) -> dict[str, Any]:
         catalog = self.res.tramites
-        chosen = catalog.get(str(tracker.get_slot("start_tramite") or "")) if tracker.get_slot("start_field") else None
-        if chosen is not None and tracker.get_slot("requested_slot") != "start_tramite":
-            return {"start_tramite": chosen.id}    # a trámite named while answering a field: keep the first
         said = str(value or "")
         choices = list(tracker.get_slot("tramite_choices") or [])
         tramite = catalog.get(choice_by_position(said, choices) or "") if choices else None
@@ -135,12 +134,14 @@ class ValidateStartForm(UsesResources, FormValidationAction):
             return {"field_answer": None}
         answers = dict(tracker.get_slot("start_answers") or {})
         text = str(value or "")
-        parsed = parse_field(field, text, latest_intent(tracker))
+        intent = latest_intent(tracker)
+        parsed = parse_field(field, text, intent)
         if parsed is None and not field.required and normalize(text) in SKIP_WORDS:
             parsed = ""
         if parsed is None:
-            say(dispatcher, "Perdón, no me quedó claro.", hint=field_hint(field))
-            return {"field_answer": None}
+            if intent_confidence(tracker) < REQUEST_CONFIDENCE or intent not in ("repeat", "help"):
+                say(dispatcher, "Perdón, no me quedó claro.", hint=field_hint(field))
+            return {"field_answer": None}    # the form asks the same field again
         answers[field.name] = parsed
         names = [f.name for f in tramite.phone_start.fields]
         following = names[names.index(field.name) + 1:] if field.name in names else []

@@ -21,6 +21,7 @@ from dialogs.actions.context import call_meta
 from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
 from dialogs.actions.payloads import FOLIO_MAX_DIGITS, VERIFICATION_MAX_DIGITS, expect, say
 from dialogs.actions.resources import UsesResources
+from dialogs.actions.tramites import items, uncap
 from dialogs.catalog import spoken_list
 from veratur.logs import kv
 
@@ -28,19 +29,19 @@ log = logging.getLogger("dialogs.actions.status")
 
 FINISH_WEB = "Puede terminarlo en el portal web de Veratur con su folio y su NIP"
 AGENT_KEY = "0"
-WORDS_ATTEMPTS = {1: "un intento", 2: "dos intentos"}
+WORDS_ATTEMPTS = {1: "Le queda un intento.", 2: "Le quedan dos intentos."}
 
 
 def status_text(res_tramites: Any, case: Any) -> str:
     """What the caller hears about a verified case: status, what is missing, how to finish."""
     folio = grouped_for_speech(case.folio)
-    parts = [f"Su trámite de {case.tramite.name}, folio {folio}, está {case.status_label}."]
+    parts = [f"Su trámite de {case.tramite.name}, folio {folio}. Estado: {case.status_label.rstrip('.')}."]
     entry = res_tramites.get(case.tramite.id) if res_tramites is not None else None
     if case.missing:
         if entry is not None:
-            parts.append(res_tramites.missing_items_text(entry, list(case.missing)))
+            parts.append(res_tramites.missing_items_text(entry, items(case.missing)))
         else:
-            parts.append(f"Todavía le falta: {spoken_list(list(case.missing))}.")
+            parts.append(f"Todavía le falta: {spoken_list(items(case.missing))}.")
     if case.appointment_office and case.appointment_at:
         parts.append(f"Tiene cita en {case.appointment_office}.")
     finish = list(case.tramite.finish_channels)
@@ -49,7 +50,7 @@ def status_text(res_tramites: Any, case: Any) -> str:
             parts.append(f"{FINISH_WEB}.")
         offices = list(case.tramite.offices) or ([entry.where] if entry is not None else [])
         if "office" in finish and offices:
-            parts.append(f"O acuda a: {offices[0]}")
+            parts.append(f"O acuda a la oficina: {uncap(offices[0])}")
     return " ".join(p.strip() for p in parts if p)
 
 
@@ -102,7 +103,7 @@ class ValidateStatusForm(UsesResources, FormValidationAction):
         if result.reason == "locked":
             return {"verification": "locked", "status_result": "locked"}
         left = result.attempts_left
-        tail = f" Le queda {WORDS_ATTEMPTS.get(left, f'{left} intentos')}." if left else ""
+        tail = f" {WORDS_ATTEMPTS.get(left, f'Le quedan {left} intentos.')}" if left else ""
         say(dispatcher, "No encontré un trámite con ese folio y esa verificación." + tail + " Intentemos de nuevo.")
         return {"folio": None, "verification": None}
 

@@ -14,7 +14,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from dialogs.actions.context import entity_values, latest_intent, latest_text
 from dialogs.actions.payloads import expect, say
 from dialogs.actions.resources import UsesResources
-from dialogs.catalog import CityCatalog, spoken_list
+from dialogs.actions.tramites import cap, items
+from dialogs.catalog import CityCatalog, FestivalMatch, spoken_list
 from dialogs.catalog_match import normalize
 from dialogs.catalog_schema import City
 
@@ -27,12 +28,12 @@ MAX_ITEMS = 3
 FOLLOW_UP = "¿Quiere saber qué ver, qué comer, sus fiestas, cómo llegar o dónde pedir informes?"
 
 
-def find_festival(cities: CityCatalog, text: str) -> City | None:
-    """The city whose festival the caller names ("la Candelaria", "Cumbre Tajín"), if exactly one fits."""
-    said = f" {normalize(text)} "
-    found = {c.id: c for c in cities.cities for f in c.festivals
-             for name in (f.name, *f.synonyms) if len(normalize(name)) > 3 and f" {normalize(name)} " in said}
-    return next(iter(found.values())) if len(found) == 1 else None
+def named_festival(cities: CityCatalog, text: str, city: City | None) -> FestivalMatch | None:
+    """The one festival the caller names ("la Candelaria", "Cumbre Tajín"), if exactly one fits."""
+    if not text or text.startswith("/"):
+        return None
+    matches = cities.find_festivals(text, city)
+    return matches[0] if len(matches) == 1 else None
 
 
 def resolve_city(cities: CityCatalog, tracker: Tracker, topic: str | None) -> City | None:
@@ -46,7 +47,8 @@ def resolve_city(cities: CityCatalog, tracker: Tracker, topic: str | None) -> Ci
             if city is not None:
                 break
     if city is None and topic == "festivals":
-        city = find_festival(cities, text)
+        festival = named_festival(cities, text, None)
+        city = festival.city if festival else None
     if city is None:
         current = tracker.get_slot("city")
         if current:
@@ -59,13 +61,14 @@ def answer(city: City, topic: str, origin: City | None = None) -> str:
     name = city.spoken_name
     if topic == "attractions":
         places = city.attractions[:MAX_ITEMS]
-        return (f"En {name} puede conocer {spoken_list([p.name for p in places])}. "
-                f"{places[0].name}: {places[0].description}")
+        return (f"En {name} puede conocer {spoken_list(items([p.name for p in places]))}. "
+                f"{cap(places[0].name)}: {places[0].description}")
     if topic == "food":
         foods = city.foods[:MAX_ITEMS]
-        return f"En {name} lo típico es {spoken_list([f.name for f in foods])}. {foods[0].name}: {foods[0].description}"
+        return (f"En {name} lo típico es {spoken_list(items([f.name for f in foods]))}. "
+                f"{cap(foods[0].name)}: {foods[0].description}")
     if topic == "festivals":
-        parts = [f"{f.name}, {f.when}" for f in city.festivals[:MAX_ITEMS]]
+        parts = [f"{f.name}: {f.when.rstrip('.')}" for f in city.festivals[:MAX_ITEMS]]
         return f"Fiestas de {name}: " + ". ".join(parts) + "."
     if topic == "access":
         routes = []
@@ -76,7 +79,9 @@ def answer(city: City, topic: str, origin: City | None = None) -> str:
             route = getattr(city.access, key)
             if route is not None:
                 start = "Desde Xalapa" if key == "from_xalapa" else "Desde el puerto de Veracruz"
-                routes.append(f"{start}: {route.summary} Por {spoken_list(route.roads)}, {route.duration}.")
+                lead = "" if normalize(route.summary).startswith("desde") else f"{start}: "
+                routes.append(f"{lead}{route.summary.rstrip('.')}. Por {spoken_list(items(route.roads))}, "
+                              f"{route.duration.rstrip('.')}.")
         return " ".join(routes) or f"{name} es el punto de partida; pregunte por otra ciudad para saber cómo llegar."
     if topic == "office":
         info = city.tourist_info
@@ -104,5 +109,8 @@ class ActionTourismAnswer(UsesResources, Action):
             say(dispatcher, f"{city.summary} {FOLLOW_UP}")
             return [SlotSet("city", city.id)]
         origin = cities.find_origin(latest_text(tracker)) if topic == "access" else None
-        say(dispatcher, f"{answer(city, topic, origin)} ¿Algo más sobre {city.spoken_name} o sobre otra ciudad?")
+        festival = named_festival(cities, latest_text(tracker), city) if topic == "festivals" else None
+        text = (f"{cap(festival.festival.name)}, en {city.spoken_name}: {festival.festival.when.rstrip('.')}. "
+                f"{festival.festival.description}") if festival else answer(city, topic, origin)
+        say(dispatcher, f"{text} ¿Algo más sobre {city.spoken_name} o sobre otra ciudad?")
         return [SlotSet("city", city.id), SlotSet("topic", topic)]

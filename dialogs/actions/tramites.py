@@ -29,6 +29,20 @@ ORDINALS = {"primer": 1, "primero": 1, "primera": 1, "uno": 1, "segundo": 2, "se
             "tercero": 3, "tercera": 3, "tercer": 3, "tres": 3, "ultimo": -1, "ultima": -1}
 
 
+def items(texts: list[str] | tuple[str, ...]) -> list[str]:
+    """Catalog sentences as list items: without their final period, so a spoken list reads well."""
+    return [t.strip().rstrip(".").strip() for t in texts if t.strip()]
+
+
+def cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def uncap(text: str) -> str:
+    """Lower the first letter of a sentence that now continues another ('En la oficina' -> 'en la oficina')."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
 def channels_text(channels: list[str]) -> str:
     return spoken_list([CHANNEL_NAMES.get(c, c) for c in channels], "o")
 
@@ -36,9 +50,9 @@ def channels_text(channels: list[str]) -> str:
 def field_answer(catalog: TramiteCatalog, t: Tramite, field: str) -> str:
     """What the portal says about one field of a trámite. Never invents: a missing hour is said to be missing."""
     if field == "requirements":
-        return f"Para {t.spoken_name} necesita: {spoken_list(t.requirements)}."
+        return f"Para {t.spoken_name} necesita: {spoken_list(items(t.requirements))}."
     if field == "cost":
-        return f"{t.spoken_name}: {t.cost.spoken}"
+        return f"{cap(t.spoken_name)}: {t.cost.spoken}"
     if field == "where":
         return f"{t.where} Puede terminarlo {channels_text(list(t.channels_finish))}."
     if field == "hours":
@@ -46,7 +60,8 @@ def field_answer(catalog: TramiteCatalog, t: Tramite, field: str) -> str:
             return f"Horario para {t.spoken_name}: {t.hours}"
         return (f"No tengo un horario confirmado para {t.spoken_name}. Le sugiero confirmar con "
                 f"{catalog.agency_of(t).spoken_name} antes de ir.")
-    return (f"{t.spoken_name}, con {catalog.agency_of(t).spoken_name}. Requisitos: {spoken_list(t.requirements)}. "
+    return (f"{cap(t.spoken_name)}, con {catalog.agency_of(t).spoken_name}. "
+            f"Requisitos: {spoken_list(items(t.requirements))}. "
             f"Costo: {t.cost.spoken} Se inicia {channels_text(list(t.channels_start))}.")
 
 

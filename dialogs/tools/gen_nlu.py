@@ -76,6 +76,7 @@ TOURISM = {
         "¿cómo llego a {c} desde {c2}?", "cómo llegar a {c} desde {c2}", "¿hay autobús a {c}?",
         "¿a qué distancia está {c}?", "¿cuánto se hace de camino a {c}?", "ruta para ir a {c}",
         "voy de {c2} a {c}, ¿cómo llego?", "cómo me voy de {c2} a {c}", "en camión cómo llego a {c}",
+        "¿cuántas horas son de {c2} a {c}?", "¿qué tan lejos está {c}?", "¿cuánto tiempo de viaje hay a {c}?",
     ],
     "ask_tourist_office": [
         "¿dónde está la oficina de turismo de {c}?", "módulo de información turística en {c}",
@@ -159,7 +160,8 @@ STATIC = {
     "affirm": ["sí", "si", "claro", "correcto", "así es", "sí, por favor", "está bien", "de acuerdo", "exacto",
                "sí, confirmo", "confirmo", "afirmativo", "órale sí", "ándale", "sale", "va", "sí, ábrala",
                "sí, está bien", "por supuesto", "ok", "okey", "sí, quiero", "ajá"],
-    "deny": ["no", "no gracias", "negativo", "no, está mal", "para nada", "no quiero", "no, cancela", "cancelar",
+    "deny": ["no", "no gracias", "no, muchas gracias", "no, gracias, así está bien", "no, por ahora no, gracias",
+             "negativo", "no, está mal", "para nada", "no quiero", "no, cancela", "cancelar",
              "mejor no", "no, así no", "no es correcto", "no, ya no", "todavía no", "no por ahora", "nel"],
     "help": ["ayuda", "¿qué puedo preguntar?", "¿qué opciones hay?", "¿en qué me puede ayudar?", "no sé qué decir",
              "¿cómo funciona esto?", "¿qué hace este servicio?", "dame las opciones", "menú", "menú principal",
@@ -181,10 +183,18 @@ STATIC = {
                      "¿me prestas dinero?", "quiero reservar un vuelo a Cancún", "¿cuál es tu color favorito?",
                      "cántame una canción", "quiero cambiar mi plan de internet", "¿dónde venden tacos al pastor?",
                      "¿quién es el presidente?", "quiero reportar un bache", "¿cuándo pagan la pensión?",
-                     "tengo una queja de la luz"],
+                     "tengo una queja de la luz", "¿cuánto cuesta la gasolina hoy?", "¿cuánto vale un celular nuevo?",
+                     "¿cómo está el tráfico en la autopista?", "¿qué temperatura hace?", "quiero pagar el agua",
+                     "¿qué serie me recomiendas ver?", "quiero comprar boletos para un concierto",
+                     "¿a qué hora juega el América?", "mándame un taxi", "¿cuánto está el dólar?",
+                     "quiero pagar mi tarjeta de crédito", "¿qué canción está de moda?",
+                     "¿cuánto cobra un plomero?", "pon música", "¿dónde queda el banco más cercano?",
+                     "quiero contratar cable", "¿cómo hago una receta de pastel?", "¿quién eres?"],
     "tourism": ["información turística", "turismo", "quiero información de turismo", "quiero viajar por Veracruz",
                 "lugares para visitar en el estado", "¿qué ciudades me recomienda?", "quiero ir de paseo",
-                "información para turistas", "estoy planeando unas vacaciones", "quiero conocer Veracruz",
+                "información para turistas", "estoy planeando unas vacaciones", "¿qué destinos turísticos hay?",
+                "recomiéndeme lugares para visitar", "¿a dónde puedo ir de vacaciones en Veracruz?",
+                "lugares turísticos", "¿qué sitios turísticos me sugiere?", "quiero conocer Veracruz",
                 "¿qué lugares turísticos hay?", "opción de turismo", "voy a viajar, ¿qué me recomienda?",
                 "quiero información para pasear"],
     "check_status": ["¿cómo va mi trámite?", "estado de mi trámite", "quiero saber el estado de mi trámite",
@@ -212,6 +222,28 @@ STATIC = {
 }
 
 
+DIGIT_WORDS = ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve")
+NUMBER_LEADS = ("", "", "", "mi folio es ", "el folio es ", "es el ", "mi nip es ", "el número es ", "folio ",
+                "son ", "este, ")
+
+
+def number_examples(rng: random.Random, count: int) -> list[str]:
+    """Folios and PINs the way callers say them: word by word, as figures, in groups."""
+    rows = []
+    for i in range(count):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.choice((4, 8, 8))))
+        lead = rng.choice(NUMBER_LEADS)
+        style = i % 3
+        if style == 0:
+            body = " ".join(DIGIT_WORDS[int(d)] for d in digits)
+        elif style == 1:
+            body = " ".join(digits[j:j + 4] for j in range(0, len(digits), 4))
+        else:
+            body = " ".join(digits)
+        rows.append(lead + body)
+    return rows
+
+
 def main() -> None:
     rng = random.Random(5)
     cities = itertools.cycle(rng.sample(CITY_FORMS, len(CITY_FORMS)))
@@ -233,6 +265,7 @@ def main() -> None:
     blocks["start_tramite"] = STATIC["start_tramite"] + [
         f"quiero iniciar el trámite de {tram(next(trams))} por teléfono" for _ in range(4)] + [
         f"quiero solicitar {tram(next(trams))}" for _ in range(4)]
+    blocks["inform_number"] = STATIC["inform_number"] + number_examples(rng, 30)
     for intent, rows in STATIC.items():
         blocks.setdefault(intent, rows)
     lines = ["# GENERATED by dialogs/tools/gen_nlu.py from its templates: edit the templates, then re-run.",

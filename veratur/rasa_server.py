@@ -1,0 +1,164 @@
+"""`veratur rasa`: run `rasa run --enable-api` on 127.0.0.1 with the cached model for the current dialogue YAML.
+
+Also the helpers other code uses to start the dialogue stack as child processes (`veratur chat`, the tests):
+`RasaStack` starts the action server (Python 3.11, this venv) and the Rasa server (Python 3.10 venv) on the
+given ports, waits until both answer, and stops them (process groups, so no orphan is left behind).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from urllib.error import URLError
+from urllib.parse import urlparse
+from urllib.request import urlopen
+
+from veratur import REPO_ROOT
+from veratur.config import Settings
+from veratur.training import DIALOGS_DIR, RASA_BIN, TrainingError, ensure_model, latest_model, rasa_env
+
+STARTUP_TIMEOUT_S = 180.0
+"""Loading TensorFlow and the model takes ~20-40 s on two busy cores."""
+STOP_GRACE_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_endpoints(action_port: int, directory: Path) -> Path:
+    """An endpoints.yml pointing Rasa at the action server on `action_port`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"endpoints-{action_port}.yml"
+    path.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n', encoding="utf-8")
+    return path
+
+
+def rasa_command(model: Path, port: int, endpoints: Path, host: str = "127.0.0.1") -> list[str]:
+    return [str(RASA_BIN), "run", "--enable-api", "-i", host, "-p", str(port), "-m", str(model),
+            "--endpoints", str(endpoints), "--credentials", str(DIALOGS_DIR / "credentials.yml"),
+            "--response-timeout", "30"]
+
+
+def actions_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "veratur.cli", "actions", "--port", str(port)]
+
+
+def _get(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL built here
+            return 200 <= resp.status < 300
+    except (URLError, OSError, ValueError):
+        return False
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before answering on {url}")
+        if _get(url):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not answer on {url} within {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the child's process group, SIGKILL after a grace period."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class RasaStack:
+    """The action server and `rasa run` as child processes on local ports (free ones by default)."""
+
+    def __init__(self, model: Path, rasa_port: int | None = None, action_port: int | None = None,
+                 log_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.model = model
+        self.rasa_port = rasa_port or free_port()
+        self.action_port = action_port or free_port()
+        self.log_dir = log_dir or (REPO_ROOT / "var" / "rasa")
+        self.env = env
+        self.rasa: subprocess.Popen[bytes] | None = None
+        self.actions: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> RasaStack:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        endpoints = write_endpoints(self.action_port, self.log_dir)
+        base_env = dict(os.environ) if self.env is None else dict(self.env)
+        try:
+            with open(self.log_dir / f"actions-{self.action_port}.log", "wb") as out:
+                self.actions = subprocess.Popen(actions_command(self.action_port), cwd=REPO_ROOT, env=base_env,
+                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            renv = rasa_env()
+            renv.update({k: v for k, v in base_env.items() if k.startswith("VERATUR")})
+            with open(self.log_dir / f"rasa-{self.rasa_port}.log", "wb") as out:
+                self.rasa = subprocess.Popen(rasa_command(self.model, self.rasa_port, endpoints), cwd=DIALOGS_DIR,
+                                             env=renv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            wait_http(f"http://127.0.0.1:{self.action_port}/health", self.actions, timeout, "the action server")
+            wait_http(f"{self.url}/status", self.rasa, timeout, "rasa run")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.rasa)
+        stop_process(self.actions)
+
+    def __enter__(self) -> RasaStack:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=None, help="port (default: the port of dialogue.rasa_url)")
+    parser.add_argument("--action-port", type=int, default=None,
+                        help="action server port (default dialogue.action_server_port)")
+    parser.add_argument("--model", type=Path, default=None, help="model file (default: the cached one)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="do not train when the YAML changed; use the newest model there is")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    model = args.model
+    if model is None:
+        try:
+            model = latest_model() if args.no_train else ensure_model(progress=lambda line: print(line, flush=True))
+        except TrainingError as exc:
+            print(f"veratur rasa: {exc}", file=sys.stderr)
+            return 1
+    if model is None or not Path(model).exists():
+        print("veratur rasa: no trained model: run `veratur train`", file=sys.stderr)
+        return 1
+    port = args.port or urlparse(settings.dialogue.rasa_url).port or 5005
+    action_port = args.action_port or settings.dialogue.action_server_port
+    endpoints = write_endpoints(action_port, settings.path(settings.data_dir) / "rasa")
+    cmd = rasa_command(Path(model), port, endpoints)
+    print(f"rasa: {Path(model).name} on http://127.0.0.1:{port} (actions on {action_port})", flush=True)
+    os.chdir(DIALOGS_DIR)
+    os.execve(cmd[0], cmd, rasa_env())   # the supervisor manages rasa itself, with no wrapper in between
