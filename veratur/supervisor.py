@@ -307,6 +307,10 @@ class Supervisor:
             delay = min(RESTART_BACKOFF_FIRST_S * 2 ** max(child.failures_in_a_row - 1, 0), RESTART_BACKOFF_MAX_S)
             log.error("child exited %s", kv(event="child_exited", child=spec.name, code=code,
                                              ran_s=round(ran_s, 1), restart_in_s=delay))
+            if child.failures_in_a_row == STARTUP_FAILURES_GIVE_UP and not child.ready.is_set():
+                print(f"veratur up: {spec.name} keeps failing at start (exit status {code}); its output is above, "
+                      f"prefixed '{spec.name} |'. Still retrying every {RESTART_BACKOFF_MAX_S:.0f} s at most.",
+                      file=sys.stderr, flush=True)
             if spec.worker_index is not None:
                 await self._set_worker_state(spec.worker_index, "ip")
             with contextlib.suppress(TimeoutError):

@@ -114,6 +114,7 @@ def start_calls(settings: Settings, scenario: Path, logs: Path, name: str, calls
                        "-mp", str(free_port_block(4 * calls + 4, 40000, 50000)), "-m", str(calls),
                        "-l", str(calls), "-r", str(rate), "-d", str(hold_ms), "-recv_timeout", "20000",
                        "-trace_stat", "-stf", str(logs / f"{name}.stat.csv"), "-fd", "1",
+                       "-trace_rtt", "-rtt_freq", "1",
                        f"{HOST}:{settings.sip.port}"], logs, name)
 
 
