@@ -75,10 +75,10 @@ class CaseRecorder:
     def pending(self) -> int:
         return len(self.outbox)
 
-    async def wait_drained(self, timeout: float) -> bool:
+    async def wait_drained(self, within_s: float) -> bool:
         """For tests and shutdown: wait until the outbox is empty."""
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            await asyncio.wait_for(self._drained.wait(), within_s)
         except TimeoutError:
             return False
         return True

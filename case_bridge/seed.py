@@ -50,7 +50,8 @@ def seed_catalog(svc: CaseService) -> tuple[int, str]:
 def seed_demo(svc: CaseService) -> tuple[str, str]:
     """A demo citizen with a case opened by phone, so the portal shows something (idempotent)."""
     tramites = {t.id: t for t in svc.list_tramites()}
-    tramite = tramites.get("licencia_conducir") or next(iter(tramites.values()))
+    phone_ok = [t for t in tramites.values() if "phone" in t.start_channels or not t.start_channels]
+    tramite = tramites.get("licencia-automovilista") or tramites.get("licencia_conducir") or phone_ok[0]
     call_id = "demo-call-1@veratur"
     svc.link_call(call_id, "2281234567", called="veratur", node="demo")
     svc.add_turn(call_id, "caller", f"quiero saber los requisitos de {tramite.name.lower()}",

@@ -1,0 +1,197 @@
+"""`veratur web`: the node's one aiohttp application — citizen portal, office clerk pages, Open311 API, and the
+pages other packages plug in (agent console, admin).
+
+Adding pages: write a module with `setup(app: web.Application) -> None` that adds its routes (and, if it has
+templates, a module constant `TEMPLATES_DIR: Path`), then add its dotted name to `ROUTE_MODULES`. Templates can
+`{% extends "base.html" %}`; handlers reach the service as `request.app[SERVICE]`, protect themselves with
+`@require_role("agent")` / `@require_role("admin")`, and forms carry `<input type="hidden" name="_csrf"
+value="{{ csrf_token }}">` (or send the `X-CSRF-Token` header from JS). See `case_bridge/web/security.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from case_bridge import folio as folios
+from case_bridge.errors import DatabaseUnavailable
+from case_bridge.migrate import upgrade
+from case_bridge.service import CaseService
+from case_bridge.views import CHANNEL_LABELS
+from case_bridge.web.portal import LOCAL_TZ
+from case_bridge.web.security import (
+    SERVICE,
+    SESSION,
+    SETTINGS,
+    SIGNER,
+    LazyCsrfToken,
+    SessionSigner,
+    csrf_middleware,
+    headers_middleware,
+    load_secret,
+    session_middleware,
+    session_of,
+)
+from veratur.config import Settings
+from veratur.logs import kv, scrub
+
+log = logging.getLogger("veratur.web")
+
+ROUTE_MODULES: tuple[str, ...] = (
+    "case_bridge.web.staff",
+    "case_bridge.web.portal",
+    "case_bridge.web.clerk",
+    "case_bridge.web.open311",
+    # "ivr.agent_console",        (issue 6)  role agent
+    # "veratur.admin_web",        (issue 7)  role admin
+)
+MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read
+BASE_TEMPLATES = Path(__file__).resolve().parent.parent / "case_bridge" / "web" / "templates"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "case_bridge" / "web" / "static"
+JSON_PREFIXES = ("/open311/", "/api/")
+
+
+class ScrubbedAccessLogger(AbstractAccessLogger):
+    """One line per request: method, path without its query string (it may hold a PIN or CURP), status, time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(kv(method=request.method, path=scrub(request.path), status=response.status,
+                            ms=round(time * 1000, 1), ip=request.remote))
+
+
+def _is_json(request: web.Request) -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP errors as JSON on the API paths and as a Spanish page elsewhere; a failure never shows a traceback."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return await _error(request, exc.status, _message(exc), exc.headers)
+    except DatabaseUnavailable:
+        log.error(kv(event="db_unavailable", path=request.path))
+        return await _error(request, 503, "El servicio no está disponible en este momento. Intente en unos minutos.")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(kv(event="web_error", path=request.path))
+        return await _error(request, 500, "Ocurrió un error inesperado. Intente de nuevo.")
+
+
+def _message(exc: web.HTTPException) -> str:
+    if exc.status == 413:
+        return "La solicitud es demasiado grande."
+    if exc.status == 404 and (exc.text or "").startswith("404"):
+        return "La página no existe."
+    if exc.status == 405:
+        return "Método no permitido."
+    return exc.text or exc.reason
+
+
+async def _error(request: web.Request, status: int, message: str, headers: Any = None) -> web.Response:
+    keep = {k: v for k, v in (headers or {}).items() if k in ("Retry-After", "Allow", "Location")}
+    if _is_json(request):
+        return web.json_response([{"code": status, "description": message}], status=status, headers=keep,
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    try:
+        # errors raised before the template middleware ran have no template context yet: build it here
+        ctx = {**(await _context(request)), "status": status, "message": message}
+        response = aiohttp_jinja2.render_template("error.html", request, ctx)
+    except Exception:   # the page itself failed: plain text is enough
+        log.exception(kv(event="error_page_failed", status=status))
+        response = web.Response(text=f"{status}: {message}")
+    response.set_status(status)
+    response.headers.update(keep)
+    return response
+
+
+def _local(value: datetime | None, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    return value.astimezone(LOCAL_TZ).strftime(fmt) if value else ""
+
+
+async def _context(request: web.Request) -> dict[str, Any]:
+    has_session = SESSION in request
+    staff = session_of(request).get("staff") if has_session else None
+    return {"csrf_token": LazyCsrfToken(request) if has_session else "", "staff_session": staff,
+            "channel_labels": CHANNEL_LABELS}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    try:
+        await asyncio.to_thread(svc.list_tramites)
+    except DatabaseUnavailable:
+        return web.json_response({"status": "degraded", "database": "unreachable"}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
+
+
+def build_app(settings: Settings, service: CaseService | None = None, *, secret: bytes | None = None,
+              route_modules: tuple[str, ...] = ROUTE_MODULES) -> web.Application:
+    """The whole web app. `service` defaults to one built from the settings (closed with the app)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[headers_middleware, error_middleware, session_middleware, csrf_middleware])
+    owned = service is None
+    app[SERVICE] = service or CaseService.from_settings(settings)
+    app[SETTINGS] = settings
+    app[SIGNER] = SessionSigner(secret or load_secret(settings.path(settings.web.secret_key_file)))
+    modules = [importlib.import_module(name) for name in route_modules]
+    template_dirs = [str(m.TEMPLATES_DIR) for m in modules if getattr(m, "TEMPLATES_DIR", None)]
+    env = aiohttp_jinja2.setup(
+        app, loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in [str(BASE_TEMPLATES), *template_dirs]]),
+        autoescape=jinja2.select_autoescape(default=True), context_processors=[_context],
+        undefined=jinja2.StrictUndefined)
+    env.filters["local"] = _local
+    env.filters["folio"] = folios.display
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", STATIC_DIR, name="static")
+    for module in modules:
+        module.setup(app)
+    if owned:
+        async def _close(app: web.Application) -> None:
+            await asyncio.to_thread(app[SERVICE].close)
+        app.on_cleanup.append(_close)
+    return app
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (default web.host)")
+    parser.add_argument("--port", type=int, help="listen port (default web.port)")
+    parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations / load the catalog")
+    parser.add_argument("--demo", action="store_true", help="create the demo citizen and case (prints folio+PIN)")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    service = CaseService.from_settings(settings)
+    if not args.no_migrate:
+        from case_bridge.seed import seed_catalog, seed_demo
+
+        upgrade(settings.database_url)
+        count, source = seed_catalog(service)
+        log.info(kv(event="catalog_loaded", tramites=count, source=source))
+        if args.demo:
+            folio, pin = seed_demo(service)
+            print(f"demo: folio {folios.display(folio)} PIN {pin}", flush=True)
+    app = build_app(settings, service)
+    app.on_cleanup.append(lambda _app: asyncio.to_thread(service.close))
+    host, port = args.host or settings.web.host, args.port or settings.web.port
+    log.info(kv(event="web_start", host=host, port=port))
+    web.run_app(app, host=host, port=port, access_log_class=ScrubbedAccessLogger, print=None,
+                access_log=logging.getLogger("veratur.web.access"))
+    return 0
+
+
+__all__ = ["ROUTE_MODULES", "build_app", "run"]
