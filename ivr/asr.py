@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from ivr.audio import FRAME_MS, AudioFrame
 from ivr.dialogue import Expect
-from ivr.endpointing import EndpointConfig, Endpointer
+from ivr.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
 from ivr.metrics import EngineMetrics
 from ivr.resample import energy_db
 from ivr.turn import CallerState, CallerTurnTracker
@@ -33,6 +33,19 @@ from veratur.logs import kv
 log = logging.getLogger("ivr.asr")
 
 UNK = "[unk]"
+PARTIAL_EVERY_MS = 100       # ask the decoder for a partial at most this often (it walks the lattice each time)
+YES_NO_PHRASES = ("sí", "si", "no", "claro", "correcto", "así es", "de acuerdo", "no es correcto", "está bien")
+
+
+def grammar_for(expect: Expect) -> list[str] | None:
+    """The phrase list for a closed answer (the prompt's own phrases, digits, yes/no), None for free speech."""
+    if expect.phrases:
+        return list(expect.phrases)
+    if expect.kind == "digits":
+        return list(dict.fromkeys(SPOKEN_DIGITS))
+    if expect.kind == "yes_no":
+        return list(YES_NO_PHRASES)
+    return None
 
 
 # ---- events ---------------------------------------------------------------------------------------------------
@@ -136,8 +149,10 @@ class RecognizeStream:
         self.frames_decoded = 0       # frames sent to the decoder (VAD gating keeps this low)
         self.decode_s = 0.0           # time spent inside the decoder
         self.closed = False
-        # Segment texts the decoder closed by itself within the current utterance; touched only in the pool thread.
+        # Segment texts the decoder closed by itself within the current utterance, and audio bytes decoded since
+        # the last partial; both touched only in the pool thread.
         self._segments: list[str] = []
+        self._since_partial = 0
 
     # -- lifecycle --
     def start(self) -> None:
@@ -166,8 +181,7 @@ class RecognizeStream:
     def set_expect(self, expect: Expect) -> None:
         """Adapt to the next answer: grammar for a closed set, endpointing threshold by kind."""
         self.endpointer.set_expect(expect)
-        phrases = list(expect.phrases) if expect.phrases else None
-        self._inbox.put_nowait((_PHRASES, phrases))
+        self._inbox.put_nowait((_PHRASES, grammar_for(expect)))
 
     def push_frame(self, frame: AudioFrame) -> None:
         if self.closed:
@@ -270,6 +284,11 @@ class RecognizeStream:
             log.exception("decoder failed %s", kv(call_id=self.call_id))
             # The caller is then only understood by DTMF; the session hears no more speech events.
             self.closed = True
+            if self._decoder is not None:       # no batch is running any more: safe to drop it here
+                try:
+                    self._decoder.close()
+                finally:
+                    self._decoder = None
 
     def _run_batch(self, batch: list[tuple[int, Any]]) -> list[AsrEvent]:
         if self._decoder is None:
@@ -278,25 +297,31 @@ class RecognizeStream:
         out: list[AsrEvent] = []
         segments = self._segments
         pending = bytearray()
+        partial_bytes = self.sample_rate * 2 * PARTIAL_EVERY_MS // 1000
 
         def flush_audio() -> None:
             if not pending:
                 return
             t0 = time.perf_counter()
             segment = dec.accept(bytes(pending))
+            self._since_partial += len(pending)
+            text: str | None = None
             if segment is not None:
                 if segment:
                     segments.append(segment)
                 text = " ".join(segments)
-            else:
+            elif self._since_partial >= partial_bytes:
                 text = " ".join([*segments, dec.partial()]).strip()
+            if text is not None:
+                self._since_partial = 0
             spent = time.perf_counter() - t0
             self.decode_s += spent
             audio_s = len(pending) / (2 * self.sample_rate)
             if self._metrics is not None and audio_s > 0:
                 self._metrics.asr_rtf.observe(spent / audio_s)
             pending.clear()
-            out.append(Partial(text))
+            if text is not None:
+                out.append(Partial(text))
 
         for kind, arg in batch:
             if kind == _AUDIO:
@@ -311,9 +336,11 @@ class RecognizeStream:
                     segments.append(text)
                 out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1]))
                 segments.clear()
+                self._since_partial = 0
             elif kind == _RESET:
                 dec.reset()
                 segments.clear()
+                self._since_partial = 0
                 out.append(Partial(""))
             elif kind == _PHRASES:
                 dec.set_phrases(arg)

@@ -98,20 +98,28 @@ class Engine:
         menu = menu or load_menu()
         phrases = SessionPhrases()
         executor = None
-        if recognizer is None:
-            model_dir = locate(settings.asr.model)
-            executor = ThreadPoolExecutor(max_workers=settings.asr.max_parallel_decoders,
-                                          thread_name_prefix="vosk")
-            model = await loop.run_in_executor(executor, VoskRecognizer.load_model, model_dir)
-            recognizer = VoskRecognizer(model, executor, stream_config(settings), metrics)
-            log.info("vosk model loaded %s", kv(path=model_dir, s=round(time.perf_counter() - t0, 2)))
-        if synthesizer is None:
-            tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate,
-                                    sample_rate=settings.media.sample_rate,
-                                    cache_dir=settings.path(settings.tts.cache_dir))
-            await tts.start()
-            synthesizer = tts
-        await synthesizer.prerender([*menu.all_texts(), *phrases.all()])
+        own_tts: EspeakSynthesizer | None = None
+        try:
+            if recognizer is None:
+                model_dir = locate(settings.asr.model)
+                executor = ThreadPoolExecutor(max_workers=settings.asr.max_parallel_decoders,
+                                              thread_name_prefix="vosk")
+                model = await loop.run_in_executor(executor, VoskRecognizer.load_model, model_dir)
+                recognizer = VoskRecognizer(model, executor, stream_config(settings), metrics)
+                log.info("vosk model loaded %s", kv(path=model_dir, s=round(time.perf_counter() - t0, 2)))
+            if synthesizer is None:
+                own_tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate,
+                                            sample_rate=settings.media.sample_rate,
+                                            cache_dir=settings.path(settings.tts.cache_dir))
+                await own_tts.start()
+                synthesizer = own_tts
+            await synthesizer.prerender([*menu.all_texts(), *phrases.all()])
+        except BaseException:
+            if own_tts is not None:
+                await own_tts.close()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise
         engine = cls(settings, metrics, recognizer=recognizer, synthesizer=synthesizer,
                      dialogue_factory=dialogue_factory or menu_dialogue_factory(menu),
                      recorder=recorder or NullRecorder(), phrases=phrases, executor=executor)

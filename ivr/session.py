@@ -102,6 +102,8 @@ class CallSession:
         self.disposition: Disposition = "completed"
         self.transfer_target: str | None = None
         self.bridged_to: str | None = None         # set once a bridged agent call is up (escalation.mode: bridge)
+        self._gone = asyncio.Event()                # the leg is gone (BYE, CANCEL, REFER done, media timeout)
+        self._shield_hangup = False                 # while True a hang-up does not cancel the conversation
         self.hangup_reason: str | None = None
         self.turn_latencies: list[float] = []   # seconds, end of caller input -> first reply audio queued
         self.prompts_played: list[Prompt] = []
@@ -206,6 +208,9 @@ class CallSession:
                 reason = event.reason
                 break
         self.hangup_reason = reason
+        self._gone.set()
+        if self._shield_hangup:
+            return          # a transfer is being decided: it reads the hang-up itself (REFER success ends the leg)
         if self._conversation is not None and not self._conversation.done():
             self._conversation.cancel()
 
@@ -448,7 +453,7 @@ class CallSession:
         """Hand the call to an agent (ivr.escalation): REFER or bridge, with the callback offer on failure."""
         io = EscalationIO(call_id=self.call_id, folio=lambda: self.ctx.case_folio, caller=self.leg.info.caller,
                           say=self._say_closing, ask=self._ask_escalation, leg=self.leg, recorder=self.recorder,
-                          on_bridged=self._on_bridged)
+                          on_bridged=self._on_bridged, gone=self._gone, shield_hangup=self._set_shield)
         phrases = EscalationPhrases(handoff=self.phrases.handoff, callback_no=self.phrases.transfer_failed)
         outcome = await run_escalation(io, self.settings.escalation, texts, reason, phrases)
         self.metrics.transfers.labels(result="ok" if outcome.disposition == "transferred" else "failed").inc()
@@ -456,6 +461,11 @@ class CallSession:
 
     async def _ask_escalation(self, texts: Sequence[str], expect: Expect) -> CallerTurn | None:
         return await self._ask(texts, expect, True)
+
+    def _set_shield(self, on: bool) -> None:
+        self._shield_hangup = on
+        if not on and self._gone.is_set():
+            raise _CallOver("abandoned")
 
     def _on_bridged(self, target: str) -> None:
         """The agent answered a bridged call: whoever hangs up later, the call was transferred."""

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,8 @@ from veratur.logs import kv
 log = logging.getLogger("ivr.tts")
 
 CACHE_SUFFIX = ".pcm"
-CACHE_FORMAT_VERSION = "1"     # bump when the rendering pipeline changes so old cache entries are not reused
+CACHE_FORMAT_VERSION = "1"
+RENDER_ATTEMPTS = 3            # see _render: pyttsx3's espeak driver occasionally writes an empty WAV     # bump when the rendering pipeline changes so old cache entries are not reused
 
 
 class SpeechSynthesizer(Protocol):
@@ -63,28 +65,35 @@ def cache_key(text: str, voice: str, rate: int, sample_rate: int) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-class EspeakSynthesizer:
-    """pyttsx3 + espeak-ng on one thread, with a disk cache; safe to share between calls of one process."""
+class _ProcessEspeak:
+    """The process's one pyttsx3 espeak engine and the one thread allowed to touch it.
 
-    def __init__(self, *, voice: str, rate: int, sample_rate: int, cache_dir: Path) -> None:
-        self.voice = voice
-        self.rate = rate
-        self.sample_rate = sample_rate
-        self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
-        self._engine: Any = None        # the pyttsx3 engine, created and used only on self._thread
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
-        self.stats = TtsStats()
+    libespeak-ng is a process-wide singleton and pyttsx3 mirrors that: `pyttsx3.init("espeak")` caches one engine
+    per process, and when any espeak engine object is garbage-collected its destructor unregisters the global
+    synthesis callback, silencing every other engine. So the engine is created once, on this thread, and kept
+    for the life of the process; synthesizers share it and set their voice and rate before each render.
+    This is the one piece of process-wide state in the engine, forced by the C library underneath.
+    """
 
-    async def start(self) -> None:
-        """Create the pyttsx3 engine on the TTS thread (fails early when espeak-ng is missing)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._init_engine)
+    _lock = threading.Lock()
+    _instance: _ProcessEspeak | None = None
 
-    def _init_engine(self) -> None:
-        if self._engine is not None:
-            return
+    def __init__(self) -> None:
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+        self.engine: Any = None       # created and used only on self.thread
+        self.voices: set[str] = set()
+
+    @classmethod
+    def get(cls) -> _ProcessEspeak:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def ensure_engine(self) -> Any:
+        """On the TTS thread: the pyttsx3 engine, created on first use."""
+        if self.engine is not None:
+            return self.engine
         import pyttsx3
         try:
             engine = pyttsx3.init("espeak")
@@ -95,12 +104,35 @@ class EspeakSynthesizer:
         driver = sys.modules.get("pyttsx3.drivers.espeak")
         if driver is not None:
             driver.print = lambda *_a, **_k: None  # type: ignore[attr-defined]
-        voices = {v.id for v in engine.getProperty("voices")}
-        if self.voice not in voices:
+        self.voices = {v.id for v in engine.getProperty("voices")}
+        self.engine = engine
+        return engine
+
+
+class EspeakSynthesizer:
+    """pyttsx3 + espeak-ng on the process's TTS thread, with a disk cache; shared by the calls of a process."""
+
+    def __init__(self, *, voice: str, rate: int, sample_rate: int, cache_dir: Path) -> None:
+        self.voice = voice
+        self.rate = rate
+        self.sample_rate = sample_rate
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._espeak = _ProcessEspeak.get()
+        self._thread = self._espeak.thread
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self.stats = TtsStats()
+
+    async def start(self) -> None:
+        """Create the pyttsx3 engine on the TTS thread (fails early when espeak-ng is missing)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._init_engine)
+
+    def _init_engine(self) -> Any:
+        engine = self._espeak.ensure_engine()
+        if self.voice not in self._espeak.voices:
             raise TtsError(f"tts.voice: espeak-ng has no voice {self.voice!r}")
-        engine.setProperty("voice", self.voice)
-        engine.setProperty("rate", self.rate)
-        self._engine = engine
+        return engine
 
     def _path(self, key: str) -> Path:
         return self.cache_dir / (key + CACHE_SUFFIX)
@@ -142,21 +174,29 @@ class EspeakSynthesizer:
     def _render(self, text: str, key: str) -> bytes:
         """On the TTS thread: espeak-ng to a temporary WAV, resample, atomically store in the cache."""
         t0 = time.perf_counter()
-        self._init_engine()
+        engine = self._init_engine()
         fd, wav_path = tempfile.mkstemp(suffix=".wav", dir=self.cache_dir)
         os.close(fd)
+        pcm, rate = b"", 0
         try:
-            self._engine.save_to_file(text, wav_path)
-            self._engine.runAndWait()
-            data = Path(wav_path).read_bytes()
+            for _attempt in range(RENDER_ATTEMPTS):
+                engine.setProperty("voice", self.voice)      # the engine is shared: set ours every time
+                engine.setProperty("rate", self.rate)
+                engine.save_to_file(text, wav_path)
+                engine.runAndWait()
+                try:
+                    pcm, rate = read_wav(Path(wav_path).read_bytes())
+                except ValueError:
+                    pcm = b""
+                if pcm:
+                    break
+                # Seen about once in 40 renders: pyttsx3's espeak driver writes the WAV when espeak reports the
+                # end of the message and drops samples delivered in that same callback.
+                log.warning("espeak-ng returned no audio, rendering again %s", kv(chars=len(text)))
         finally:
             Path(wav_path).unlink(missing_ok=True)
-        try:
-            pcm, rate = read_wav(data)
-        except ValueError as exc:
-            raise TtsError(f"espeak-ng produced no usable audio for {text[:40]!r}: {exc}") from exc
         if not pcm:
-            raise TtsError(f"espeak-ng produced no audio for {text[:40]!r}")
+            raise TtsError(f"espeak-ng produced no audio for {text[:40]!r} after {RENDER_ATTEMPTS} attempts")
         pcm = resample(pcm, rate, self.sample_rate)
         fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.cache_dir)
         with os.fdopen(fd, "wb") as f:
@@ -180,9 +220,7 @@ class EspeakSynthesizer:
                                        s=round(time.perf_counter() - t0, 2)))
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._drop_engine)
-        self._thread.shutdown(wait=True)
-
-    def _drop_engine(self) -> None:
-        self._engine = None
+        """Wait for renders in flight; the process's espeak engine and thread stay (see _ProcessEspeak)."""
+        pending = list(self._inflight.values())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -51,7 +51,7 @@ async def test_key_includes_rate_and_sample_rate(tmp_path: Path) -> None:
     wide = EspeakSynthesizer(voice="roa/es-419", rate=165, sample_rate=16000, cache_dir=tmp_path)
     narrow = EspeakSynthesizer(voice="roa/es-419", rate=165, sample_rate=8000, cache_dir=tmp_path)
     a, b = await wide.synthesize(TEXT), await narrow.synthesize(TEXT)
-    assert abs(len(a) - 2 * len(b)) <= 8
+    assert abs(len(a) - 2 * len(b)) <= 0.01 * len(a)      # espeak-ng output varies by a few samples per render
     await wide.close()
     await narrow.close()
 
