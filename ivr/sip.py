@@ -39,6 +39,7 @@ from veratur.config import PJSUA_MAX_CALLS, Settings
 from veratur.logs import kv, mask_phone
 
 log = logging.getLogger("ivr.sip")
+pjlog = logging.getLogger("ivr.sip.pjsip")
 
 POLL_MS = 5                     # owner thread: SIP event poll slice, also the command latency bound
 HOUSEKEEPING_S = 0.5            # media-timeout checks and state snapshot
@@ -123,6 +124,17 @@ class EdgeState:
         self.legs_total += 1
 
 
+class _PjLogWriter(pj.LogWriter):
+    """pjsip's log lines into Python logging (stderr), never onto stdout where the worker prints its URI."""
+
+    def write(self, entry: pj.LogEntry) -> None:
+        try:
+            level = logging.ERROR if entry.level <= 1 else logging.WARNING if entry.level == 2 else logging.DEBUG
+            pjlog.log(level, "%s", entry.msg.rstrip())
+        except Exception:
+            pass
+
+
 class _Account(pj.Account):
     def __init__(self, edge: SipEdge) -> None:
         super().__init__()
@@ -202,6 +214,7 @@ class SipEdge:
         # Owner-thread state.
         self._ep: pj.Endpoint | None = None
         self._account: _Account | None = None
+        self._log_writer = _PjLogWriter()               # must outlive libDestroy
         self._calls: set[_Call] = set()
         self._reap: list[_Call] = []
         self._draining = False
@@ -423,7 +436,7 @@ class SipEdge:
         cfg = self.config
         ep = pj.Endpoint()
         self._ep = ep
-        with _quiet_stderr(cfg.pj_log_level < 3):       # pjlib logs its start-up before logConfig applies
+        with _quiet_stdio(cfg.pj_log_level < 3):       # pjlib logs its start-up before logConfig applies
             ep.libCreate()
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
@@ -433,6 +446,8 @@ class SipEdge:
         ep_cfg.logConfig.level = cfg.pj_log_level
         ep_cfg.logConfig.consoleLevel = cfg.pj_log_level
         ep_cfg.logConfig.msgLogging = cfg.pj_log_level >= 4
+        ep_cfg.logConfig.writer = self._log_writer
+        ep_cfg.logConfig.decor = 0
         med = ep_cfg.medConfig
         med.clockRate = cfg.sample_rate
         med.sndClockRate = cfg.sample_rate
@@ -797,20 +812,24 @@ class SipEdge:
 
 
 @contextlib.contextmanager
-def _quiet_stderr(quiet: bool) -> Iterator[None]:
+def _quiet_stdio(quiet: bool) -> Iterator[None]:
+    """Silence fds 1 and 2 (pjlib writes its start-up lines to stdout before logConfig applies)."""
     if not quiet:
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _header(name: str, value: str) -> pj.SipHeader:
