@@ -100,6 +100,7 @@ from case_bridge.models import (
 )
 from case_bridge.ratelimit import FOLIO_MAX_FAILURES, AttemptLimiter
 from case_bridge.views import (
+    LOCAL_TZ,
     CallView,
     CaseView,
     CitizenInfo,
@@ -429,7 +430,7 @@ class CaseService:
                 raise InvalidInput("el caso ya no admite citas")
             case.appointment_office, case.appointment_at = office[:200], when
             s.add(Interaction(case_id=case.id, channel=channel, outcome="appointment", actor=actor,
-                              summary=f"agendó cita en {office} el {when:%d/%m/%Y %H:%M} (UTC)"))
+                              summary=f"agendó cita en {office} el {when.astimezone(LOCAL_TZ):%d/%m/%Y a las %H:%M}"))
             self._set_status(s, case, "appointment_scheduled", f"Cita en {office}", channel, actor)
             return self._after(s, case)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+LOCAL_TZ = ZoneInfo("America/Mexico_City")   # how times are shown and said to citizens
 
 STATUS_LABELS: dict[str, str] = {
     "open": "Abierto",

@@ -27,8 +27,7 @@ from case_bridge import folio as folios
 from case_bridge.errors import DatabaseUnavailable
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
-from case_bridge.views import CHANNEL_LABELS
-from case_bridge.web.portal import LOCAL_TZ
+from case_bridge.views import CHANNEL_LABELS, LOCAL_TZ
 from case_bridge.web.security import (
     SERVICE,
     SESSION,

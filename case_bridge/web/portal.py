@@ -9,17 +9,15 @@ import asyncio
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from case_bridge.errors import CaseBridgeError, ChannelNotAllowed, InvalidInput
-from case_bridge.views import CaseView
+from case_bridge.views import LOCAL_TZ, CaseView
 from case_bridge.web.security import CITIZEN_TTL_S, SERVICE, client_key, session_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-LOCAL_TZ = ZoneInfo("America/Mexico_City")
 APPOINTMENT_HOURS = ("09:00", "10:00", "11:00", "12:00", "13:00", "16:00")
 APPOINTMENT_DAYS_AHEAD = 30
 
