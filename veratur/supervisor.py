@@ -164,9 +164,9 @@ class Supervisor:
                 self._sip_probe(host, port), WORKER_READY_TIMEOUT_S, worker_index=index,
                 stop_timeout_s=grace + STOP_MARGIN_S))
         if not self.args.no_web and not workers_only:
-            web_url = f"http://{s.web.host}:{s.web.port}/"
+            health_url = f"http://{s.web.host}:{s.web.port}/healthz"
             specs += self._optional("web", "veratur.webapp", ChildSpec(
-                "web", self._veratur("web"), lambda: http_ok(web_url, accept_any=True), 120.0))
+                "web", self._veratur("web"), lambda: http_ok(health_url), 120.0))
         if sip.use_kamailio and not workers_only:
             kamailio.find_binary()
             specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
@@ -220,7 +220,10 @@ class Supervisor:
                 if not await self._wait_ready(["kamailio"]):
                     return 1
             self._print_banner()
-            self._spawn(self._announce_dialogue(), "announce-dialogue")
+            self._spawn(self._announce_later("rasa", f"Dialogue: Rasa is ready at {self.settings.dialogue.rasa_url}"),
+                        "announce-rasa")
+            web = self.settings.web
+            self._spawn(self._announce_later("web", f"Web: ready at http://{web.host}:{web.port}/"), "announce-web")
             await self._stopping.wait()
             return 0
         finally:
@@ -459,7 +462,10 @@ class Supervisor:
             ports = ", ".join(str(sip.worker_port(i)) for i in range(len(workers)))
             lines.append(f"  Workers:   {uri_host} ports {ports}  ({front})")
         if "web" in self.children:
-            lines.append(f"  Web:       http://{s.web.host}:{s.web.port}/")
+            base = f"http://{s.web.host}:{s.web.port}"
+            state = "" if self.children["web"].ready.is_set() else " (starting)"
+            lines.append(f"  Web:       {base}/ (citizen portal), {base}/oficina (office clerks), "
+                         f"{base}/healthz{state}")
         lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
                      f"ports {s.metrics.port + 1}..{s.metrics.port + len(workers)}")
         if "rasa" in self.children:
@@ -472,9 +478,10 @@ class Supervisor:
         print("\n".join(lines), flush=True)
         log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=sip.port, workers=len(workers)))
 
-    async def _announce_dialogue(self) -> None:
-        child = self.children.get("rasa")
+    async def _announce_later(self, name: str, message: str) -> None:
+        """Print `message` when a child that was not ready at the banner becomes ready."""
+        child = self.children.get(name)
         if child is None or child.ready.is_set():
             return
         await child.ready.wait()
-        print(f"Dialogue: Rasa is ready at {self.settings.dialogue.rasa_url}", flush=True)
+        print(message, flush=True)

@@ -211,3 +211,25 @@ def test_scaleout_front_door_dispatches_to_another_nodes_workers(tmp_path: Path,
             assert int(expect_503(settings_a, logs)) == kamailio.RETRY_AFTER_FULL_S
             assert calls.wait(60) == 0, (logs / "scaleout.log").read_text()[-3000:]
             wait_loads(node_a, {"w0": 0, "r0": 0, "r1": 0})
+
+
+@pytest.mark.rasa
+def test_whole_node_starts_every_component_and_stops_cleanly(tmp_path: Path, logs: Path) -> None:
+    """`veratur up` as `make run` uses it: Rasa, the action server, the web app, workers and Kamailio."""
+    config, settings = node_settings(tmp_path, workers=2)
+    with run_node(config, settings) as node:
+        banner = "".join(node.stdout)
+        assert f"sip:veratur@127.0.0.1:{settings.sip.port}" in banner
+        assert f"http://{settings.web.host}:{settings.web.port}/" in banner
+        node.wait_for(r"Dialogue: Rasa is ready|Rasa at \S+ ready", 300)
+        node.wait_for(r"event=child_ready child=web ", 120)
+        node.wait_for(r"event=child_ready child=actions ", 120)
+        asyncio.run(wait_options(settings.sip.port))
+        names = {p.name() for p in node.tree()}
+        assert "kamailio" in names
+        tree = node.tree()
+        node.proc.send_signal(signal.SIGINT)
+        assert node.proc.wait(90) == 0
+        time.sleep(0.5)
+        alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, [(p.pid, p.cmdline()) for p in alive]
