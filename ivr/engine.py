@@ -4,21 +4,27 @@ The SIP edge (`ivr.worker`) builds it once with `await Engine.create(settings, m
 `await engine.handle_call(leg)` for every answered call; `await engine.close()` at shutdown.
 Created once per process: the Vosk model (shared by all calls), the bounded decoding pool, the TTS thread with
 its prerendered prompts, the dialogue factory and the recorder.
+
+Production defaults when the caller passes none: the dialogue is `ivr.rasa_client.RasaDialogueFactory` (Rasa at
+`dialogue.rasa_url`, with the YAML menu as per-turn fallback when Rasa is down or slow), and the recorder is
+`case_bridge.phone.CaseRecorder` over `CaseService.from_settings` with its outbox in `data_dir`, named after
+`node` (give each worker its own node name: the outbox file is per name).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ivr.asr import SpeechRecognizer, StreamConfig, VoskRecognizer
 from ivr.dialogue import Dialogue
 from ivr.endpointing import EndpointConfig
 from ivr.leg import CallInfo, CallLeg
-from ivr.menu_dialogue import MenuSpec, load_menu, menu_dialogue_factory
+from ivr.menu_dialogue import MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
 from ivr.records import CallRecorder, Disposition, Speaker
 from ivr.session import CallSession, SessionPhrases
@@ -58,6 +64,31 @@ class _BoundedDict(collections.OrderedDict):  # type: ignore[type-arg]
             self.popitem(last=False)
 
 
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "node"
+
+
+async def case_recorder(settings: Settings, node: str) -> tuple[CallRecorder, Callable[[], Awaitable[None]]]:
+    """The production recorder (case bridge with a durable outbox) and the coroutine function that stops it."""
+    from case_bridge.phone import CaseRecorder
+    from case_bridge.service import CaseService
+    service = CaseService.from_settings(settings)
+    recorder = CaseRecorder(service, data_dir=settings.path(settings.data_dir), name=_file_safe(node))
+    await recorder.start()
+
+    async def stop() -> None:
+        await recorder.stop()
+        await asyncio.to_thread(service.close)
+    return recorder, stop
+
+
+def rasa_dialogue(settings: Settings, menu: MenuSpec) -> tuple[DialogueFactory, Callable[[], Awaitable[None]]]:
+    """The production dialogue: Rasa with the menu as fallback, and the coroutine function that closes it."""
+    from ivr.rasa_client import RasaDialogueFactory
+    factory = RasaDialogueFactory.from_settings(settings, menu)
+    return factory, factory.aclose
+
+
 def stream_config(settings: Settings) -> StreamConfig:
     return StreamConfig(
         vad_threshold_db=settings.asr.vad_energy_threshold_db,
@@ -71,7 +102,8 @@ class Engine:
 
     def __init__(self, settings: Settings, metrics: EngineMetrics, *, recognizer: SpeechRecognizer,
                  synthesizer: SpeechSynthesizer, dialogue_factory: DialogueFactory, recorder: CallRecorder,
-                 phrases: SessionPhrases, executor: ThreadPoolExecutor | None = None) -> None:
+                 phrases: SessionPhrases, executor: ThreadPoolExecutor | None = None,
+                 closers: list[Callable[[], Awaitable[None]]] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.recognizer = recognizer
@@ -80,6 +112,7 @@ class Engine:
         self.recorder = recorder
         self.phrases = phrases
         self._executor = executor
+        self._closers = closers or []       # stop what create() built (recorder, dialogue client)
         self.sessions: dict[str, CallSession] = {}        # live calls by SIP Call-ID
         # How recent calls ended (bounded, for the worker's metrics and tests).
         self.dispositions: collections.OrderedDict[str, Disposition] = _BoundedDict()
@@ -90,15 +123,17 @@ class Engine:
     async def create(cls, settings: Settings, metrics: EngineMetrics, *,
                      dialogue_factory: DialogueFactory | None = None, recorder: CallRecorder | None = None,
                      synthesizer: SpeechSynthesizer | None = None, recognizer: SpeechRecognizer | None = None,
-                     menu: MenuSpec | None = None) -> Engine:
-        """Load the shared Vosk model, start TTS and prerender every fixed prompt. Raises ModelError/TtsError/
-        MenuError with a clear message when a resource is missing."""
+                     menu: MenuSpec | None = None, node: str | None = None) -> Engine:
+        """Load the shared Vosk model, start TTS and prerender every fixed prompt; build the production dialogue
+        and recorder unless given. Raises ModelError/TtsError/MenuError with a clear message when a resource is
+        missing. `node` names this worker (outbox file); default `settings.node_name`."""
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         menu = menu or load_menu()
         phrases = SessionPhrases()
         executor = None
         own_tts: EspeakSynthesizer | None = None
+        closers: list[Callable[[], Awaitable[None]]] = []
         try:
             if recognizer is None:
                 model_dir = locate(settings.asr.model)
@@ -114,15 +149,23 @@ class Engine:
                 await own_tts.start()
                 synthesizer = own_tts
             await synthesizer.prerender([*menu.all_texts(), *phrases.all()])
+            if dialogue_factory is None:
+                dialogue_factory, close_dialogue = rasa_dialogue(settings, menu)
+                closers.append(close_dialogue)
+            if recorder is None:
+                recorder, stop_recorder = await case_recorder(settings, node or settings.node_name)
+                closers.append(stop_recorder)
         except BaseException:
+            for close in reversed(closers):
+                await close()
             if own_tts is not None:
                 await own_tts.close()
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
         engine = cls(settings, metrics, recognizer=recognizer, synthesizer=synthesizer,
-                     dialogue_factory=dialogue_factory or menu_dialogue_factory(menu),
-                     recorder=recorder or NullRecorder(), phrases=phrases, executor=executor)
+                     dialogue_factory=dialogue_factory, recorder=recorder, phrases=phrases, executor=executor,
+                     closers=closers)
         log.info("engine ready %s", kv(node=settings.node_name, s=round(time.perf_counter() - t0, 2)))
         return engine
 
@@ -155,5 +198,10 @@ class Engine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.synthesizer.close()
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("engine close step failed")
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)

@@ -3,14 +3,18 @@ prerendered, the YAML menu or a scripted dialogue, calls on in-memory legs."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from case_bridge.migrate import upgrade
+from case_bridge.service import CaseService
 from ivr.dialogue import DialogueReply, Expect
 from ivr.engine import Engine, NullRecorder
+from ivr.menu_dialogue import load_menu, menu_dialogue_factory
 from ivr.metrics import EngineMetrics
 from ivr.resample import energy_db
 from ivr.tts import EspeakSynthesizer
@@ -32,7 +36,8 @@ def engine_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), recorder=FakeRecorder())
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), recorder=FakeRecorder(),
+                              dialogue_factory=menu_dialogue_factory(load_menu()))
     yield eng
     await eng.close()
 
@@ -80,8 +85,8 @@ async def test_spoken_answer_reaches_the_dialogue_through_real_vosk(tmp_path: Pa
         dialogues.append(d)
         return d
 
-    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), dialogue_factory=factory)
-    assert isinstance(eng.recorder, NullRecorder)
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), dialogue_factory=factory,
+                              recorder=NullRecorder())
     try:
         leg = FakeLeg("speech-call")
         task = asyncio.create_task(eng.handle_call(leg))
@@ -100,7 +105,8 @@ async def test_spoken_answer_reaches_the_dialogue_through_real_vosk(tmp_path: Pa
 
 
 async def test_close_ends_live_calls_cleanly(tmp_path: Path) -> None:
-    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics())
+    eng = await Engine.create(engine_settings(tmp_path), EngineMetrics(), recorder=NullRecorder(),
+                              dialogue_factory=menu_dialogue_factory(load_menu()))
     leg = FakeLeg("live")
     task = asyncio.create_task(eng.handle_call(leg))
     await wait_for(lambda: leg.sent_ms > 200)
@@ -109,3 +115,41 @@ async def test_close_ends_live_calls_cleanly(tmp_path: Path) -> None:
     assert eng.sessions == {}
     assert leg.hangup_calls == 1
     await eng.handle_call(FakeLeg("late"))                        # after close: refused with a hang-up
+
+
+async def test_production_defaults_record_in_the_case_bridge_and_fall_back_to_the_menu(tmp_path: Path) -> None:
+    """No dialogue or recorder given: the Rasa client (Rasa unreachable here -> menu fallback) and the case-bridge
+    recorder on a migrated SQLite database with its outbox in data_dir."""
+    db = f"sqlite:///{tmp_path / 'cases.db'}"
+    await asyncio.to_thread(upgrade, db)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]          # nothing listens: Rasa is "down"
+    base = engine_settings(tmp_path)
+    settings = base.model_copy(update={
+        "data_dir": tmp_path / "var",
+        "database": base.database.model_copy(update={"url": db}),
+        "dialogue": base.dialogue.model_copy(update={"rasa_url": f"http://127.0.0.1:{dead_port}"}),
+    })
+    (tmp_path / "var").mkdir()
+    metrics = EngineMetrics()
+    eng = await Engine.create(settings, metrics, node="veratur-1/w0")
+    try:
+        leg = FakeLeg("prod-defaults")
+        task = asyncio.create_task(eng.handle_call(leg))
+        await wait_for(lambda: leg.sent_ms > 500)
+        leg.press("2")                                   # trámite info from the fallback menu
+        await wait_for(lambda: (metrics.registry.get_sample_value("veratur_dialogue_fallback_total") or 0) >= 2)
+        leg.hang_up()
+        await asyncio.wait_for(task, 30)
+    finally:
+        await eng.close()
+    assert (tmp_path / "var" / "outbox-veratur-1-w0.sqlite").exists()
+    service = CaseService.from_url(db)
+    try:
+        turns = await asyncio.to_thread(service.transcript, "prod-defaults")
+    finally:
+        service.close()
+    said = [(t.speaker, t.text) for t in turns]
+    assert ("caller", "[DTMF 2]") in said
+    assert said[0][0] == "portal" and "Veracruz" in said[0][1]
