@@ -50,7 +50,7 @@ class ModelSpec:
     name: str                  # directory name inside the archive and under MODELS_DIR
     url: str
     sha256: str | None         # pinned archive checksum; None = not pinned (operator must trust explicitly)
-    approx_mb: int = 0
+    size_bytes: int | None = None
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> dict[str, ModelSpec]:
@@ -61,8 +61,9 @@ def load_catalog(path: Path = CATALOG_PATH) -> dict[str, ModelSpec]:
             sha = entry.get("sha256")
             if sha is not None and (len(str(sha)) != 64 or any(c not in "0123456789abcdef" for c in str(sha))):
                 raise ModelError(f"{path}: {key}.sha256 must be 64 lower-case hex digits")
+            size = entry.get("size_bytes")
             out[key] = ModelSpec(key=key, name=entry["name"], url=entry["url"], sha256=sha,
-                                 approx_mb=int(entry.get("approx_mb", 0)))
+                                 size_bytes=int(size) if size is not None else None)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ModelError(f"{path}: entry {key!r} needs name and url ({exc})") from exc
     return out
@@ -121,9 +122,10 @@ def tqdm_progress(total: int | None, desc: str) -> Progress:
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)  # type: ignore[return-value]
 
 
-def _download(url: str, dest: Path, progress: ProgressFactory | None, timeout: float) -> str:
-    """Stream `url` to `dest`, returning the SHA-256 of what was received."""
+def _download(url: str, dest: Path, progress: ProgressFactory | None, timeout: float) -> tuple[str, int]:
+    """Stream `url` to `dest`, returning the SHA-256 and the length of what was received."""
     digest = hashlib.sha256()
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the URL comes from our catalog/CLI
             length = resp.headers.get("Content-Length")
@@ -133,6 +135,7 @@ def _download(url: str, dest: Path, progress: ProgressFactory | None, timeout: f
                     while chunk := resp.read(CHUNK_BYTES):
                         out.write(chunk)
                         digest.update(chunk)
+                        received += len(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
             finally:
@@ -142,7 +145,7 @@ def _download(url: str, dest: Path, progress: ProgressFactory | None, timeout: f
         dest.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise ModelUnavailable(f"cannot download {url}: {reason}") from exc
-    return digest.hexdigest()
+    return digest.hexdigest(), received
 
 
 def _safe_extract(archive: Path, into: Path) -> None:
@@ -184,16 +187,21 @@ def fetch(spec: ModelSpec, *, root: Path = MODELS_DIR, url: str | None = None, s
     root.mkdir(parents=True, exist_ok=True)
     url = url or spec.url
     pinned = (sha256 or spec.sha256 or "").lower() or None
+    # An explicit --sha256 replaces the catalog pin, size included (it may be a different build of the archive).
+    expected_size = spec.size_bytes if not sha256 else None
     downloads = root / "downloads"
     downloads.mkdir(exist_ok=True)
     archive = downloads / f"{spec.name}.zip"
     part = downloads / f"{spec.name}.zip.part"
     try:
-        got = _download(url, part, progress, timeout)
+        got, size = _download(url, part, progress, timeout)
     except ModelUnavailable as exc:
         raise ModelUnavailable(
             f"{exc}. Without internet access, download {spec.url} elsewhere and unzip it so that "
             f"{root / spec.name}/am/final.mdl exists, or set asr.model to a model directory.") from exc
+    if expected_size is not None and size != expected_size:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(f"{url}: received {size} bytes, expected {expected_size}; the download was deleted")
     if pinned is not None and got != pinned:
         part.unlink(missing_ok=True)
         raise ChecksumError(f"{url}: SHA-256 {got} does not match the pinned {pinned}; the download was deleted")

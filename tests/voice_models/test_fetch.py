@@ -67,8 +67,8 @@ class Bar:
 BARS: list[Bar] = []
 
 
-def spec(url: str, sha: str | None) -> ModelSpec:
-    return ModelSpec(key="es", name=NAME, url=url, sha256=sha)
+def spec(url: str, sha: str | None, size: int | None = None) -> ModelSpec:
+    return ModelSpec(key="es", name=NAME, url=url, sha256=sha, size_bytes=size)
 
 
 def test_fetch_verifies_and_unpacks_with_progress(server: tuple[str, Path], tmp_path: Path) -> None:
@@ -155,7 +155,25 @@ def test_catalog_pins_the_production_model() -> None:
     catalog = voice_models.load_catalog()
     es = catalog["es"]
     assert es.name == NAME and es.url == "https://alphacephei.com/vosk/models/vosk-model-small-es-0.42.zip"
-    assert es.sha256 is None or len(es.sha256) == 64
+    assert es.sha256 is not None and len(es.sha256) == 64 and es.size_bytes == 39817833
+
+
+def test_wrong_size_is_refused(server: tuple[str, Path], tmp_path: Path) -> None:
+    base, www = server
+    data = model_zip()
+    (www / "m.zip").write_bytes(data)
+    with pytest.raises(ChecksumError, match=f"received {len(data)} bytes, expected {len(data) + 1}"):
+        fetch(spec(f"{base}/m.zip", hashlib.sha256(data).hexdigest(), len(data) + 1), root=tmp_path, progress=None)
+    assert not (tmp_path / NAME).exists()
+
+
+def test_official_pin_refuses_a_different_archive(server: tuple[str, Path], tmp_path: Path) -> None:
+    """The catalog entry as shipped, pointed (like a mirror) at an archive that is not the official one."""
+    base, www = server
+    (www / "m.zip").write_bytes(model_zip())
+    with pytest.raises(ChecksumError):
+        fetch(voice_models.load_catalog()["es"], root=tmp_path, url=f"{base}/m.zip", progress=None)
+    assert not (tmp_path / NAME).exists()
 
 
 def test_cli_fetch_and_list(server: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,7 +189,7 @@ def test_cli_fetch_and_list(server: tuple[str, Path], tmp_path: Path, capsys: py
     args = parser.parse_args(["fetch", "--if-missing", "--url", f"{base}/nothing.zip", "--dir", str(tmp_path)])
     assert models_cli.run(Settings(), args) == 0                  # already there: no download attempted
     args = parser.parse_args(["fetch", "--url", f"{base}/m.zip", "--dir", str(tmp_path / "other")])
-    assert models_cli.run(Settings(), args) == 1                  # unpinned and not trusted
-    assert "--trust-download-hash" in capsys.readouterr().err
+    assert models_cli.run(Settings(), args) == 1                  # not the pinned official archive
+    assert "expected 39817833" in capsys.readouterr().err
     assert models_cli.run(Settings(), parser.parse_args(["list"])) == 0
     assert "ko-test" in capsys.readouterr().out
