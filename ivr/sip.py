@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pjsua2 as pj
@@ -33,9 +32,10 @@ import pjsua2 as pj
 from ivr.escalation import refer_to_uri
 from ivr.leg import CallInfo, TransferResult
 from ivr.media_port import LegMediaPort
+from ivr.sip_config import EdgeConfig, EdgeState, SipError
 from ivr.sip_headers import host_of, parse_request_head, uri_user
 from ivr.sip_leg import RX_PUMP_MS, SipLeg
-from veratur.config import PJSUA_MAX_CALLS, Settings
+from veratur.config import PJSUA_MAX_CALLS
 from veratur.logs import kv, mask_phone
 
 log = logging.getLogger("ivr.sip")
@@ -48,80 +48,6 @@ MAX_MEDIA_PORTS = 4 * PJSUA_MAX_CALLS + 8   # stream + our port per call, bridge
 CONNECT_TIMEOUT_S = 32.0        # outbound INVITE without a final answer (Timer B)
 HANGUP_WAIT_S = 3.0
 T = TypeVar("T")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class SipError(Exception):
-    """An outbound call or SIP command failed; `status_code` is the SIP code when there is one."""
-
-    def __init__(self, message: str, status_code: int = 0) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass(frozen=True)
-class EdgeConfig:
-    """Everything the edge needs, taken from Settings (worker) or given directly (test caller)."""
-
-    bind_address: str = "127.0.0.1"
-    port: int = 0                                   # 0 = any free port (the caller)
-    transports: tuple[str, ...] = ("udp", "tcp")
-    public_address: str | None = None
-    user: str = "veratur"
-    max_calls: int = PJSUA_MAX_CALLS
-    allowed_peers: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
-    accept_calls: bool = True                       # False: refuse every INVITE (the test caller)
-    rtp_port_start: int = 20000
-    rtp_port_range: int = 2000
-    randomize_rtp_port: bool = False
-    sample_rate: int = 8000
-    codecs: tuple[str, ...] = ("PCMU", "PCMA")
-    answer_delay_ms: int = 0
-    media_timeout_s: float = 30.0
-    transfer_timeout_s: float = 15.0
-    escalation_mode: str = "refer"
-    node: str = "veratur"
-    pj_log_level: int = 1
-
-    @classmethod
-    def from_settings(cls, settings: Settings, port: int, node: str) -> EdgeConfig:
-        sip = settings.sip
-        return cls(
-            bind_address=sip.bind_address, port=port, transports=tuple(sip.transports),
-            public_address=sip.public_address, max_calls=sip.max_calls_per_worker,
-            allowed_peers=tuple(ipaddress.ip_network(n, strict=False) for n in sip.allowed_peers),
-            rtp_port_start=sip.rtp_port_start, rtp_port_range=sip.rtp_port_range,
-            sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
-            answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
-            transfer_timeout_s=settings.escalation.transfer_timeout_s,
-            escalation_mode=settings.escalation.mode, node=node)
-
-
-@dataclass
-class EdgeState:
-    """A snapshot of the edge for metrics and leak checks (taken on the owner thread)."""
-
-    calls: int = 0                  # pjsua Call objects we still hold (answered, ringing or being rejected)
-    legs: int = 0                   # calls with a leg (answered or being answered)
-    media_ports: int = 0            # ports in pjsua's conference bridge (the null sound port counts as 1)
-    draining: bool = False
-    rejected: dict[int, int] = field(default_factory=dict)
-    rx_callback_ns: int = 0
-    tx_callback_ns: int = 0
-    rx_frames: int = 0
-    tx_frames: int = 0
-    tx_underruns: int = 0
-    dtmf_digits: int = 0
-    legs_total: int = 0
-
-    def add_leg(self, leg: SipLeg) -> None:
-        self.rx_callback_ns += leg.rx_callback_ns
-        self.tx_callback_ns += leg.tx_callback_ns
-        self.rx_frames += leg.rx_frames
-        self.tx_frames += leg.tx_frames
-        self.tx_underruns += leg.tx_underruns
-        self.dtmf_digits += leg.dtmf_digits
-        self.legs_total += 1
 
 
 class _PjLogWriter(pj.LogWriter):
