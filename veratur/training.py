@@ -56,10 +56,11 @@ def training_inputs() -> list[Path]:
     return files
 
 
-def content_hash(files: list[Path] | None = None) -> str:
+def content_hash(files: list[Path] | None = None, root: Path = REPO_ROOT) -> str:
+    """Hash of the inputs' names (relative to `root`) and bytes: same content, same model file."""
     digest = hashlib.sha256()
     for path in files or training_inputs():
-        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(str(path.relative_to(root)).encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")

@@ -48,7 +48,7 @@ def _plain(text: str) -> str:
 
 def _number_words(words: list[str], i: int) -> tuple[str, int] | None:
     """Read one spoken number starting at words[i] (up to 9999); return its digits and the next index."""
-    value, used, start = 0, False, i
+    value, used = 0, False
     if i < len(words) and words[i] == "mil":
         value, used, i = 1000, True, i + 1
     elif i + 1 < len(words) and words[i] in _UNITS and _UNITS[words[i]] < 10 and words[i + 1] == "mil":
@@ -64,7 +64,7 @@ def _number_words(words: list[str], i: int) -> tuple[str, int] | None:
         value, used, i = value + _UNITS[words[i]], True, i + 1
     if not used:
         return None
-    return str(value), i if i > start else None
+    return str(value), i
 
 
 def spoken_to_chars(text: str, letters: bool = False) -> str:

@@ -15,7 +15,7 @@ from dialogs.actions.context import entity_values, latest_intent, latest_text
 from dialogs.actions.payloads import expect, say
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.tramites import cap, items
-from dialogs.catalog import CityCatalog, FestivalMatch, spoken_list
+from dialogs.catalog import EXACT_SCORE, CityCatalog, FestivalMatch, spoken_list
 from dialogs.catalog_match import normalize
 from dialogs.catalog_schema import City
 
@@ -29,11 +29,17 @@ FOLLOW_UP = "¿Quiere saber qué ver, qué comer, sus fiestas, cómo llegar o d�
 
 
 def named_festival(cities: CityCatalog, text: str, city: City | None) -> FestivalMatch | None:
-    """The one festival the caller names ("la Candelaria", "Cumbre Tajín"), if exactly one fits."""
+    """The one festival the caller names ("la Candelaria", "Cumbre Tajín"), or None for a generic question
+    ("¿cuándo son sus fiestas?" fits festivals everywhere) — then the city's festivals are listed."""
     if not text or text.startswith("/"):
         return None
-    matches = cities.find_festivals(text, city)
-    return matches[0] if len(matches) == 1 else None
+    anywhere = cities.find_festivals(text)
+    if len({m.city.id for m in anywhere}) == 1:
+        return anywhere[0] if city is None or anywhere[0].city.id == city.id else None
+    if city is not None:
+        exact = [m for m in cities.find_festivals(text, city) if m.score >= EXACT_SCORE]
+        return exact[0] if len(exact) == 1 else None
+    return None
 
 
 def resolve_city(cities: CityCatalog, tracker: Tracker, topic: str | None) -> City | None:

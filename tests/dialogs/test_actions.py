@@ -76,6 +76,15 @@ async def test_festival_names_its_city(catalogs: Resources) -> None:
     assert "Candelaria" in said(d)
 
 
+async def test_generic_festival_question_lists_the_city_festivals(catalogs: Resources) -> None:
+    d = CollectingDispatcher()
+    await ActionTourismAnswer(catalogs).run(d, tracker("¿y cuándo son sus fiestas?", "ask_festivals",
+                                                       slots={"city": "coatepec"}), {})
+    coatepec = catalogs.cities.get("coatepec")
+    assert coatepec is not None and said(d).startswith("Fiestas de Coatepec")
+    assert all(f.name in said(d) for f in coatepec.festivals[:3])
+
+
 async def test_no_city_asks_which_with_a_city_grammar(catalogs: Resources) -> None:
     d = CollectingDispatcher()
     events = await ActionTourismAnswer(catalogs).run(d, tracker("¿qué se come?", "ask_food"), {})

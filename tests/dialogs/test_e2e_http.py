@@ -204,3 +204,16 @@ def test_agent_goodbye_and_out_of_scope(rasa_stack: RasaStack) -> None:
     assert payloads[-1].get("transfer") is True
     text, payloads = Conversation(rasa_stack).say("adiós")
     assert payloads[-1].get("hangup") is True
+
+
+def test_veratur_chat_say_mode(rasa_stack: RasaStack) -> None:
+    import subprocess
+    import sys
+
+    from veratur import REPO_ROOT
+    result = subprocess.run([sys.executable, "-m", "veratur.cli", "chat", "--url", rasa_stack.url,
+                             "--say", "¿qué se come en Xico?", "--say", ":0"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "portal> Bienvenido" in result.stdout and "Xico" in result.stdout
+    assert "intención=ask_food" in result.stdout and "transfer" in result.stdout
