@@ -12,7 +12,7 @@ import hmac
 import secrets
 
 PASSWORD_COST = (2**14, 8, 1)   # n, r, p: ~16 MiB, ~50 ms
-PIN_COST = (2**10, 8, 1)        # ~1 MiB, ~1 ms
+PIN_COST = (2**8, 8, 1)         # 256 KiB, ~0.3 ms
 PIN_DIGITS = 4
 
 

@@ -52,15 +52,23 @@ class AttemptLimiter:
     # -- queries ------------------------------------------------------------------------------------------
     def check(self, key: str) -> Lock:
         """Whether `key` is locked now (without counting anything)."""
+        return self.check_many([key])[0]
+
+    def check_many(self, keys: list[str]) -> list[Lock]:
+        """`check` for several keys in one Redis round trip (the status lookup's hot path)."""
         if self._redis is not None:
             try:
-                ttl = self._redis.ttl(f"{self._prefix}:lock:{key}")
-                failures = int(self._redis.get(f"{self._prefix}:fail:{key}") or 0)
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.ttl(f"{self._prefix}:lock:{key}")
+                    pipe.get(f"{self._prefix}:fail:{key}")
+                raw = pipe.execute()
                 self.last_backend = "redis"
-                return Lock(ttl > 0, max(int(ttl), 0), failures)
+                return [Lock(int(ttl) > 0, max(int(ttl), 0), int(fails or 0))
+                        for ttl, fails in zip(raw[::2], raw[1::2], strict=True)]
             except redis.RedisError as exc:
                 self._fallback(exc)
-        return self._db_check(key)
+        return [self._db_check(key) for key in keys]
 
     def fail(self, key: str) -> Lock:
         """Count one failure; lock the key when it reaches its limit."""

@@ -15,10 +15,12 @@ Cases
         New case with a speakable folio (8 digits, Damm check digit) and a 4-digit PIN (returned in clear once;
         an idempotent retry with the same key returns the same folio and PIN, `created=False`). `call_id` (SIP
         Call-ID) links the case to that call and records the phone Interaction with `summary`.
-    status_for(folio_text, *, pin: str | None = None, curp_last4: str | None = None, client: str | None = None)
-              -> StatusResult
+    status_for(folio_text, *, pin: str | None = None, curp_last4: str | None = None, client: str | None = None,
+               timeline: bool = True) -> StatusResult
         Citizen-side lookup. reason: ok | malformed (bad length/check digit: not counted) | denied (unknown folio
         or wrong verification, indistinguishable) | locked (3 failures on the folio, or 10 from one `client`).
+        timeline=False: `case.interactions` empty and `case.history` only the last change (one SQL statement:
+        the hot path for the phone line and the status API).
     find_case(folio_text) -> CaseView | None            staff/internal lookup, no verification: never for citizens
     find_cases_by_curp(curp) -> list[CaseView]          staff lookup
     add_interaction(folio, channel, outcome, summary="", *, actor=None, started_at=None, ended_at=None,
@@ -60,11 +62,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from case_bridge import folio as folios
@@ -286,7 +288,7 @@ class CaseService:
         return person
 
     def status_for(self, folio_text: str, *, pin: str | None = None, curp_last4: str | None = None,
-                   client: str | None = None) -> StatusResult:
+                   client: str | None = None, timeline: bool = True) -> StatusResult:
         try:
             folio = folios.normalize(folio_text)
         except MalformedFolio as exc:
@@ -294,25 +296,33 @@ class CaseService:
         if not pin and not curp_last4:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
         keys = [f"folio:{folio}"] + ([f"client:{client}"] if client else [])
-        for key in keys:
-            lock = self.limiter.check(key)
-            if lock.locked:
-                return StatusResult("locked", retry_after_s=lock.retry_after_s, attempts_left=0,
-                                    message="demasiados intentos; espere e intente más tarde")
+        locks = self.limiter.check_many(keys)
+        if any(lock.locked for lock in locks):
+            return StatusResult("locked", retry_after_s=max(lock.retry_after_s for lock in locks), attempts_left=0,
+                                message="demasiados intentos; espere e intente más tarde")
+        case, row = None, None
         with self._session() as s:
-            case = s.execute(select(Case).where(Case.folio == folio).options(
-                selectinload(Case.tramite), selectinload(Case.citizen), selectinload(Case.history),
-                selectinload(Case.interactions))).scalar_one_or_none()
+            if timeline:
+                case = s.execute(select(Case).where(Case.folio == folio).options(
+                    joinedload(Case.tramite), joinedload(Case.citizen), selectinload(Case.history),
+                    selectinload(Case.interactions))).unique().scalar_one_or_none()
+                stored_pin, curp = (case.pin_hash, case.citizen.curp if case.citizen else None) if case else (None, None)
+            else:
+                # the status-only hot path (phone line, status API): one Core statement, no ORM objects
+                row = s.execute(_STATUS_ROW.where(Case.folio == folio)).first()
+                stored_pin, curp = (row.pin_hash, row.curp) if row else (None, None)
             verified = False
             if pin is not None:
-                verified = hashing.verify_secret(pin.strip(), case.pin_hash if case else _DUMMY_PIN_HASH)
-                verified = verified and case is not None
-            elif curp_last4 is not None and case is not None and case.citizen and case.citizen.curp:
-                verified = secrets.compare_digest(case.citizen.curp[-4:].upper(), curp_last4.strip().upper()[-4:])
-            view = _case_view(case) if verified and case is not None else None
+                verified = hashing.verify_secret(pin.strip(), stored_pin or _DUMMY_PIN_HASH) and stored_pin is not None
+            elif curp_last4 is not None and curp:
+                verified = secrets.compare_digest(curp[-4:].upper(), curp_last4.strip().upper()[-4:])
+            view = None
+            if verified:
+                view = _case_view(case) if timeline and case is not None else _status_view(row)
         if view is not None:
-            for key in keys:
-                self.limiter.succeed(key)
+            for key, lock in zip(keys, locks, strict=True):
+                if lock.failures:
+                    self.limiter.succeed(key)
             return StatusResult("ok", case=view)
         worst = None
         for key in keys:
@@ -698,6 +708,34 @@ class CaseService:
         with self._session() as s:
             row = s.get(Tramite, tramite_id)
             return _tramite_info(row) if row else None
+
+
+_LAST_CHANGE = (select(CaseStatusChange.id).where(CaseStatusChange.case_id == Case.id)
+                .order_by(CaseStatusChange.id.desc()).limit(1).correlate(Case).scalar_subquery())
+_STATUS_ROW = (
+    select(Case.folio, Case.status, Case.pin_hash, Case.created_channel, Case.current_channel, Case.missing,
+           Case.data, Case.appointment_office, Case.appointment_at, Case.created_at, Case.updated_at, Case.version,
+           Citizen.name.label("citizen_name"), Citizen.curp, Citizen.phone,
+           Tramite.id.label("t_id"), Tramite.name.label("t_name"), Tramite.agency, Tramite.start_channels,
+           Tramite.finish_channels, Tramite.requirements, Tramite.offices,
+           CaseStatusChange.from_status, CaseStatusChange.to_status, CaseStatusChange.note,
+           CaseStatusChange.channel.label("h_channel"), CaseStatusChange.actor, CaseStatusChange.at)
+    .join(Tramite, Tramite.id == Case.tramite_id)
+    .outerjoin(Citizen, Citizen.id == Case.citizen_id)
+    .outerjoin(CaseStatusChange, CaseStatusChange.id == _LAST_CHANGE)
+)
+
+
+def _status_view(r: Any) -> CaseView:
+    """A CaseView from one `_STATUS_ROW`: the last status change only, no timeline."""
+    tramite = TramiteInfo(r.t_id, r.t_name, r.agency, tuple(r.start_channels or ()), tuple(r.finish_channels or ()),
+                          tuple(r.requirements or ()), tuple(r.offices or ()))
+    last = (StatusChangeView(r.from_status, r.to_status, r.note, r.h_channel, r.actor, r.at),) if r.to_status else ()
+    return CaseView(folio=r.folio, status=r.status, tramite=tramite, created_channel=r.created_channel,
+                    current_channel=r.current_channel, missing=tuple(r.missing or ()), data=dict(r.data or {}),
+                    appointment_office=r.appointment_office, appointment_at=r.appointment_at,
+                    created_at=r.created_at, updated_at=r.updated_at, version=r.version,
+                    citizen_name=r.citizen_name, citizen_curp=r.curp, citizen_phone=r.phone, history=last)
 
 
 def _check_channel(channel: str) -> None:

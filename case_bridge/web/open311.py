@@ -112,7 +112,7 @@ async def get_request(request: web.Request) -> web.Response:
     if not pin:
         return json_error(401, "se necesita el PIN del folio (cabecera X-Veratur-PIN)")
     result = await asyncio.to_thread(request.app[SERVICE].status_for, request.match_info["folio"], pin=pin[:20],
-                                     client=client_key(request))
+                                     client=client_key(request), timeline=False)
     if result.reason == "malformed":
         return json_error(400, f"folio mal formado: {result.message}")
     if result.reason == "locked":

@@ -70,8 +70,9 @@ async def lookup(request: web.Request) -> web.StreamResponse:
     if not secret:
         error = "Escriba su PIN o los últimos 4 caracteres de su CURP."
     else:
-        kwargs = {"curp_last4": secret} if method == "curp" else {"pin": secret}
-        result = await asyncio.to_thread(svc.status_for, folio_text, client=client_key(request), **kwargs)
+        pin, curp4 = (None, secret) if method == "curp" else (secret, None)
+        result = await asyncio.to_thread(svc.status_for, folio_text, pin=pin, curp_last4=curp4,
+                                         client=client_key(request))
         if result.ok and result.case is not None:
             session = session_of(request)
             session["folio"] = result.case.folio

@@ -80,6 +80,20 @@ def test_status_for_with_pin_and_with_curp(svc: CaseService) -> None:
     assert svc.status_for(folio, curp_last4="ZZ99").reason == "denied"
 
 
+def test_status_only_lookup_matches_the_full_one(svc: CaseService) -> None:
+    folio, pin = _open(svc)
+    svc.update_status(folio, "in_review", "revisando documentos", channel="office")
+    full = svc.status_for(folio, pin=pin).case
+    brief = svc.status_for(folio, pin=pin, timeline=False).case
+    assert full is not None and brief is not None
+    assert brief.interactions == () and brief.history == full.history[-1:]
+    assert brief.history[0].note == "revisando documentos"
+    same = ("folio", "status", "tramite", "missing", "citizen_name", "citizen_curp", "version", "created_at")
+    assert all(getattr(brief, f) == getattr(full, f) for f in same)
+    assert svc.status_for(folio, pin="9" + pin[1:] if pin[0] != "9" else "0" + pin[1:], timeline=False).reason == "denied"
+    assert svc.status_for(folio, curp_last4=CURP[-4:], timeline=False).ok
+
+
 def test_unknown_folio_and_wrong_pin_look_the_same(svc: CaseService) -> None:
     folio, pin = _open(svc)
     wrong_pin = svc.status_for(folio, pin=str((int(pin) + 1) % 10000).zfill(4))
