@@ -46,4 +46,4 @@ def service(settings: Settings, live_tree: Path, tmp_path: Path) -> FlowService:
     model = tmp_path / "veratur-seam.tar.gz"
     model.write_bytes(b"not a model")
     return FlowService(settings, live_root=live_tree, store=RevisionStore(tmp_path / "data" / "flows"),
-                       rasa_url="", run_rasa_checks=False, trainer=fake_trainer(model))
+                       rasa_url="", run_rasa_checks=False, trainer=fake_trainer(model), models_dir=tmp_path)

@@ -44,7 +44,7 @@ def test_apply_writes_live_and_records_a_revision(service: FlowService, live_tre
     rev = revs[-1]
     assert result.revision == rev and rev.author == "ana" and rev.message == "saludo más corto"
     assert rev.changed == ["dialogs/menu.yml"]
-    assert f"-greeting: >-\n" not in rev.diff and "+  Hola, bienvenida al portal de Veracruz." in rev.diff
+    assert "-greeting: >-\n" not in rev.diff and "+  Hola, bienvenida al portal de Veracruz." in rev.diff
     assert seen[:3] == ["base", "stage", "validate"] and "record" in seen
     audit = service.store.audit_log()
     assert audit[0].actor == "ana" and audit[0].action == "apply" and audit[0].detail["revision"] == 2

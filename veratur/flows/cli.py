@@ -12,6 +12,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from veratur import REPO_ROOT
 from veratur.config import Settings
 from veratur.flows.paths import PathRejected, is_editable, list_flow_files, sha256_bytes
 from veratur.flows.service import Conflict, Edit, FlowService, Invalid
@@ -20,6 +21,8 @@ from veratur.training import TrainingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, default=REPO_ROOT,
+                        help="the project tree whose flow files are live (default: this checkout)")
     sub = parser.add_subparsers(dest="flows_command", metavar="ACTION", required=True)
     v = sub.add_parser("validate", help="validate flow files (exit 1 on errors)")
     v.add_argument("path", nargs="?", type=Path, help="a flow file, or a directory laid out like the repository")
@@ -61,7 +64,7 @@ def _source_edits(service: FlowService, source: Path) -> list[Edit]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    service = FlowService(settings)
+    service = FlowService(settings, live_root=args.root.resolve())
     author = getattr(args, "author", None) or getpass.getuser()
     try:
         if args.flows_command == "validate":

@@ -89,7 +89,8 @@ class FlowService:
 
     def __init__(self, settings: Settings, *, live_root: Path = REPO_ROOT, store: RevisionStore | None = None,
                  rasa_url: str | None = None, run_rasa_checks: bool = True,
-                 trainer: Callable[[Path, Callable[[str], None]], Path] = models.train_candidate) -> None:
+                 trainer: Callable[[Path, Callable[[str], None]], Path] = models.train_candidate,
+                 models_dir: Path = models.MODELS_DIR) -> None:
         self.settings = settings
         self.live_root = live_root
         base = settings.path(settings.data_dir) / "flows"
@@ -98,6 +99,7 @@ class FlowService:
         self.rasa_url = rasa_url if rasa_url is not None else settings.dialogue.rasa_url
         self.run_rasa_checks = run_rasa_checks
         self.trainer = trainer      # a seam for unit tests; the real one trains with Rasa (cached by hash)
+        self.models_dir = models_dir  # the model cache the trainer uses (rollback restores kept models there)
 
     # ------------------------------------------------------------------ reading
     def files(self) -> list[dict[str, object]]:
@@ -248,8 +250,8 @@ class FlowService:
         target = self.store.get(rev_id)
         files = self.store.contents(target)
         kept = self.store.models / (target.model or "")
-        if target.model and kept.is_file() and not (models.MODELS_DIR / target.model).exists():
-            shutil.copyfile(kept, models.MODELS_DIR / target.model)
+        if target.model and kept.is_file() and not (self.models_dir / target.model).exists():
+            shutil.copyfile(kept, self.models_dir / target.model)
         return self.apply([], author=author, message=f"rollback a la revisión {rev_id}", progress=progress,
                           kind="rollback", files=files)
 
