@@ -127,6 +127,21 @@ async def bench_tts() -> None:
         await synth.close()
 
 
+def bench_recognizer_setup(model: object) -> None:
+    import vosk
+    grammar = json.dumps(GRAMMAR, ensure_ascii=False)
+    new, setg = [], []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        rec = vosk.KaldiRecognizer(model, float(RATE))
+        new.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        rec.SetGrammar(grammar)
+        setg.append(time.perf_counter() - t0)
+    print(f"Vosk per-call setup: new KaldiRecognizer {statistics.median(new) * 1000:.0f} ms, "
+          f"SetGrammar {statistics.median(setg) * 1000:.2f} ms (why a call keeps a free and a grammar recognizer)")
+
+
 def bench_rss(model_key: str) -> None:
     import vosk
     vosk.SetLogLevel(-2)
@@ -166,6 +181,7 @@ def main() -> int:
     model = vosk.Model(str(locate(args.model)))
     with ThreadPoolExecutor(max_workers=2) as pool:
         asyncio.run(bench_stream_gating(model, pool))
+    bench_recognizer_setup(model)
     bench_rtf(model, args.streams)
     asyncio.run(bench_tts())
     return 0

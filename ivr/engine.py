@@ -24,7 +24,7 @@ from ivr.asr import SpeechRecognizer, StreamConfig, VoskRecognizer
 from ivr.dialogue import Dialogue
 from ivr.endpointing import EndpointConfig
 from ivr.leg import CallInfo, CallLeg
-from ivr.menu_dialogue import MenuSpec, load_menu
+from ivr.menu_dialogue import MenuDialogue, MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
 from ivr.records import CallRecorder, Disposition, Speaker
 from ivr.session import CallSession, SessionPhrases
@@ -103,7 +103,7 @@ class Engine:
     def __init__(self, settings: Settings, metrics: EngineMetrics, *, recognizer: SpeechRecognizer,
                  synthesizer: SpeechSynthesizer, dialogue_factory: DialogueFactory, recorder: CallRecorder,
                  phrases: SessionPhrases, executor: ThreadPoolExecutor | None = None,
-                 closers: list[Callable[[], Awaitable[None]]] | None = None) -> None:
+                 closers: list[Callable[[], Awaitable[None]]] | None = None, menu: MenuSpec | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.recognizer = recognizer
@@ -112,6 +112,7 @@ class Engine:
         self.recorder = recorder
         self.phrases = phrases
         self._executor = executor
+        self.menu = menu or load_menu()
         self._closers = closers or []       # stop what create() built (recorder, dialogue client)
         self.sessions: dict[str, CallSession] = {}        # live calls by SIP Call-ID
         # How recent calls ended (bounded, for the worker's metrics and tests).
@@ -165,7 +166,7 @@ class Engine:
             raise
         engine = cls(settings, metrics, recognizer=recognizer, synthesizer=synthesizer,
                      dialogue_factory=dialogue_factory, recorder=recorder, phrases=phrases, executor=executor,
-                     closers=closers)
+                     closers=closers, menu=menu)
         log.info("engine ready %s", kv(node=settings.node_name, s=round(time.perf_counter() - t0, 2)))
         return engine
 
@@ -175,7 +176,12 @@ class Engine:
             await leg.hangup()
             return
         call_id = leg.info.call_id
-        session = CallSession(leg, settings=self.settings, dialogue=self.dialogue_factory(leg.info),
+        try:
+            dialogue = self.dialogue_factory(leg.info)
+        except Exception:
+            log.exception("dialogue factory failed, using the menu %s", kv(call_id=call_id))
+            dialogue = MenuDialogue(self.menu)
+        session = CallSession(leg, settings=self.settings, dialogue=dialogue,
                               recognizer=self.recognizer, synthesizer=self.synthesizer, recorder=self.recorder,
                               metrics=self.metrics, phrases=self.phrases)
         self.sessions[call_id] = session

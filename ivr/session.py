@@ -24,6 +24,7 @@ from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
 from ivr.metrics import EngineMetrics
 from ivr.prompt import Prompt
 from ivr.records import CallRecorder, Disposition
+from ivr.resample import resample
 from ivr.tts import SpeechSynthesizer
 from ivr.turn import BargeInGuard, EngineState
 from veratur.config import Settings
@@ -244,7 +245,10 @@ class CallSession:
             if not text.strip():
                 continue
             try:
-                parts.append(await self.synth.synthesize(text))
+                pcm = await self.synth.synthesize(text)
+                if self.synth.sample_rate != self.leg.sample_rate:   # e.g. a 16 kHz leg on an 8 kHz node
+                    pcm = resample(pcm, self.synth.sample_rate, self.leg.sample_rate)
+                parts.append(pcm)
             except Exception:
                 # One unspeakable text must not drop the call; the rest of the prompt is still said.
                 log.exception("tts failed %s", kv(call_id=self.call_id, chars=len(text)))

@@ -279,3 +279,13 @@ async def test_closed_answers_get_a_grammar() -> None:
     phrases = call.asr.decoders[0].phrases
     assert phrases[0] is not None and "sí" in phrases[0] and "no" in phrases[0]
     assert phrases[1] is not None and {"uno", "cero", "nueve"} <= set(phrases[1])
+
+
+async def test_prompts_are_resampled_to_the_leg_rate() -> None:
+    call = Call(free("Hola."), prompt_ms=400)
+    call.leg.sample_rate = 16000                  # a wideband leg; the synthesizer renders at 8 kHz
+    await call.wait_prompt_done(0)
+    assert 390 <= call.session.prompts_played[0].duration_ms <= 410
+    assert len(call.session.prompts_played[0].pcm) == 2 * 16000 * 400 // 1000
+    call.leg.hang_up()
+    await call.result()
