@@ -17,12 +17,11 @@ import pytest
 from aiohttp import web
 
 from tests.admin.rasa_stack import SwappableRasa
-from tests.admin.webauth import TestStaffAuth
+from tests.admin.webapp_env import PASSWORD, admin_app, case_service
 from veratur.config import Settings
 from veratur.flows.model import loaded_model, train_candidate
 from veratur.flows.service import FlowService
 from veratur.flows.store import RevisionStore
-from veratur.flows.web import FlowsAdmin
 from veratur.rasa_server import free_port
 
 pytestmark = [pytest.mark.rasa, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -66,11 +65,9 @@ async def test_admin_edits_validates_applies_and_rasa_swaps(live_tree: Path, set
 
     assert OLD_GREETING in (live_tree / "dialogs/domain.yml").read_text(encoding="utf-8")
     service = FlowService(settings, live_root=live_tree, store=RevisionStore(tmp_path / "flows"), rasa_url=rasa.url)
-    auth = TestStaffAuth({"ana": ("pw-ana", "admin")})
-    app = web.Application(client_max_size=8 * 1024 * 1024)
-    auth.setup(app)
-    FlowsAdmin(service, auth).setup(app)
-    runner = web.AppRunner(app)
+    cases = case_service(tmp_path)
+    cases.create_staff("ana", PASSWORD, "admin")
+    runner = web.AppRunner(admin_app(settings, cases, service))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -86,9 +83,9 @@ async def test_admin_edits_validates_applies_and_rasa_swaps(live_tree: Path, set
             browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = await browser.new_page()
             await page.goto(base + "/admin/flows")
-            await page.fill("#username", "ana")
-            await page.fill("#password", "pw-ana")
-            await page.click("#login")
+            await page.fill("#usuario", "ana")           # the web app's staff login (redirected there)
+            await page.fill("#contrasena", PASSWORD)
+            await page.click("button[type=submit]")
             await page.wait_for_selector("text=dialogs/domain.yml")
 
             # 1. the greeting response
@@ -134,6 +131,7 @@ async def test_admin_edits_validates_applies_and_rasa_swaps(live_tree: Path, set
             await browser.close()
     finally:
         await runner.cleanup()
+        cases.close()
 
     # live: files written, revision recorded, Rasa runs the new model
     assert NEW_GREETING in (live_tree / "dialogs/domain.yml").read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -37,6 +38,8 @@ log = logging.getLogger("veratur.flows.web")
 
 HERE = Path(__file__).parent
 PREFIX = "/admin/flows"
+API = "/api/admin/flows"
+"""JSON endpoints live under /api/ so the web app answers their errors in JSON and a missing login with 401."""
 MAX_REQUEST_BYTES = 4 * MAX_FILE_BYTES
 """A request carries a few edited files; a 10 MB body is refused before it is read."""
 MAX_JOBS = 50
@@ -109,18 +112,19 @@ class FlowsAdmin:
 
     def setup(self, app: web.Application) -> None:
         r = app.router
+        r.add_get("/admin", self.home)          # where the staff login sends an admin
         r.add_get(PREFIX, self.index)
         r.add_get(PREFIX + "/", self.index)
         r.add_get(PREFIX + "/edit", self.edit_page)
         r.add_get(PREFIX + "/revisions/{rev:\\d+}", self.revision_page)
-        r.add_get(PREFIX + "/api/file", self.api_file)
-        r.add_post(PREFIX + "/api/validate", self.api_validate)
-        r.add_post(PREFIX + "/api/diff", self.api_diff)
-        r.add_post(PREFIX + "/api/apply", self.api_apply)
-        r.add_post(PREFIX + "/api/rollback", self.api_rollback)
-        r.add_post(PREFIX + "/api/try", self.api_try)
-        r.add_post(PREFIX + "/api/chat", self.api_chat)
-        r.add_get(PREFIX + "/api/jobs/{id}", self.api_job)
+        r.add_get(API + "/file", self.api_file)
+        r.add_post(API + "/validate", self.api_validate)
+        r.add_post(API + "/diff", self.api_diff)
+        r.add_post(API + "/apply", self.api_apply)
+        r.add_post(API + "/rollback", self.api_rollback)
+        r.add_post(API + "/try", self.api_try)
+        r.add_post(API + "/chat", self.api_chat)
+        r.add_get(API + "/jobs/{id}", self.api_job)
         r.add_static(PREFIX + "/static", HERE / "static")
         app.on_cleanup.append(self._cleanup)
 
@@ -146,9 +150,16 @@ class FlowsAdmin:
             raise web.HTTPForbidden(text="token CSRF no válido; recargue la página")
         if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=request.content_length)
+        # read the stream directly: the app-wide client_max_size (64 kB for forms) is too small for a catalog,
+        # so this route enforces its own limit, chunk by chunk, whatever Content-Length claimed
+        raw = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            raw += chunk
+            if len(raw) > MAX_REQUEST_BYTES:
+                raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=len(raw))
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
             raise web.HTTPBadRequest(text="se esperaba JSON") from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="se esperaba un objeto JSON")
@@ -169,12 +180,16 @@ class FlowsAdmin:
         return edits
 
     def _render(self, name: str, request: web.Request, staff: Staff, **context: Any) -> web.Response:
-        html = self._env.get_template(name).render(staff=staff, csrf=self.auth.csrf_token(request), prefix=PREFIX,
+        html = self._env.get_template(name).render(staff=staff, csrf=self.auth.csrf_token(request), prefix=PREFIX, api=API,
                                                    max_bytes=MAX_FILE_BYTES, **context)
         return web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
     # ------------------------------------------------------------------ pages
+    async def home(self, request: web.Request) -> web.Response:
+        await self._admin(request, api=False)
+        raise web.HTTPFound(PREFIX)
+
     async def index(self, request: web.Request) -> web.Response:
         staff = await self._admin(request, api=False)
         files = await asyncio.to_thread(self.service.files)
@@ -243,8 +258,10 @@ class FlowsAdmin:
         try:   # answer a stale base or a bad path at once; the job checks again under the lock
             await asyncio.to_thread(self.service.check_edits, edits)
         except Conflict as exc:
+            self.service.store.audit(staff.username, "apply_conflict", file=exc.path, changed_by=exc.by)
             return web.json_response({"error": str(exc), "conflict": exc.path, "by": exc.by}, status=409)
         except PathRejected as exc:
+            self.service.store.audit(staff.username, "apply_rejected", error=str(exc)[:300])
             return web.json_response({"error": str(exc)}, status=400)
         job = self._start_job("apply", staff, lambda j: self.service.apply(
             edits, author=staff.username, message=message, progress=j.progress))
@@ -371,3 +388,28 @@ class FlowsAdmin:
         """Stop a candidate Rasa idle for CANDIDATE_IDLE_S (the web app may call this periodically)."""
         if self._candidate is not None and time.monotonic() - self._candidate_used > CANDIDATE_IDLE_S:
             await self._stop_candidate()
+
+
+class WebappStaffAuth:
+    """`StaffAuth` over the web app's signed-session staff login (case_bridge/web/security.py)."""
+
+    async def staff(self, request: web.Request) -> Staff | None:
+        from case_bridge.web.security import current_staff
+
+        found = await current_staff(request)
+        return Staff(found.username, found.role) if found else None
+
+    def csrf_token(self, request: web.Request) -> str:
+        from case_bridge.web.security import csrf_token
+
+        return csrf_token(request)
+
+    def login_url(self, request: web.Request) -> str:
+        return f"/staff/login?next={request.path}"
+
+
+def setup(app: web.Application) -> None:
+    """Mount the admin pages in the web app (`veratur.webapp.ROUTE_MODULES` entry), on the live checkout."""
+    from case_bridge.web.security import SETTINGS
+
+    FlowsAdmin(FlowService(app[SETTINGS]), WebappStaffAuth()).setup(app)

@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   const prefix = document.body.dataset.prefix;
+  const api = document.body.dataset.api;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const DRAFTS = "veratur-flows-drafts";
   const $ = (id) => document.getElementById(id);
@@ -12,10 +13,11 @@
   function editsList() { const d = drafts(); return Object.keys(d).map((p) => ({ path: p, text: d[p].text, base: d[p].base })); }
 
   async function post(path, body) {
-    const resp = await fetch(prefix + path, { method: "POST", credentials: "same-origin",
+    const resp = await fetch(api + path, { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body) });
     let data; const raw = await resp.text();
     try { data = JSON.parse(raw); } catch (e) { data = { error: raw || resp.statusText }; }
+    if (Array.isArray(data)) data = { error: (data[0] && data[0].description) || resp.statusText };  // web app error body
     data._status = resp.status;
     return data;
   }
@@ -88,7 +90,7 @@
   async function pollJob(id, onDone) {
     $("job").hidden = false;
     for (;;) {
-      const resp = await fetch(prefix + "/api/jobs/" + id, { credentials: "same-origin" });
+      const resp = await fetch(api + "/jobs/" + id, { credentials: "same-origin" });
       const job = await resp.json();
       $("job-log").innerHTML = job.log.map((e) => "<li>[" + e.t + " s] " + esc(e.stage) + ": " + esc(e.message) + "</li>").join("");
       const state = $("job-state"); state.className = job.state;
@@ -117,21 +119,21 @@
     const currentEdits = () => { const e = editsList(); return e.length ? e : [{ path: path, text: src.value, base: base }]; };
     $("btn-validate").addEventListener("click", async () => {
       $("problems").textContent = "validando…";
-      const r = await post("/api/validate", { edits: currentEdits() });
+      const r = await post("/validate", { edits: currentEdits() });
       showProblems(r.problems || [], r.error);
     });
-    $("btn-diff").addEventListener("click", async () => { const r = await post("/api/diff", { edits: currentEdits() }); showDiff(r.diff || r.error || ""); });
+    $("btn-diff").addEventListener("click", async () => { const r = await post("/diff", { edits: currentEdits() }); showDiff(r.diff || r.error || ""); });
     $("btn-discard").addEventListener("click", () => { const all = drafts(); delete all[path]; saveDrafts(all); src.value = original; badLines = new Set(); renderEditor(); });
     $("btn-apply").addEventListener("click", async () => {
       const edits = editsList();
       if (!edits.length) { showProblems([], "no hay cambios pendientes"); return; }
-      const r = await post("/api/apply", { edits: edits, message: $("message").value });
+      const r = await post("/apply", { edits: edits, message: $("message").value });
       if (r._status !== 202) { showProblems([], r.error); return; }
       pollJob(r.job, (job) => { if (job.state === "done") { sessionStorage.removeItem(DRAFTS); renderPending(); head.dataset.applied = String(job.result.revision); } });
     });
     let chatTarget = "live"; const sender = "admin-chat-" + Math.random().toString(36).slice(2, 10);
     $("btn-try").addEventListener("click", async () => {
-      const r = await post("/api/try", { edits: currentEdits() });
+      const r = await post("/try", { edits: currentEdits() });
       if (r._status !== 202) { showProblems([], r.error); return; }
       pollJob(r.job, (job) => { if (job.state === "done") { chatTarget = job.result.target; $("chat-target").textContent = "charla con: " + (chatTarget === "live" ? "en vivo" : "candidato " + job.result.model); } });
     });
@@ -139,7 +141,7 @@
       ev.preventDefault(); const text = $("chat-input").value.trim(); if (!text) return;
       $("chat-input").value = "";
       const log = $("chat-log"); log.innerHTML += '<div class="me">» ' + esc(text) + "</div>";
-      const r = await post("/api/chat", { message: text, sender: sender, target: chatTarget });
+      const r = await post("/chat", { message: text, sender: sender, target: chatTarget });
       log.innerHTML += (r.replies || [r.error || "(sin respuesta)"]).map((t) => '<div class="bot">' + esc(t) + "</div>").join("");
       log.scrollTop = log.scrollHeight;
     });
@@ -149,7 +151,7 @@
   function initIndex() {
     document.querySelectorAll("button.rollback").forEach((b) => b.addEventListener("click", async () => {
       if (!confirm("¿Volver a la revisión " + b.dataset.rev + "?")) return;
-      const r = await post("/api/rollback", { revision: +b.dataset.rev });
+      const r = await post("/rollback", { revision: +b.dataset.rev });
       if (r._status !== 202) { alert(r.error); return; }
       pollJob(r.job, () => {});
     }));

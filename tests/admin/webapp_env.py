@@ -1,0 +1,48 @@
+"""The real web app (veratur.webapp.build_app: signed sessions, staff login, CSRF) with the flow admin pages
+mounted on a FlowService over a temp copy of the flow tree, and helpers to sign in as a given role."""
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from case_bridge.migrate import upgrade
+from case_bridge.service import CaseService
+from veratur.config import Settings
+from veratur.flows.service import FlowService
+from veratur.flows.web import FlowsAdmin, WebappStaffAuth
+from veratur.webapp import build_app
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PASSWORD = "contraseña-larga-1"
+
+
+def case_service(tmp_path: Path) -> CaseService:
+    url = f"sqlite:///{tmp_path / 'case_bridge.db'}"
+    upgrade(url)
+    return CaseService.from_url(url, redis_url=REDIS_URL, ratelimit_prefix=f"flows-{uuid.uuid4().hex}")
+
+
+def admin_app(settings: Settings, cases: CaseService, flows: FlowService) -> web.Application:
+    app = build_app(settings, cases, secret=uuid.uuid4().bytes * 2)
+    FlowsAdmin(flows, WebappStaffAuth()).setup(app)     # as veratur.flows.web.setup does, on the temp tree
+    return app
+
+
+async def sign_in(client: TestClient, cases: CaseService, role: str, name: str | None = None) -> str:  # type: ignore[type-arg]
+    """Sign in a new staff user with `role`; returns the session's CSRF token."""
+    name = name or f"{role}{uuid.uuid4().hex[:6]}"
+    cases.create_staff(name, PASSWORD, role)
+    page = await (await client.get("/staff/login")).text()
+    token = re.search(r'name="_csrf" value="([^"]+)"', page)
+    assert token, page[:300]
+    resp = await client.post("/staff/login", data={"_csrf": token.group(1), "usuario": name, "contrasena": PASSWORD},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    page = await (await client.get("/staff/login")).text()
+    token = re.search(r'name="_csrf" value="([^"]+)"', page)
+    assert token
+    return token.group(1)
