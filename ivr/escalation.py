@@ -217,6 +217,8 @@ class EscalationIO:
     leg: CallLeg
     recorder: CallRecorder
     on_bridged: Callable[[str], None]                                    # the session keeps "transferred"
+    gone: asyncio.Event                                                  # set when the caller's leg has ended
+    shield_hangup: Callable[[bool], None]   # True: a hang-up doesn't cancel the flow (it checks `gone` itself)
 
 
 def spoken_folio(folio: str) -> str:
@@ -254,6 +256,9 @@ async def run_escalation(io: EscalationIO, config: EscalationConfig, texts: Sequ
     await _say(io, " ".join([*[t for t in texts if t.strip()], ph.handoff]))
     log.info("escalation %s", kv(call_id=io.call_id, case=folio or "-", reason=reason, mode=plan.mode,
                                  target=plan.target))
+    # A successful REFER ends our leg before transfer() returns; that hang-up must not cut the flow short of
+    # recording the result, so hang-ups are read from `gone` until the outcome is known.
+    io.shield_hangup(True)
     try:
         # the edge bounds the wait itself (final NOTIFY / agent answer); this guards a stuck edge
         result = await asyncio.wait_for(io.leg.transfer(plan.target, plan.headers), config.transfer_timeout_s + 5)
@@ -268,14 +273,14 @@ async def run_escalation(io: EscalationIO, config: EscalationConfig, texts: Sequ
     if result.ok:
         if plan.mode == "bridge":
             io.on_bridged(plan.target)
-            await _hold_until_hangup()
+            await io.gone.wait()            # the bridged call runs in the SIP edge until one side hangs up
+        if not io.gone.is_set():
+            io.shield_hangup(False)
         return EscalationOutcome("transferred", plan.target, result.status_code)
+    if io.gone.is_set():
+        return EscalationOutcome("abandoned", plan.target, result.status_code)
+    io.shield_hangup(False)
     return await _offer_callback(io, ph, journal, plan.target, result.status_code)
-
-
-async def _hold_until_hangup() -> None:
-    """The bridged call runs in the SIP edge; the session waits here until a BYE cancels it."""
-    await asyncio.Event().wait()
 
 
 async def _offer_callback(io: EscalationIO, ph: EscalationPhrases, journal: EscalationJournal | None,

@@ -111,6 +111,13 @@ class _Call(pj.Call):
         except Exception:
             log.exception("onDtmfDigit failed")
 
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        try:
+            self.edge._on_transfer_request(self, prm)
+        except Exception:
+            prm.statusCode = 500
+            log.exception("onCallTransferRequest failed")
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         try:
             self.edge._on_transfer_status(self, prm)
@@ -606,6 +613,18 @@ class SipEdge:
             audio.startTransmit(call.port)
             call.port.startTransmit(audio)
             return
+
+    def _on_transfer_request(self, call: _Call, prm: pj.OnCallTransferRequestParam) -> None:
+        """A REFER received: the portal never lets a caller make it call a URI (403); a phone follows it with a
+        new tracked call (pjsua would otherwise create one no Python object owns)."""
+        if not self.config.follow_refer or self._account is None:
+            prm.statusCode = 403
+            log.info("REFER refused %s", kv(call_id=call.sip_call_id))
+            return
+        follow = _Call(self, self._account)
+        self._calls.add(follow)
+        prm.newCall = follow
+        log.info("REFER followed %s", kv(call_id=call.sip_call_id))
 
     def _on_transfer_status(self, call: _Call, prm: pj.OnCallTransferStatusParam) -> None:
         code = int(prm.statusCode)

@@ -40,6 +40,7 @@ class EdgeConfig:
     media_timeout_s: float = 30.0
     transfer_timeout_s: float = 15.0
     escalation_mode: str = "refer"
+    follow_refer: bool = False                      # a phone (the test caller) follows REFERs; the portal refuses
     node: str = "veratur"
     pj_log_level: int = 1
 

@@ -320,7 +320,7 @@ def caller_edge(bind_address: str = "127.0.0.1") -> SipEdge:
     """A SIP edge that only places calls: any free SIP port, random RTP ports, refuses INVITEs."""
     return SipEdge(EdgeConfig(bind_address=bind_address, port=0, transports=("udp", "tcp"), accept_calls=False,
                               randomize_rtp_port=True, rtp_port_start=30000, rtp_port_range=20000,
-                              node="caller", user="caller", pj_log_level=0))
+                              node="caller", user="caller", pj_log_level=0, follow_refer=True))
 
 
 async def place_calls(uri: str, steps: list[Step], *, calls: int = 1, voice: str = DEFAULT_VOICE,
