@@ -170,11 +170,51 @@ def bench_rss(model_key: str) -> None:
           f"(+{(figures[4] - figures[1]) / 3:.0f} MB per extra recognizer); +1 grammar recognizer {with_grammar:.0f} MB")
 
 
+async def bench_engine_rss(model_key: str, calls: int) -> None:
+    """RSS of a real Engine (shared model, TTS, menu) with 0, 1 and `calls` live calls that have spoken."""
+    from ivr.engine import Engine, NullRecorder
+    from ivr.menu_dialogue import menu_dialogue_factory
+    from ivr.metrics import EngineMetrics
+    from tests.fakes import FakeLeg
+    from veratur.config import Settings
+    base = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = base.model_copy(update={
+            "asr": base.asr.model_copy(update={"model": model_key}),
+            "tts": base.tts.model_copy(update={"cache_dir": Path(tmp)})})
+        before = rss_mb()
+        engine = await Engine.create(settings, EngineMetrics(), recorder=NullRecorder(),
+                                     dialogue_factory=menu_dialogue_factory(load_menu()))
+        figures = {0: rss_mb()}
+        legs, tasks = [], []
+        for n in range(1, calls + 1):
+            leg = FakeLeg(f"bench-{n}")
+            legs.append(leg)
+            tasks.append(asyncio.create_task(engine.handle_call(leg)))
+            await asyncio.sleep(0.3)
+            # Speech over the greeting: decoded by the grammar recognizer (menu), then free speech is not needed.
+            await leg.say(speech(SENTENCES[n % len(SENTENCES)]) + silence(800))
+            if n in (1, calls):
+                await asyncio.sleep(1.0)
+                figures[n] = rss_mb()
+        for leg in legs:
+            leg.hang_up()
+        await asyncio.gather(*tasks)
+        await engine.close()
+    print(f"RSS of a real Engine ({model_key}): before {before:.0f} MB; after create (model + TTS + prompts) "
+          f"{figures[0]:.0f} MB; 1 live call {figures[1]:.0f} MB; {calls} live calls {figures[calls]:.0f} MB")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="ko-test")
     ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--engine-rss", action="store_true",
+                    help="only measure the RSS of a real Engine with 1 and 4 live calls (run in a fresh process)")
     args = ap.parse_args()
+    if args.engine_rss:
+        asyncio.run(bench_engine_rss(args.model, 4))
+        return 0
     bench_rss(args.model)          # first, so the figures are those of a fresh process
     bench_vad()
     import vosk
