@@ -138,7 +138,7 @@ class CallSession:
                 if self.bridged_to is not None:
                     self.disposition, self.transfer_target = "transferred", self.bridged_to
                 else:
-                    self.disposition = "abandoned"
+                    self.disposition = "error" if self.hangup_reason == "leg_error" else "abandoned"
         except _CallOver as over:
             self.disposition, self.transfer_target = over.disposition, over.target
         except Exception:
@@ -195,19 +195,24 @@ class CallSession:
         stream = self.stream
         assert stream is not None
         reason = "leg_closed"
-        async for event in self.leg.events():
-            if isinstance(event, AudioIn):
-                for frame in event.frames:
-                    stream.push_frame(frame)
-                self._check_barge_in()
-            elif isinstance(event, DtmfIn):
-                prompt = self.prompt
-                if prompt is not None and not prompt.done and prompt.allow_barge_in:
-                    self._barge_in(prompt, "dtmf")
-                self._inbox.put_nowait(event)
-            elif isinstance(event, HangupIn):
-                reason = event.reason
-                break
+        try:
+            async for event in self.leg.events():
+                if isinstance(event, AudioIn):
+                    for frame in event.frames:
+                        stream.push_frame(frame)
+                    self._check_barge_in()
+                elif isinstance(event, DtmfIn):
+                    prompt = self.prompt
+                    if prompt is not None and not prompt.done and prompt.allow_barge_in:
+                        self._barge_in(prompt, "dtmf")
+                    self._inbox.put_nowait(event)
+                elif isinstance(event, HangupIn):
+                    reason = event.reason
+                    break
+        except Exception:
+            # The edge failed under us: without inputs the call cannot go on; end it like a hang-up.
+            log.exception("leg events failed %s", kv(call_id=self.call_id))
+            reason = "leg_error"
         self.hangup_reason = reason
         self._gone.set()
         if self._shield_hangup:

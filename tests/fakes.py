@@ -321,3 +321,19 @@ class ScriptedRecognizer:
         s.start()
         self.streams.append(s)
         return s
+
+
+class BrokenLeg(FakeLeg):
+    """A FakeLeg whose event stream fails after `fail_after` events (an edge bug)."""
+
+    def __init__(self, fail_after: int = 0, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.fail_after = fail_after
+
+    async def events(self) -> AsyncIterator[LegEvent]:  # type: ignore[override]
+        n = 0
+        async for event in super().events():
+            if n >= self.fail_after:
+                raise RuntimeError("edge exploded")
+            n += 1
+            yield event

@@ -289,3 +289,17 @@ async def test_prompts_are_resampled_to_the_leg_rate() -> None:
     assert len(call.session.prompts_played[0].pcm) == 2 * 16000 * 400 // 1000
     call.leg.hang_up()
     await call.result()
+
+
+async def test_a_failing_edge_ends_the_call_cleanly() -> None:
+    from tests.fakes import BrokenLeg
+    call = Call(free("Hola."), prompt_ms=2000)
+    call.leg = BrokenLeg(fail_after=1)
+    call.recorder.leg = call.leg
+    call.session.leg = call.leg              # swapped before the session task first runs
+    await asyncio.sleep(0.3)
+    call.leg.press("1")
+    call.leg.press("2")
+    assert await call.result() == "error"
+    assert call.session.hangup_reason == "leg_error"
+    assert call.recorder.ended == [("call-1", "error", None)]
