@@ -1,6 +1,7 @@
 """Actions against hand-built trackers, with the real catalogs and a real case service on SQLite."""
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -257,7 +258,8 @@ async def test_three_wrong_verifications_lock_the_folio_and_say_nothing(resource
 
 async def test_unknown_folio_is_a_clear_answer_and_a_retry(resources: Resources) -> None:
     from case_bridge.folio import damm_digit
-    unknown = "1234567" + damm_digit("1234567")
+    payload = str(uuid.uuid4().int)[:7]
+    unknown = payload + damm_digit(payload)
     d = CollectingDispatcher()
     result = await ValidateStatusForm(resources).validate_verification(
         "1234", d, tracker("1234", "inform_number", slots={"folio": unknown},
