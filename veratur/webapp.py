@@ -51,7 +51,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "case_bridge.web.portal",
     "case_bridge.web.clerk",
     "case_bridge.web.open311",
-    # "ivr.agent_console",        (issue 6)  role agent
+    "case_bridge.web.agent",      # issue 6: call-center agent console, role agent
     # "veratur.admin_web",        (issue 7)  role admin
 )
 MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read

@@ -1,0 +1,250 @@
+"""The call-center agent console (role agent): the queue of escalated calls, taking one, its live transcript,
+notes, disposition and case status. One page (`/agente`) driven by plain JS (`/static/agent.js`) over a small JSON
+API (`/api/agente/...`, CSRF header on every POST) and one websocket per taken call.
+
+Live transcript: each open websocket polls the database every `POLL_S` for turns after the last one sent
+(`transcript_turns` is indexed on (call_id, id), so this is one cheap indexed query per console per tick). The
+database, not Redis pub/sub, is the source because the turns are committed by the IVR workers' recorder —
+directly or, after an outage, replayed from a worker's outbox — and both paths end in the database; a pub/sub
+message would miss the replayed ones and need a second source of truth. With tens of agents this is tens of
+queries per second; beyond that a notify channel could wake the sockets instead of the timer.
+
+The websocket is authenticated by the staff session cookie (no session: 401 before the upgrade; another agent's
+call: 403; unknown id: 404) and accepts only a same-origin handshake.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import WSMsgType, web
+
+from case_bridge.errors import AlreadyTaken, CaseBridgeError, DatabaseUnavailable, InvalidInput, StaleCase
+from case_bridge.escalation import (
+    AGENT_DISPOSITIONS,
+    AgentCase,
+    EscalationClosed,
+    EscalationDesk,
+    EscalationNotFound,
+    NotYours,
+    QueueItem,
+)
+from case_bridge.models import STATUSES
+from case_bridge.views import LOCAL_TZ, STATUS_LABELS, TurnView
+from case_bridge.web.security import SERVICE, STAFF, require_role
+from veratur.logs import kv, mask_curp
+
+log = logging.getLogger("case_bridge.web.agent")
+routes = web.RouteTableDef()
+DESK = web.AppKey("escalation_desk", EscalationDesk)
+POLL_S = 0.5                    # transcript poll per open socket
+WS_HEARTBEAT_S = 20.0
+MAX_SOCKET_S = 4 * 3600.0       # a console left open all shift reconnects after this
+SPEAKER_LABELS = {"caller": "Ciudadano", "portal": "Portal", "agent": "Agente"}
+
+
+def setup(app: web.Application) -> None:
+    app[DESK] = EscalationDesk(app[SERVICE])
+    app.add_routes(routes)
+
+
+# ---- JSON shapes ------------------------------------------------------------------------------------------------
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(LOCAL_TZ).isoformat(timespec="seconds") if value else None
+
+
+def item_json(item: QueueItem) -> dict[str, Any]:
+    data = asdict(item)
+    data["requested_at"] = _time(item.requested_at)
+    return data
+
+
+def turn_json(turn: TurnView) -> dict[str, Any]:
+    return {"id": turn.id, "speaker": turn.speaker, "speaker_label": SPEAKER_LABELS.get(turn.speaker, turn.speaker),
+            "text": turn.text, "intent": turn.intent, "at": _time(turn.at)}
+
+
+def agent_case_json(popped: AgentCase) -> dict[str, Any]:
+    case = popped.case
+    return {
+        "item": item_json(popped.item),
+        "call_live": popped.call_live,
+        "callback_phone": popped.callback_phone,
+        "case": None if case is None else {
+            "folio": case.folio, "status": case.status, "status_label": case.status_label,
+            "tramite": case.tramite.name, "agency": case.tramite.agency, "version": case.version,
+            "citizen_name": case.citizen_name, "citizen_curp": mask_curp(case.citizen_curp) if case.citizen_curp
+            else None, "citizen_phone": case.citizen_phone, "missing": list(case.missing),
+            "appointment": (f"{case.appointment_office} {_time(case.appointment_at)}"
+                            if case.appointment_at else None),
+            "history": [{"status": h.label, "note": h.note, "channel": h.channel, "at": _time(h.at)}
+                        for h in case.history],
+            "interactions": [{"channel": i.channel_label, "outcome": i.outcome, "summary": i.summary,
+                              "at": _time(i.started_at)} for i in case.interactions],
+        },
+        "transcript": [turn_json(t) for t in popped.transcript],
+        "notes": [{"id": n.id, "author": n.author, "text": n.text, "at": _time(n.at)} for n in popped.notes],
+    }
+
+
+def _escalation_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except (KeyError, ValueError):
+        raise web.HTTPNotFound(text="Llamada desconocida.") from None
+
+
+def _http_error(exc: CaseBridgeError) -> web.HTTPException:
+    text = str(exc) or "Solicitud no válida."
+    if isinstance(exc, EscalationNotFound):
+        return web.HTTPNotFound(text="Llamada desconocida.")
+    if isinstance(exc, NotYours):
+        return web.HTTPForbidden(text=text)
+    if isinstance(exc, AlreadyTaken | StaleCase):
+        return web.HTTPConflict(text=text)
+    if isinstance(exc, EscalationClosed):
+        return web.HTTPGone(text=text)
+    if isinstance(exc, InvalidInput):
+        return web.HTTPBadRequest(text=text)
+    return web.HTTPBadRequest(text=text)
+
+
+async def _desk_call(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except DatabaseUnavailable:
+        raise                                        # the app's error middleware answers 503
+    except CaseBridgeError as exc:
+        raise _http_error(exc) from exc
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="Se esperaba JSON.") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="Se esperaba un objeto JSON.")
+    return body
+
+
+# ---- page -------------------------------------------------------------------------------------------------------
+@routes.get("/agente", name="agent_home")
+@require_role("agent")
+@aiohttp_jinja2.template("agent_console.html")
+async def console(request: web.Request) -> dict[str, object]:
+    return {"dispositions": list(AGENT_DISPOSITIONS.items()),
+            "statuses": [(s, STATUS_LABELS[s]) for s in STATUSES], "agent": request[STAFF].username}
+
+
+# ---- API --------------------------------------------------------------------------------------------------------
+@routes.get("/api/agente/cola")
+@require_role("agent")
+async def queue(request: web.Request) -> web.Response:
+    items = await _desk_call(request, request.app[DESK].queue)
+    return web.json_response({"items": [item_json(i) for i in items], "me": request[STAFF].username})
+
+
+@routes.post(r"/api/agente/llamadas/{id:\d+}/tomar")
+@require_role("agent")
+async def take(request: web.Request) -> web.Response:
+    staff = request[STAFF]
+    popped = await _desk_call(request, request.app[DESK].take, _escalation_id(request), staff.id)
+    log.info(kv(event="agent_took_call", user=staff.username, escalation=popped.item.id,
+                case=popped.item.folio or "-"))
+    return web.json_response(agent_case_json(popped))
+
+
+@routes.get(r"/api/agente/llamadas/{id:\d+}")
+@require_role("agent")
+async def show(request: web.Request) -> web.Response:
+    popped = await _desk_call(request, request.app[DESK].agent_case, _escalation_id(request), request[STAFF].id)
+    return web.json_response(agent_case_json(popped))
+
+
+@routes.post(r"/api/agente/llamadas/{id:\d+}/notas")
+@require_role("agent")
+async def add_note(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    note = await _desk_call(request, request.app[DESK].add_note, _escalation_id(request), request[STAFF].id,
+                            str(body.get("text", ""))[:4000])
+    return web.json_response({"id": note.id, "author": note.author, "text": note.text, "at": _time(note.at)},
+                             status=201)
+
+
+@routes.post(r"/api/agente/llamadas/{id:\d+}/cerrar")
+@require_role("agent")
+async def close(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    status = body.get("status") or None
+    version = body.get("version")
+    if version is not None and not isinstance(version, int):
+        raise web.HTTPBadRequest(text="versión no válida")
+    closed = await _desk_call(request, request.app[DESK].close, _escalation_id(request), request[STAFF].id,
+                              str(body.get("disposition", "")), status=str(status) if status else None,
+                              status_note=str(body.get("note", ""))[:500], expected_version=version)
+    return web.json_response(item_json(closed))
+
+
+# ---- live transcript --------------------------------------------------------------------------------------------
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True                                  # not a browser: the session cookie is still required
+    host = request.headers.get("Host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+@routes.get(r"/api/agente/llamadas/{id:\d+}/ws")
+@require_role("agent")
+async def transcript_socket(request: web.Request) -> web.StreamResponse:
+    if not _same_origin(request):
+        raise web.HTTPForbidden(text="origen no permitido")
+    desk, staff, esc_id = request.app[DESK], request[STAFF], _escalation_id(request)
+    try:
+        after = max(0, int(request.query.get("after", "0")))
+    except ValueError:
+        after = 0
+    # ownership and existence are checked before the upgrade, so a refusal is a plain HTTP error
+    pending = await _desk_call(request, desk.transcript, esc_id, staff.id, after)
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S)
+    await ws.prepare(request)
+    log.info(kv(event="agent_ws_open", user=staff.username, escalation=esc_id))
+    reader = asyncio.create_task(_drain(ws), name=f"agent-ws-read-{esc_id}")
+    live: bool | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_SOCKET_S
+    try:
+        while not ws.closed and not reader.done() and loop.time() < deadline:
+            for turn in pending:
+                await ws.send_json({"type": "turn", **turn_json(turn)})
+                after = turn.id
+            now_live = await asyncio.to_thread(desk.call_live, esc_id)
+            if now_live != live:
+                live = now_live
+                await ws.send_json({"type": "call", "live": live})
+            await asyncio.wait({reader}, timeout=POLL_S)
+            try:
+                pending = await asyncio.to_thread(desk.transcript, esc_id, staff.id, after)
+            except (EscalationClosed, NotYours, EscalationNotFound):
+                await ws.send_json({"type": "closed"})
+                break
+    except (ConnectionResetError, RuntimeError):
+        pass                                         # the browser went away mid-send
+    finally:
+        reader.cancel()
+        await ws.close()
+        log.info(kv(event="agent_ws_closed", user=staff.username, escalation=esc_id))
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what the browser sends, so pings/close frames are handled; ends when the socket does."""
+    async for message in ws:
+        if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break

@@ -1,0 +1,226 @@
+// Agent console: queue of escalated calls, taking one, its live transcript (websocket), notes and closing.
+// Plain JS, no build step. Every value from the server is written with textContent (never as HTML).
+(function () {
+  "use strict";
+  var root = document.getElementById("agent-console");
+  if (!root) { return; }
+  var CSRF = root.getAttribute("data-csrf");
+  var ME = root.getAttribute("data-agent");
+  var QUEUE_POLL_MS = 2000;
+  var current = null;          // {id, version, lastTurn, socket, closed}
+  var queueFetchedAt = 0;
+  var queueItems = [];
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+
+  function showError(message) {
+    var box = document.getElementById("console-error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function api(method, path, body) {
+    var opts = { method: method, credentials: "same-origin", headers: { "Accept": "application/json" } };
+    if (method !== "GET") {
+      opts.headers["X-CSRF-Token"] = CSRF;
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body || {});
+    }
+    return fetch(path, opts).then(function (resp) {
+      return resp.json().catch(function () { return null; }).then(function (data) {
+        if (!resp.ok) {
+          var msg = (Array.isArray(data) && data[0] && data[0].description) || ("Error " + resp.status);
+          if (resp.status === 401) { window.location.href = "/staff/login?next=/agente"; }
+          throw new Error(msg);
+        }
+        return data;
+      });
+    });
+  }
+
+  function mmss(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    var m = Math.floor(s / 60);
+    return m + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  // ---- queue ----------------------------------------------------------------------------------------------------
+  function renderQueue() {
+    var body = document.getElementById("queue-rows");
+    body.textContent = "";
+    if (!queueItems.length) {
+      var row = el("tr", { "class": "empty" });
+      row.appendChild(el("td", { colspan: "6" }, "No hay llamadas en espera."));
+      body.appendChild(row);
+      return;
+    }
+    var elapsed = (Date.now() - queueFetchedAt) / 1000;
+    queueItems.forEach(function (item) {
+      var row = el("tr", { "data-escalation": String(item.id), "data-call": item.call_id });
+      row.appendChild(el("td", { "class": "folio" }, item.folio || "(sin caso)"));
+      row.appendChild(el("td", {}, item.caller_masked));
+      row.appendChild(el("td", {}, item.reason));
+      row.appendChild(el("td", { "class": "state" }, item.state_label));
+      var waiting = item.taken_by ? item.waiting_s : item.waiting_s + elapsed;
+      row.appendChild(el("td", { "class": "waiting" }, mmss(waiting)));
+      var cell = el("td");
+      if (!item.taken_by) {
+        var take = el("button", { type: "button", "class": "take" }, "Tomar");
+        take.addEventListener("click", function () { takeCall(item.id); });
+        cell.appendChild(take);
+      } else if (item.taken_by === ME) {
+        var open = el("button", { type: "button", "class": "secondary open" }, "Abrir");
+        open.addEventListener("click", function () { openCall(item.id); });
+        cell.appendChild(open);
+      } else {
+        cell.appendChild(el("span", { "class": "small" }, "Atiende " + item.taken_by));
+      }
+      row.appendChild(cell);
+      body.appendChild(row);
+    });
+  }
+
+  function refreshQueue() {
+    return api("GET", "/api/agente/cola").then(function (data) {
+      queueItems = data.items;
+      queueFetchedAt = Date.now();
+      renderQueue();
+    }).catch(function (err) { showError(err.message); });
+  }
+
+  // ---- the taken call -------------------------------------------------------------------------------------------
+  function field(list, label, value) {
+    if (value === null || value === undefined || value === "") { return; }
+    list.appendChild(el("dt", {}, label));
+    list.appendChild(el("dd", {}, value));
+  }
+
+  function renderCase(data) {
+    var pane = document.getElementById("case-pane");
+    var summary = document.getElementById("case-summary");
+    summary.textContent = "";
+    var dl = el("dl", { id: "case-fields" });
+    var c = data.case;
+    field(dl, "Folio", c ? c.folio : "(la llamada no tiene caso)");
+    if (c) {
+      field(dl, "Trámite", c.tramite);
+      field(dl, "Estado", c.status_label);
+      field(dl, "Ciudadano", c.citizen_name);
+      field(dl, "CURP", c.citizen_curp);
+      field(dl, "Teléfono del caso", c.citizen_phone);
+      field(dl, "Faltan", c.missing.join(", "));
+      field(dl, "Cita", c.appointment);
+    }
+    field(dl, "Llamante", data.item.caller_masked);
+    field(dl, "Motivo", data.item.reason);
+    field(dl, "Devolver llamada a", data.callback_phone);
+    summary.appendChild(dl);
+    summary.setAttribute("data-folio", c ? c.folio : "");
+    summary.setAttribute("data-call", data.item.call_id);
+    document.getElementById("case-call-state").textContent = data.item.state_label;
+    var list = document.getElementById("transcript");
+    list.textContent = "";
+    current.lastTurn = 0;
+    data.transcript.forEach(function (t) { addTurn(t, false); });
+    var notes = document.getElementById("notes");
+    notes.textContent = "";
+    data.notes.forEach(addNote);
+    current.version = c ? c.version : null;
+    setLive(data.call_live);
+    pane.hidden = false;
+  }
+
+  function addTurn(turn, live) {
+    if (!current || turn.id <= current.lastTurn) { return; }      // a reconnect may resend the last ones
+    current.lastTurn = turn.id;
+    var item = el("li", { "class": "turn " + turn.speaker + (live ? " live" : ""), "data-turn": String(turn.id) });
+    item.appendChild(el("span", { "class": "speaker" }, turn.speaker_label + ": "));
+    item.appendChild(el("span", { "class": "text" }, turn.text));
+    document.getElementById("transcript").appendChild(item);
+  }
+
+  function addNote(note) {
+    document.getElementById("notes").appendChild(el("li", { "data-note": String(note.id) },
+      note.author + ": " + note.text));
+  }
+
+  function setLive(live) {
+    document.getElementById("live-badge").hidden = !live;
+  }
+
+  function connect() {
+    if (!current || current.closed) { return; }
+    var id = current.id;
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + "/api/agente/llamadas/" + id + "/ws?after=" +
+                               current.lastTurn);
+    current.socket = socket;
+    socket.onmessage = function (event) {
+      var msg = JSON.parse(event.data);
+      if (!current || current.id !== id) { return; }
+      if (msg.type === "turn") { addTurn(msg, true); }
+      else if (msg.type === "call") { setLive(msg.live); }
+      else if (msg.type === "closed") { current.closed = true; }
+    };
+    socket.onclose = function () {
+      if (current && current.id === id && !current.closed && current.socket === socket) {
+        window.setTimeout(connect, 1500);                              // reconnect; ?after= avoids duplicates
+      }
+    };
+  }
+
+  function startCall(id, data) {
+    if (current && current.socket) { current.closed = true; current.socket.close(); }
+    current = { id: id, version: null, lastTurn: 0, socket: null, closed: false };
+    renderCase(data);
+    connect();
+    refreshQueue();
+  }
+
+  function takeCall(id) {
+    showError("");
+    api("POST", "/api/agente/llamadas/" + id + "/tomar").then(function (data) { startCall(id, data); })
+      .catch(function (err) { showError(err.message); refreshQueue(); });
+  }
+
+  function openCall(id) {
+    showError("");
+    api("GET", "/api/agente/llamadas/" + id).then(function (data) { startCall(id, data); })
+      .catch(function (err) { showError(err.message); });
+  }
+
+  document.getElementById("note-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!current) { return; }
+    var box = document.getElementById("note-text");
+    api("POST", "/api/agente/llamadas/" + current.id + "/notas", { text: box.value }).then(function (note) {
+      addNote(note);
+      box.value = "";
+    }).catch(function (err) { showError(err.message); });
+  });
+
+  document.getElementById("close-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!current) { return; }
+    var body = { disposition: document.getElementById("disposition").value,
+                 status: document.getElementById("case-status").value || null,
+                 note: document.getElementById("status-note").value,
+                 version: current.version };
+    api("POST", "/api/agente/llamadas/" + current.id + "/cerrar", body).then(function () {
+      current.closed = true;
+      if (current.socket) { current.socket.close(); }
+      current = null;
+      document.getElementById("case-pane").hidden = true;
+      refreshQueue();
+    }).catch(function (err) { showError(err.message); });
+  });
+
+  refreshQueue();
+  window.setInterval(refreshQueue, QUEUE_POLL_MS);
+  window.setInterval(renderQueue, 1000);                            // waiting times tick between polls
+})();
