@@ -1,5 +1,5 @@
-"""`CaseRecorder`: the IVR engine's `ivr.records.CallRecorder` (and `ivr.escalation.EscalationJournal`) over the
-case-bridge service.
+"""`CaseRecorder`: the IVR engine's `ivr.records.CallRecorder` over the case-bridge service.
+(`case_bridge.escalation.EscalationRecorder` extends it with the escalation journal, sharing the outbox.)
 
 Every write goes to the database through `CaseService` (in a worker thread, so the event loop keeps streaming
 audio). If the database can't be reached the write goes to the node's `Outbox` instead and the call goes on; a
@@ -51,9 +51,6 @@ class CaseRecorder:
             "add_turn": service.add_turn,
             "link_call_case": service.link_call_case,
             "close_call": service.close_call,
-            "escalate": service.escalate,
-            "escalation_result": service.escalation_result,
-            "request_callback": service.request_callback,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -123,17 +120,6 @@ class CaseRecorder:
         await self._record("close_call", call_id=call_id, disposition=disposition, transfer_target=transfer_target,
                            ended_at=utcnow())
         self._turn_seq.pop(call_id, None)
-
-    # -- ivr.escalation.EscalationJournal: the agent queue, through the same outbox ----------------------------
-    async def escalation_requested(self, call_id: str, reason: str, target: str, mode: str) -> None:
-        await self._record("escalate", call_id=call_id, reason=f"{reason}"[:64], target=target)
-
-    async def escalation_result(self, call_id: str, ok: bool, status_code: int, detail: str) -> None:
-        await self._record("escalation_result", call_id=call_id, ok=ok, status_code=status_code, detail=detail)
-
-    async def callback_requested(self, call_id: str, accepted: bool, phone: str | None) -> None:
-        # the number is already in the call record (hashed) and the citizen record: not written again here
-        await self._record("request_callback", call_id=call_id, accepted=accepted)
 
     # -- writing ----------------------------------------------------------------------------------------------
     async def _record(self, op: str, **args: Any) -> None:

@@ -40,11 +40,9 @@ Calls (the IVR engine, through case_bridge.phone.CaseRecorder)
         Committed before it returns (the reply is spoken after). Same key twice -> stored once (returns False).
     close_call(call_id, disposition, *, transfer_target=None, ended_at=None) -> None
     get_call(call_id) -> CallView | None;  transcript(call_id, after_id=0) -> list[TurnView]
-Escalation (issue 6)
+Escalation (the agent console's richer queue is case_bridge.escalation.EscalationDesk / EscalationRecorder)
     escalate(call_id, *, reason="", target="") -> EscalationView      idempotent per call
     escalation_queue(include_taken=False) -> list[EscalationView];  get_escalation(id) -> EscalationView | None
-    escalation_result(call_id, ok, status_code=0, detail="") -> None   a failed transfer leaves the queue
-    request_callback(call_id, accepted) -> None                        accepted: back in the queue as `callback`
     take_escalation(escalation_id, staff_id) -> EscalationView        AlreadyTaken if someone else has it
     close_escalation(escalation_id, disposition) -> EscalationView
 Staff and catalog
@@ -593,39 +591,6 @@ class CaseService:
         return EscalationView(esc.id, call.sip_call_id, case.folio if case else None, esc.reason, esc.target,
                               esc.requested_at, staff.username if staff else None, esc.taken_at, esc.closed_at,
                               esc.disposition, call.caller_masked)
-
-    def escalation_result(self, call_id: str, ok: bool, status_code: int = 0, detail: str = "") -> None:
-        """The transfer's outcome (NOTIFY sipfrag or bridged INVITE). A failed one leaves the queue."""
-        def work(s: Session) -> None:
-            call = self._call(s, call_id)
-            esc = s.execute(select(Escalation).where(Escalation.call_id == call.id)).scalar_one_or_none()
-            if esc is None:
-                esc = Escalation(call_id=call.id, case_id=call.case_id, reason="transfer")
-                s.add(esc)
-            if not ok and esc.taken_at is None:
-                esc.closed_at = esc.closed_at or utcnow()
-                esc.disposition = f"failed {status_code}"[:32]
-            log.info(kv(event="escalation_result", call_id=call_id, ok=ok, code=status_code, detail=detail[:80]))
-
-        self._write(work)
-
-    def request_callback(self, call_id: str, accepted: bool) -> None:
-        """After a failed transfer the caller asked (or declined) to be called back: a callback is a queue entry
-        again, with reason `callback`, for an agent to take. The number stays in the call record (hashed) and in
-        the citizen record; nothing here stores it in clear."""
-        def work(s: Session) -> None:
-            call = self._call(s, call_id)
-            esc = s.execute(select(Escalation).where(Escalation.call_id == call.id)).scalar_one_or_none()
-            if esc is None:
-                esc = Escalation(call_id=call.id, case_id=call.case_id, reason="callback")
-                s.add(esc)
-            if accepted:
-                esc.reason, esc.closed_at, esc.disposition = "callback", None, "callback_requested"
-            else:
-                esc.closed_at = esc.closed_at or utcnow()
-                esc.disposition = esc.disposition or "callback_declined"
-
-        self._write(work)
 
     def escalation_queue(self, include_taken: bool = False) -> list[EscalationView]:
         with self._session() as s:

@@ -170,7 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default web.host)")
     parser.add_argument("--port", type=int, help="listen port (default web.port)")
     parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations / load the catalog")
-    parser.add_argument("--demo", action="store_true", help="create the demo citizen and case (prints folio+PIN)")
+    parser.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                        help="create the demo citizen and case and print its folio+PIN (default: only on the "
+                             "embedded SQLite database)")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -181,9 +183,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         upgrade(settings.database_url)
         count, source = seed_catalog(service)
         log.info(kv(event="catalog_loaded", tramites=count, source=source))
-        if args.demo:
+        demo = args.demo if args.demo is not None else settings.database_url.startswith("sqlite")
+        if demo:
             folio, pin = seed_demo(service)
-            print(f"demo: folio {folios.display(folio)} PIN {pin}", flush=True)
+            print(f"demo case: folio {folios.display(folio)} PIN {pin} (portal: consult it with these)", flush=True)
     app = build_app(settings, service)
     app.on_cleanup.append(lambda _app: asyncio.to_thread(service.close))
     host, port = args.host or settings.web.host, args.port or settings.web.port

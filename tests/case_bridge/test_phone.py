@@ -153,20 +153,3 @@ async def test_postgres_cut_mid_call_then_restored(pg_database: str, tmp_path: P
 def test_pg_url_helper() -> None:
     assert pg_url("x").endswith("/x")
 
-
-async def test_recorder_is_the_escalation_journal(svc: CaseService, tmp_path: Path) -> None:
-    from ivr.escalation import EscalationJournal
-
-    rec = CaseRecorder(svc, data_dir=tmp_path, name="esc")
-    await rec.start()
-    assert isinstance(rec, EscalationJournal)
-    for call_id, ok in (("esc-ok@test", True), ("esc-fail@test", False)):
-        await rec.call_started(_info(call_id))
-        await rec.escalation_requested(call_id, "caller_asked", "sip:agentes@127.0.0.1:5090", "refer")
-        await rec.escalation_result(call_id, ok, 202 if ok else 486, "Accepted" if ok else "Busy Here")
-    queue = {e.call_id: e for e in await asyncio.to_thread(svc.escalation_queue)}
-    assert "esc-ok@test" in queue and "esc-fail@test" not in queue
-    await rec.callback_requested("esc-fail@test", True, "2281112233")
-    queue = {e.call_id: e for e in await asyncio.to_thread(svc.escalation_queue)}
-    assert queue["esc-fail@test"].reason == "callback" and queue["esc-fail@test"].caller_masked == "******2233"
-    await rec.stop()
