@@ -65,6 +65,7 @@ class EndOfSpeech:
     at: float                  # when the endpointer decided
     speech_end_at: float       # end of the last voiced frame: the real end of the caller's speech
     voiced_ms: int = 0         # voiced time in the utterance (a cough is short)
+    seq: int = 0               # number of the utterance in the stream (1, 2, ...); its Final has the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Final:
     confidence: float | None
     speech_end_at: float
     voiced_ms: int = 0
+    seq: int = 0
 
 
 AsrEvent = SpeechStarted | Partial | EndOfSpeech | Final
@@ -145,6 +147,7 @@ class RecognizeStream:
         self._now = 0.0
         self.partial = ""             # latest partial of the utterance in progress ("" between utterances)
         self._utterance_open = False  # audio of an utterance has been sent and not yet flushed or reset
+        self.utterances_ended = 0     # EndOfSpeech events emitted (the seq of the latest)
         self.frames_in = 0            # frames pushed
         self.frames_decoded = 0       # frames sent to the decoder (VAD gating keeps this low)
         self.decode_s = 0.0           # time spent inside the decoder
@@ -218,8 +221,10 @@ class RecognizeStream:
         """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
         speech_end = self.vad.last_voiced_at or self._now
         voiced = self.vad.voiced_ms
-        self._events.put_nowait(EndOfSpeech(self._now, speech_end, voiced))
-        self._inbox.put_nowait((_FINAL, (speech_end, voiced)))
+        self.utterances_ended += 1
+        seq = self.utterances_ended
+        self._events.put_nowait(EndOfSpeech(self._now, speech_end, voiced, seq))
+        self._inbox.put_nowait((_FINAL, (speech_end, voiced, seq)))
         self.vad.reset()
         self.endpointer.reset()
         self._utterance_open = False
@@ -339,7 +344,7 @@ class RecognizeStream:
                 self.decode_s += time.perf_counter() - t0
                 if text:
                     segments.append(text)
-                out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1]))
+                out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1], arg[2]))
                 segments.clear()
                 self._since_partial = 0
             elif kind == _RESET:

@@ -112,7 +112,7 @@ class CallSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._conversation: asyncio.Task[None] | None = None
         self._input_end_at: float | None = None    # end of the caller's last input (speech end or DTMF)
-        self._stale_finals = 0                     # results still to come for utterances already superseded
+        self._superseded_upto = 0                  # utterances up to this seq were answered by keys instead
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     async def run(self) -> Disposition:
@@ -403,9 +403,11 @@ class CallSession:
             if isinstance(event, DtmfIn):
                 digits = self.dtmf.push(event.digit, event.timestamp)
                 if digits is not None:
-                    return self._dtmf_turn(digits, event.timestamp, stream, awaiting_final)
+                    return self._dtmf_turn(digits, event.timestamp, stream)
                 continue
             if isinstance(event, SpeechStarted):
+                continue
+            if isinstance(event, (EndOfSpeech, Final)) and event.seq <= self._superseded_upto:
                 continue
             if isinstance(event, EndOfSpeech):
                 if not prompt.done and not prompt.allow_barge_in:
@@ -414,9 +416,6 @@ class CallSession:
                     awaiting_final = True
                 continue
             if isinstance(event, Final):
-                if self._stale_finals:
-                    self._stale_finals -= 1
-                    continue
                 if drop_speech:
                     drop_speech = False
                     continue
@@ -430,14 +429,14 @@ class CallSession:
             # A timeout: a pending DTMF string ends, or nobody answered.
             digits = self.dtmf.expire(now)
             if digits is not None:
-                return self._dtmf_turn(digits, self.dtmf.last_digit_at or now, stream, awaiting_final)
+                return self._dtmf_turn(digits, self.dtmf.last_digit_at or now, stream)
             if listening_since is not None and not awaiting_final and not stream.vad.in_utterance \
                     and not self.dtmf.pending and now - listening_since >= self.turns_cfg.no_input_timeout_s:
                 return None
 
-    def _dtmf_turn(self, digits: str, at: float, stream: RecognizeStream, awaiting_final: bool) -> CallerTurn:
-        if awaiting_final:
-            self._stale_finals += 1     # the keys answered first; that utterance's result must not answer later
+    def _dtmf_turn(self, digits: str, at: float, stream: RecognizeStream) -> CallerTurn:
+        # The keys answered first: results of utterances ended so far must not answer a later prompt.
+        self._superseded_upto = stream.utterances_ended
         stream.discard_utterance()
         if self.prompt is not None and not self.prompt.done:
             self.prompt.interrupt()

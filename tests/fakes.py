@@ -260,8 +260,9 @@ class ScriptedDecoder:
     words); `final()` pops it. Everything fed is counted so tests can check VAD gating."""
 
     def __init__(self, texts: Sequence[str], *, rate: int = RATE, partial_after_ms: int = 100,
-                 fail: bool = False) -> None:
+                 fail: bool = False, final_delay_s: float = 0.0) -> None:
         self.texts = list(texts)
+        self.final_delay_s = final_delay_s     # a slow decoder: the result is still in flight for this long
         self.rate = rate
         self.partial_after_ms = partial_after_ms
         self.fail = fail
@@ -284,6 +285,8 @@ class ScriptedDecoder:
         return self.texts[0] if self.texts and ms >= self.partial_after_ms else ""
 
     def final(self) -> tuple[str, float | None]:
+        if self.final_delay_s:
+            time.sleep(self.final_delay_s)     # runs on a pool thread, like Vosk's FinalResult
         self.finals += 1
         self._utt_bytes = 0
         return (self.texts.pop(0), 0.9) if self.texts else ("", None)
@@ -303,8 +306,9 @@ class ScriptedRecognizer:
     """`SpeechRecognizer` over the real `RecognizeStream` (real VAD, gating, endpointing) with scripted text."""
 
     def __init__(self, texts: Sequence[str], config: object, *, partial_after_ms: int = 100,
-                 fail: bool = False) -> None:
+                 fail: bool = False, final_delay_s: float = 0.0) -> None:
         self.texts = list(texts)
+        self.final_delay_s = final_delay_s
         self.config = config
         self.partial_after_ms = partial_after_ms
         self.fail = fail
@@ -314,7 +318,7 @@ class ScriptedRecognizer:
     def stream(self, call_id: str, sample_rate: int):  # type: ignore[no-untyped-def]
         from ivr.asr import RecognizeStream
         decoder = ScriptedDecoder(self.texts, rate=sample_rate, partial_after_ms=self.partial_after_ms,
-                                  fail=self.fail)
+                                  fail=self.fail, final_delay_s=self.final_delay_s)
         self.decoders.append(decoder)
         s = RecognizeStream(lambda: decoder, None, self.config, sample_rate=sample_rate,  # type: ignore[arg-type]
                             call_id=call_id)

@@ -303,3 +303,16 @@ async def test_a_failing_edge_ends_the_call_cleanly() -> None:
     assert await call.result() == "error"
     assert call.session.hangup_reason == "leg_error"
     assert call.recorder.ended == [("call-1", "error", None)]
+
+
+async def test_speech_result_superseded_by_keys_does_not_answer_the_next_prompt() -> None:
+    call = Call(free("¿Qué desea?"), [free("Bien."), DialogueReply(texts=("Adiós.",), hangup=True)],
+                texts=["viejo", "nuevo"])
+    call.asr.final_delay_s = 0.6                                  # results take a while to come back
+    await call.wait_prompt_done(0)
+    await call.leg.say(speech("안녕하세요") + silence(320))     # endpoint reached (300 ms), result in flight
+    call.leg.press("1")                                           # ... but the keys answer first
+    await call.wait_prompt_done(1)
+    await call.leg.say(speech("감사합니다") + silence(600))
+    assert await call.result() == "completed"
+    assert [(t.dtmf, t.text) for t in call.dialogue.turns] == [("1", None), (None, "nuevo")]
