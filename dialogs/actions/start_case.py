@@ -16,7 +16,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from dialogs.actions.context import call_meta, intent_confidence, latest_intent
+from dialogs.actions.context import call_meta, entity_values, intent_confidence, latest_intent
 from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
 from dialogs.actions.payloads import YES_NO_PHRASES, expect, say
 from dialogs.actions.resources import UsesResources
@@ -97,6 +97,16 @@ def parse_field(field: PhoneField, value: str, intent: str) -> str | None:
 class ValidateStartForm(UsesResources, FormValidationAction):
     def name(self) -> str:
         return "validate_start_form"
+
+    async def extract_start_tramite(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                    domain: DomainDict) -> dict[str, Any]:
+        """On activation, the trámite named in the request itself ("quiero iniciar el acta de nacimiento por
+        teléfono") fills the slot, so the caller is not asked again."""
+        if tracker.get_slot("start_tramite") or tracker.get_slot("requested_slot") \
+                or latest_intent(tracker) != "start_tramite":
+            return {}
+        named = entity_values(tracker, "tramite")
+        return {"start_tramite": named[0]} if named else {}
 
     async def validate_start_tramite(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                      domain: DomainDict) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Three failures lock the folio there: nothing about the case is said and an agent
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -89,9 +90,10 @@ class ValidateStatusForm(UsesResources, FormValidationAction):
         if cases is None:
             say(dispatcher, "En este momento no puedo consultar los trámites.")
             return {"verification": "n/a", "status_result": "unavailable"}
-        kwargs = {"pin": chars} if chars.isdigit() else {"curp_last4": chars}
+        pin, curp_last4 = (chars, None) if chars.isdigit() else (None, chars)
         try:
-            result = await asyncio.to_thread(cases.status_for, folio, client=meta.caller_number, **kwargs)
+            result = await asyncio.to_thread(functools.partial(
+                cases.status_for, folio, pin=pin, curp_last4=curp_last4, client=meta.caller_number))
         except Exception as exc:  # the database is down: say so, keep no data, offer the agent
             log.error(kv(event="status_failed", call_id=meta.call_id, case=folio, error=type(exc).__name__))
             say(dispatcher, "En este momento no puedo consultar los trámites.")

@@ -197,6 +197,14 @@ def test_open_a_case_by_phone_with_folio_read_back(rasa_stack: RasaStack, case_s
     assert "algo más" in text
 
 
+def test_procedure_named_in_the_request_is_not_asked_again(rasa_stack: RasaStack) -> None:
+    talk = Conversation(rasa_stack)
+    text, _ = talk.say("quiero iniciar el trámite de constancia de antecedentes penales por teléfono")
+    assert "Vamos a iniciar" in text and "CURP" in text
+    text, _ = talk.say("no, mejor no")
+    assert "algo más" in text and talk.slot("start_tramite") is None
+
+
 def test_agent_goodbye_and_out_of_scope(rasa_stack: RasaStack) -> None:
     talk = Conversation(rasa_stack)
     text, payloads = talk.say("cuéntame un chiste")
