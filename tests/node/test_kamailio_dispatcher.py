@@ -191,3 +191,22 @@ async def test_malformed_sip_does_not_disturb_the_node(tmp_path: Path, logs: Pat
     finally:
         for proc in workers:
             stop_group(proc)
+
+
+async def test_tcp_caller_reaches_udp_workers(tmp_path: Path, logs: Path) -> None:
+    """Kamailio listens on TCP as well; calls arriving over TCP go on to the workers over UDP (double
+    Record-Route), and ACK/BYE find their way back along the route set."""
+    _, settings = write_settings(tmp_path, sip={"workers": 2})
+    workers = start_workers(settings, logs)
+    try:
+        async with run_kamailio(settings, logs) as k:
+            calls = start_sipp(["-sf", str(SCENARIOS / "uac_call.xml"), "-t", "t1", "-i", HOST,
+                                "-p", str(free_port_block(1)), "-mp", str(free_port_block(4, 40000, 50000)),
+                                "-m", "4", "-l", "4", "-r", "10", "-d", "1500", "-recv_timeout", "15000",
+                                f"{HOST}:{settings.sip.port}"], logs, "tcp")
+            await wait_loads(k, {"w0": 2, "w1": 2})
+            assert await asyncio.to_thread(calls.wait, 40) == 0, (logs / "tcp.log").read_text()[-3000:]
+            await wait_loads(k, {"w0": 0, "w1": 0})
+    finally:
+        for proc in workers:
+            stop_group(proc)
