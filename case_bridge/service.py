@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -142,6 +142,9 @@ class CaseService:
     def __init__(self, engine: Engine, *, redis_url: str | None = None, ratelimit_prefix: str = "veratur") -> None:
         self.engine = engine
         self._sessions = make_sessionmaker(engine)
+        # same pool; on PostgreSQL reads skip the BEGIN/ROLLBACK round trips (SQLite keeps its BEGIN IMMEDIATE)
+        self._read_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                             if engine.dialect.name == "postgresql" else engine)
         self.limiter = AttemptLimiter(redis_url, self._sessions, prefix=ratelimit_prefix)
         self._pin_key: bytes | None = None
 
@@ -170,6 +173,15 @@ class CaseService:
             if exc.connection_invalidated:
                 raise DatabaseUnavailable(str(exc.orig or exc).splitlines()[0]) from exc
             raise
+
+    @contextmanager
+    def _reader(self) -> Iterator[Connection]:
+        """A read-only Core connection (autocommit on PostgreSQL), with the same error mapping as `_session`."""
+        try:
+            with self._read_engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseUnavailable(str(exc.orig or exc).splitlines()[0]) from exc
 
     def _write(self, work: Callable[[Session], T]) -> T:
         """Run `work` in a transaction; on an optimistic-lock conflict re-read and run it again."""
@@ -301,24 +313,26 @@ class CaseService:
             return StatusResult("locked", retry_after_s=max(lock.retry_after_s for lock in locks), attempts_left=0,
                                 message="demasiados intentos; espere e intente más tarde")
         case, row = None, None
-        with self._session() as s:
-            if timeline:
+        if timeline:
+            with self._session() as s:
                 case = s.execute(select(Case).where(Case.folio == folio).options(
                     joinedload(Case.tramite), joinedload(Case.citizen), selectinload(Case.history),
                     selectinload(Case.interactions))).unique().scalar_one_or_none()
                 stored_pin, curp = (case.pin_hash, case.citizen.curp if case.citizen else None) if case else (None, None)
-            else:
-                # the status-only hot path (phone line, status API): one Core statement, no ORM objects
-                row = s.execute(_STATUS_ROW.where(Case.folio == folio)).first()
-                stored_pin, curp = (row.pin_hash, row.curp) if row else (None, None)
-            verified = False
-            if pin is not None:
-                verified = hashing.verify_secret(pin.strip(), stored_pin or _DUMMY_PIN_HASH) and stored_pin is not None
-            elif curp_last4 is not None and curp:
-                verified = secrets.compare_digest(curp[-4:].upper(), curp_last4.strip().upper()[-4:])
-            view = None
-            if verified:
-                view = _case_view(case) if timeline and case is not None else _status_view(row)
+        else:
+            # the status-only hot path (phone line, status API): one Core statement on an autocommit connection
+            # (no BEGIN/ROLLBACK round trips), no ORM objects
+            with self._reader() as conn:
+                row = conn.execute(_STATUS_ROW.where(Case.folio == folio)).first()
+            stored_pin, curp = (row.pin_hash, row.curp) if row else (None, None)
+        verified = False
+        if pin is not None:
+            verified = hashing.verify_secret(pin.strip(), stored_pin or _DUMMY_PIN_HASH) and stored_pin is not None
+        elif curp_last4 is not None and curp:
+            verified = secrets.compare_digest(curp[-4:].upper(), curp_last4.strip().upper()[-4:])
+        view = None
+        if verified:
+            view = _case_view(case) if timeline and case is not None else _status_view(row)
         if view is not None:
             for key, lock in zip(keys, locks, strict=True):
                 if lock.failures:
