@@ -46,6 +46,8 @@ POLL_S = 0.5                    # transcript poll per open socket
 WS_HEARTBEAT_S = 20.0
 MAX_SOCKET_S = 4 * 3600.0       # a console left open all shift reconnects after this
 SPEAKER_LABELS = {"caller": "Ciudadano", "portal": "Portal", "agent": "Agente"}
+REASON_LABELS = {"caller_request": "Pidió un agente", "no_match": "No se le entendió", "no_input": "No respondió",
+                 "verification_locked": "Verificación bloqueada", "dialogue_error": "Falla del diálogo"}
 
 
 def setup(app: web.Application) -> None:
@@ -61,6 +63,7 @@ def _time(value: datetime | None) -> str | None:
 def item_json(item: QueueItem) -> dict[str, Any]:
     data = asdict(item)
     data["requested_at"] = _time(item.requested_at)
+    data["reason_label"] = REASON_LABELS.get(item.reason, item.reason)
     return data
 
 

@@ -64,7 +64,7 @@
       var row = el("tr", { "data-escalation": String(item.id), "data-call": item.call_id });
       row.appendChild(el("td", { "class": "folio" }, item.folio || "(sin caso)"));
       row.appendChild(el("td", {}, item.caller_masked));
-      row.appendChild(el("td", {}, item.reason));
+      row.appendChild(el("td", {}, item.reason_label));
       row.appendChild(el("td", { "class": "state" }, item.state_label));
       var waiting = item.taken_by ? item.waiting_s : item.waiting_s + elapsed;
       row.appendChild(el("td", { "class": "waiting" }, mmss(waiting)));
@@ -89,6 +89,11 @@
     return api("GET", "/api/agente/cola").then(function (data) {
       queueItems = data.items;
       queueFetchedAt = Date.now();
+      queueItems.forEach(function (item) {
+        if (current && item.id === current.id) {
+          document.getElementById("case-call-state").textContent = item.state_label;
+        }
+      });
       renderQueue();
     }).catch(function (err) { showError(err.message); });
   }
@@ -117,7 +122,7 @@
       field(dl, "Cita", c.appointment);
     }
     field(dl, "Llamante", data.item.caller_masked);
-    field(dl, "Motivo", data.item.reason);
+    field(dl, "Motivo", data.item.reason_label);
     field(dl, "Devolver llamada a", data.callback_phone);
     summary.appendChild(dl);
     summary.setAttribute("data-folio", c ? c.folio : "");
@@ -141,7 +146,9 @@
     var item = el("li", { "class": "turn " + turn.speaker + (live ? " live" : ""), "data-turn": String(turn.id) });
     item.appendChild(el("span", { "class": "speaker" }, turn.speaker_label + ": "));
     item.appendChild(el("span", { "class": "text" }, turn.text));
-    document.getElementById("transcript").appendChild(item);
+    var list = document.getElementById("transcript");
+    list.appendChild(item);
+    list.scrollTop = list.scrollHeight;                                // follow the conversation
   }
 
   function addNote(note) {
