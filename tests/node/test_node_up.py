@@ -259,3 +259,21 @@ def test_cancelled_calls_free_their_slot(tmp_path: Path, logs: Path) -> None:
         calls = start_calls(settings, caller_scenario(tmp_path, None), logs, "after", calls=4, hold_ms=500, rate=10)
         assert calls.wait(60) == 0, (logs / "after.errors.log").read_text()[:2000]
         wait_loads(node, {"w0": 0}, timeout_s=5)
+
+
+def test_frozen_worker_is_killed_and_replaced(tmp_path: Path, logs: Path) -> None:
+    """A worker that stops answering (SIGSTOP: alive but frozen) is taken out by Kamailio's probing, killed by
+    the supervisor after a few missed OPTIONS and replaced; meanwhile calls go to the other worker."""
+    config, settings = node_settings(tmp_path, workers=2)
+    with run_node(config, settings, *NODE_ARGS, "--ivr-app", "demo") as node:
+        mark = len(node.stderr)
+        frozen = node.workers()[0]
+        frozen.send_signal(signal.SIGSTOP)
+        calls = start_calls(settings, caller_scenario(tmp_path, None), logs, "during", calls=4, hold_ms=500,
+                            rate=2)
+        node.wait_for(r"event=worker_frozen child=ivr-0", 60, start=mark)
+        node.wait_for(r"event=child_ready child=ivr-0 .*restarts=1", 60, start=mark)
+        assert not frozen.is_running() or frozen.status() == psutil.STATUS_ZOMBIE
+        # Calls placed while worker 0 was frozen all completed: a call routed to it before Kamailio noticed
+        # timed out after fr_timer and failed over to worker 1.
+        assert calls.wait(60) == 0, (logs / "during.errors.log").read_text()[:2000]
