@@ -32,6 +32,7 @@ log = logging.getLogger("ivr.rasa_client")
 
 WEBHOOK_PATH = "/webhooks/rest/webhook"
 EXPECT_KINDS = frozenset({"free", "yes_no", "digits", "menu", "city", "none"})
+TRANSFER_REASONS = frozenset({"caller_request", "no_match", "no_input", "verification_locked", "dialogue_error"})
 GREETING_MESSAGE = "/greet"
 NO_INPUT_MESSAGE = "/repeat"
 FALLBACK_NOTICE = "Tengo un problema técnico para entenderle; le ofrezco el menú del teclado."
@@ -81,6 +82,7 @@ def parse_messages(messages: Any) -> DialogueReply:
     expect: Expect | None = None
     transfer = hangup = False
     folio: str | None = None
+    reason: str | None = None
     for message in messages:
         if not isinstance(message, dict):
             continue
@@ -93,8 +95,10 @@ def parse_messages(messages: Any) -> DialogueReply:
             hangup = hangup or custom.get("hangup") is True
             if isinstance(custom.get("case_folio"), str):
                 folio = custom["case_folio"]
+            if custom.get("transfer_reason") in TRANSFER_REASONS:    # e.g. verification_locked (issue 6)
+                reason = custom["transfer_reason"]
     return DialogueReply(texts=tuple(texts), expect=expect or Expect(), transfer=transfer, hangup=hangup,
-                         case_folio=folio)
+                         case_folio=folio, transfer_reason=reason)
 
 
 class RasaDialogue:

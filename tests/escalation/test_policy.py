@@ -120,3 +120,12 @@ def test_case_headers_always_decode(folio: str, call_id: str, reason: str) -> No
     (CallerTurn(text="no sé"), False), (None, False)])
 def test_callback_answer(turn: CallerTurn | None, yes: bool) -> None:
     assert is_yes(turn) is yes
+
+
+def test_rasa_payload_names_the_transfer_reason() -> None:
+    from ivr.rasa_client import parse_messages
+    locked = parse_messages([{"text": "Le comunico con un asesor.",
+                              "custom": {"transfer": True, "transfer_reason": "verification_locked"}}])
+    assert locked.transfer and locked.transfer_reason == "verification_locked"
+    bogus = parse_messages([{"text": "x", "custom": {"transfer": True, "transfer_reason": "sip:evil@x"}}])
+    assert bogus.transfer and bogus.transfer_reason is None          # only known reasons pass
