@@ -43,7 +43,7 @@ def damm_digit(digits: str) -> str:
 
 
 def is_valid(digits: str) -> bool:
-    return digits.isdigit() and damm_digit(digits) == "0"
+    return digits.isascii() and digits.isdigit() and damm_digit(digits) == "0"
 
 
 def new_folio() -> str:
@@ -58,7 +58,7 @@ def normalize(text: str) -> str:
     if not isinstance(text, str):
         raise MalformedFolio("el folio debe ser texto")
     digits = _SEPARATORS.sub("", text.strip())
-    if len(digits) != FOLIO_DIGITS or not digits.isdigit():
+    if len(digits) != FOLIO_DIGITS or not (digits.isascii() and digits.isdigit()):
         raise MalformedFolio(f"el folio tiene {FOLIO_DIGITS} dígitos")
     if not is_valid(digits):
         raise MalformedFolio("el folio no es válido (dígito verificador)")

@@ -230,3 +230,26 @@ async def test_logs_hold_no_curp_or_phone(client: TestClient, svc: CaseService, 
                                                          "curp": CURP, "phone": "2299876543"})
     text = caplog.text
     assert CURP not in text and "2299876543" not in text
+
+
+async def test_citizen_completes_data_and_finishes_online(client: TestClient, svc: CaseService) -> None:  # type: ignore[type-arg]
+    folio, pin = _opened(svc)                      # acta_nacimiento: finishes on the web once CURP is given
+    token = await _csrf(client)
+    r = await client.post("/consulta", data={"_csrf": token, "folio": folio, "pin": pin})
+    page = await r.text()
+    assert "Terminar trámite en línea" not in page          # something is still missing
+    r = await client.post("/caso/terminar", data={"_csrf": token})
+    assert r.status == 400 and "faltan datos" in (await r.text()).lower()
+    r = await client.post("/caso/datos", data={"_csrf": token, "dato_0": CURP})
+    assert r.status == 200 and "Recibimos sus datos" in await r.text()
+    r = await client.post("/caso/cita", data={"_csrf": token, "oficina": "Otra", "fecha": "2000-01-01", "hora": "10:00"})
+    assert r.status == 400 and "fecha futura" in await r.text()
+    r = await client.post("/caso/terminar", data={"_csrf": token})
+    assert r.status == 200 and "Su trámite quedó terminado" in await r.text()
+    case = svc.find_case(folio)
+    assert case is not None and case.status == "resolved"
+    assert [i.outcome for i in case.interactions if i.channel == "web"] == ["status_viewed", "data_completed",
+                                                                             "finished_online"]
+    r = await client.post("/salir", data={"_csrf": token}, allow_redirects=False)
+    assert r.status == 303
+    assert (await client.get("/caso", allow_redirects=False)).status == 302
