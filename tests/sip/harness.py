@@ -1,6 +1,7 @@
 """Real peers for the SIP tests: an IVR worker subprocess (`veratur ivr`), sipp runs and test-caller runs."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -93,8 +94,12 @@ class Worker:
 
     def metrics(self) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return parse_metrics(resp.read().decode())
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return parse_metrics(resp.read().decode())
+        except (OSError, http.client.HTTPException) as exc:
+            state = "running" if self.proc and self.proc.poll() is None else f"exited {self.proc and self.proc.returncode}"
+            raise AssertionError(f"/metrics failed ({exc!r}); worker {state}; log tail:\n{self.log()[-3000:]}") from exc
 
     def wait_metrics(self, timeout_s: float = 10) -> None:
         deadline = time.monotonic() + timeout_s
@@ -102,7 +107,7 @@ class Worker:
             try:
                 self.metrics()
                 return
-            except OSError:
+            except AssertionError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

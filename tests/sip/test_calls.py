@@ -57,13 +57,13 @@ def test_sipp_speech_rfc4733_and_sip_info_digits(worker: Worker, media: dict[str
     offset = worker.log_size()
     proc = sipp("uac_media", worker.hostport, tmp_path, media, test="media")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    worker.wait_idle()
     log = worker.log_since(offset)
     assert "caller=******4567" in log and "2281234567" not in log      # the caller number is masked
     assert "demo utterance" in log                                        # PCMU from the SDP port was heard
     keyed = [line.rsplit("digit=", 1)[1] for line in log.splitlines() if "demo dtmf" in line]
     assert keyed == ["5", "9", "7"]                                       # RFC 4733 then SIP INFO
     assert "reason=bye" in log
-    worker.wait_idle()
 
 
 def test_cancel_while_ringing_cleans_up(worker: Worker, tmp_path: Path, serves) -> None:  # type: ignore[no-untyped-def]
