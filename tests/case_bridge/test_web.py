@@ -121,13 +121,13 @@ async def test_clerk_cannot_reach_other_roles_pages(client: TestClient, svc: Cas
 
     # the same decorator the agent console and admin use, mounted on a second app instance
     app = build_app(load_settings(), svc, secret=b"s" * 32)
-    app.router.add_get("/agente", agent_page)
-    app.router.add_get("/admin", admin_page)
+    app.router.add_get("/prueba/agente", agent_page)
+    app.router.add_get("/prueba/admin", admin_page)
     async with TestClient(TestServer(app)) as c:
-        assert (await c.get("/agente", allow_redirects=False)).status == 302
+        assert (await c.get("/prueba/agente", allow_redirects=False)).status == 302
         await _login(c, svc, "clerk")
         assert (await c.get("/oficina")).status == 200
-        for path in ("/agente", "/admin"):
+        for path in ("/prueba/agente", "/prueba/admin", "/agente", "/api/agente/cola"):
             r = await c.get(path)
             assert r.status == 403 and "no tiene permiso" in (await r.text())
     async with TestClient(TestServer(build_app(load_settings(), svc, secret=b"t" * 32))) as c2:
