@@ -249,7 +249,10 @@ async def run_escalation(io: EscalationIO, config: EscalationConfig, texts: Sequ
         plan = plan_transfer(config, folio, io.call_id, reason, requested_target)
     except ForbiddenTarget as exc:
         log.error("transfer refused %s", kv(call_id=io.call_id, case=folio or "-", error=str(exc)))
-        return await _offer_callback(io, ph, journal, None, 0)
+        if journal is not None:   # queued all the same, so a callback the caller asks for reaches an agent
+            await _note(io, journal.escalation_requested(io.call_id, reason, "", config.mode))
+            await _note(io, journal.escalation_result(io.call_id, False, 403, "transfer target not allowed"))
+        return await _offer_callback(io, ph, journal, None, 403)
     if journal is not None:
         # before speaking: the agent console shows the call (and streams what follows) at once
         await _note(io, journal.escalation_requested(io.call_id, reason, plan.target, plan.mode))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -266,5 +267,30 @@ async def test_forbidden_queue_sends_no_sip(tmp_path: Path, tts_dir: Path, servi
     code, out = await caller.wait(90)
     assert code == 0, out                          # the next message after the keys was BYE: no REFER was sent
     await portal.wait_calls_done()
-    record = service.get_call(caller.logged_value("CALL_ID") or "")
+    call_id = caller.logged_value("CALL_ID") or ""
+    record = service.get_call(call_id)
     assert record is not None and record.disposition == "transfer_failed"
+    esc = escalation_of(EscalationDesk(service), service, call_id)
+    assert esc["sip_status"] == 403 and esc["target"] == ""     # queued anyway, so a callback could reach an agent
+
+
+async def test_caller_cannot_refer_the_portal_anywhere(tmp_path: Path, tts_dir: Path, service: CaseService,
+                                                      agent_port: int, stop_later: list[Portal]) -> None:
+    """A REFER from the caller's side (the portal as transferee) is refused: the node never calls its target."""
+    portal = await make_portal(tmp_path, tts_dir, service, agent_port)
+    stop_later.append(portal)
+    evil = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    evil.bind(("127.0.0.1", 0))
+    evil.setblocking(False)
+    try:
+        evil_uri = f"sip:9001@127.0.0.1:{evil.getsockname()[1]}"
+        caller = await start_sipp("uac_refers_portal", tmp_path, {"EVIL_URI": evil_uri},
+                                  target=f"127.0.0.1:{portal.port}")
+        code, out = await caller.wait(60)
+        assert code == 0, out                                   # the REFER got 403
+        await asyncio.sleep(2.0)
+        with pytest.raises(BlockingIOError):
+            evil.recv(4096)                                     # and nothing was sent to its target
+    finally:
+        evil.close()
+    await portal.wait_calls_done()
