@@ -1,7 +1,7 @@
 """`veratur db ...`: the case bridge's schema and seed data.
 
     veratur db upgrade                 apply the Alembic migrations (SQLite default or PostgreSQL from config)
-    veratur db check                   exit 1 if the models and the migrated schema disagree
+    veratur db check                   exit 1 if the database is not at head or the models and schema disagree
     veratur db create-user NAME --role clerk|agent|admin [--password-stdin]
     veratur db seed [--demo]           load the trámite catalog (dialogs/catalog.py); --demo adds a demo case
 
@@ -19,6 +19,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from case_bridge.db import make_engine
@@ -66,9 +67,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print("db: schema at head")
         return 0
     if args.db_command == "check":
-        upgrade(url)
         engine = make_engine(url)
         try:
+            with engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+            if current != head:
+                print(f"db: schema at {current or 'nothing'}, migrations at {head}: run `veratur db upgrade`",
+                      file=sys.stderr)
+                return 1
             diff = schema_diff(engine)
         finally:
             engine.dispose()

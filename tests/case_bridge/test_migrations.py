@@ -50,6 +50,8 @@ def _veratur(*args: str, env_db: str, stdin: str = "") -> subprocess.CompletedPr
 
 def test_db_cli_upgrade_check_create_user_seed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    behind = _veratur("db", "check", env_db=url)
+    assert behind.returncode == 1 and "veratur db upgrade" in behind.stderr
     done = _veratur("db", "upgrade", env_db=url)
     assert done.returncode == 0, done.stderr
     done = _veratur("db", "check", env_db=url)
