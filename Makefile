@@ -10,7 +10,7 @@ setup:
 
 ## Start the whole node (Kamailio, IVR workers, Rasa, action server, web) on the embedded default config.
 run: setup
-	$(VERATUR) models fetch --if-missing
+	@$(VERATUR) models fetch --if-missing || echo "make run: the Spanish speech model is not in place; the node starts KEYPAD-ONLY (README: Speech model)"
 	$(VERATUR) train
 	$(VERATUR) up
 

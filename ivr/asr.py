@@ -450,3 +450,39 @@ class VoskRecognizer:
                             metrics=self._metrics)
         s.start()
         return s
+
+
+class NoSpeechDecoder:
+    """A decoder that hears no words: the keypad-only mode used when no speech model is installed."""
+
+    def accept(self, pcm: bytes) -> str | None:
+        return None
+
+    def partial(self) -> str:
+        return ""
+
+    def final(self) -> tuple[str, float | None]:
+        return "", None
+
+    def reset(self) -> None:
+        return None
+
+    def set_phrases(self, phrases: Sequence[str] | None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class KeypadOnlyRecognizer:
+    """Speech recognition off (no model in place): VAD still runs, no words come out, DTMF carries the call."""
+
+    def __init__(self, config: StreamConfig, metrics: EngineMetrics | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+
+    def stream(self, call_id: str, sample_rate: int) -> RecognizeStream:
+        s = RecognizeStream(NoSpeechDecoder, None, self._config, sample_rate=sample_rate, call_id=call_id,
+                            metrics=self._metrics)
+        s.start()
+        return s

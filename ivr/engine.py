@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ivr.asr import SpeechRecognizer, StreamConfig, VoskRecognizer
+from ivr.asr import KeypadOnlyRecognizer, SpeechRecognizer, StreamConfig, VoskRecognizer
 from ivr.dialogue import Dialogue
 from ivr.endpointing import EndpointConfig
 from ivr.leg import CallInfo, CallLeg
@@ -31,7 +31,7 @@ from ivr.session import CallSession, SessionPhrases
 from ivr.tts import EspeakSynthesizer, SpeechSynthesizer
 from veratur.config import Settings
 from veratur.logs import kv
-from voice_models import locate
+from voice_models import ModelError, locate
 
 log = logging.getLogger("ivr.engine")
 
@@ -137,7 +137,15 @@ class Engine:
         closers: list[Callable[[], Awaitable[None]]] = []
         try:
             if recognizer is None:
-                model_dir = locate(settings.asr.model)
+                try:
+                    model_dir = locate(settings.asr.model)
+                except ModelError as exc:
+                    if settings.asr.on_missing_model == "fail":
+                        raise
+                    log.error("speech recognition OFF, keypad only: %s %s", exc,
+                              kv(fix="veratur models fetch, or asr.model: <dir>"))
+                    recognizer = KeypadOnlyRecognizer(stream_config(settings), metrics)
+            if recognizer is None:
                 executor = ThreadPoolExecutor(max_workers=settings.asr.max_parallel_decoders,
                                               thread_name_prefix="vosk")
                 model = await loop.run_in_executor(executor, VoskRecognizer.load_model, model_dir)

@@ -91,6 +91,9 @@ class MediaConfig(_Section):
 class AsrConfig(_Section):
     engine: Literal["vosk"] = "vosk"
     model: str = "es"
+    # The Spanish model cannot always be fetched (offline install): keypad_only starts the node with speech
+    # recognition off (DTMF menus still work) and says so loudly; fail refuses to start.
+    on_missing_model: Literal["fail", "keypad_only"] = "keypad_only"
     max_parallel_decoders: int = Field(2, ge=1, le=64)
     vad_energy_threshold_db: float = Field(-40.0, ge=-90.0, le=0.0)
     preroll_ms: int = Field(300, ge=0, le=2000)
