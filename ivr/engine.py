@@ -70,7 +70,7 @@ def _file_safe(name: str) -> str:
 
 async def case_recorder(settings: Settings, node: str) -> tuple[CallRecorder, Callable[[], Awaitable[None]]]:
     """The production recorder (case bridge with a durable outbox) and the coroutine function that stops it."""
-    from case_bridge.escalation import EscalationRecorder   # CaseRecorder + the agent queue's journal (issue 6)
+    from case_bridge.escalation import EscalationRecorder  # CaseRecorder + the agent queue's journal (issue 6)
     from case_bridge.service import CaseService
     service = CaseService.from_settings(settings)
     recorder = EscalationRecorder(service, data_dir=settings.path(settings.data_dir), name=_file_safe(node))
