@@ -109,6 +109,7 @@ class FlowsAdmin:
         self._candidate_model: str | None = None
         self._candidate_used = 0.0
         self._chat_ids = itertools.count(1)
+        self._reaper: asyncio.Task[None] | None = None
 
     def setup(self, app: web.Application) -> None:
         r = app.router
@@ -126,9 +127,22 @@ class FlowsAdmin:
         r.add_post(API + "/chat", self.api_chat)
         r.add_get(API + "/jobs/{id}", self.api_job)
         r.add_static(PREFIX + "/static", HERE / "static")
+        app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
 
+    async def _startup(self, app: web.Application) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(), name="flows-candidate-reaper")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            await self.reap_idle_candidate()
+
     async def _cleanup(self, app: web.Application) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         await self._stop_candidate()
 
     # ------------------------------------------------------------------ access
