@@ -1,4 +1,5 @@
 """Counting failed folio+PIN verifications, with lockout: Redis first, the database when Redis is down.
+(The same counters also cap how many cases one client opens through the open API: keys `open:<client>`.)
 
 Two counters are kept for every attempt: one per folio (3 failures lock the folio for `LOCKOUT_S`, whoever tries)
 and one per client (a caller number or an IP address; `CLIENT_MAX_FAILURES` per window stops someone walking
@@ -24,6 +25,7 @@ log = logging.getLogger("case_bridge.ratelimit")
 
 FOLIO_MAX_FAILURES = 3
 CLIENT_MAX_FAILURES = 10
+OPEN_MAX_PER_WINDOW = 60          # cases one client may open through the unauthenticated API per window
 WINDOW_S = 15 * 60
 LOCKOUT_S = 15 * 60
 REDIS_TIMEOUT_S = 0.25
@@ -47,7 +49,9 @@ class AttemptLimiter:
         self.last_backend = "redis" if self._redis else "database"
 
     def _limit(self, key: str) -> int:
-        return FOLIO_MAX_FAILURES if key.startswith("folio:") else CLIENT_MAX_FAILURES
+        if key.startswith("folio:"):
+            return FOLIO_MAX_FAILURES
+        return OPEN_MAX_PER_WINDOW if key.startswith("open:") else CLIENT_MAX_FAILURES
 
     # -- queries ------------------------------------------------------------------------------------------
     def check(self, key: str) -> Lock:
@@ -89,6 +93,10 @@ class AttemptLimiter:
             except redis.RedisError as exc:
                 self._fallback(exc)
         return self._db_fail(key)
+
+    def hit(self, key: str) -> Lock:
+        """Count one use of a rate-limited action (same counter as `fail`)."""
+        return self.fail(key)
 
     def succeed(self, key: str) -> None:
         """A correct PIN clears the failure count (not an active lock)."""

@@ -7,7 +7,8 @@
 
 Differences from GeoReport v2, on purpose: cases are personal, so reading one needs its PIN (same lockout as the
 portal); there is no location (trámites are not places); `Idempotency-Key` makes a retried POST return the
-first answer instead of opening a second case. Errors are `[{"code": N, "description": "..."}]` as in GeoReport.
+first answer instead of opening a second case; one client may open at most 60 per 15 minutes (429 after that).
+Errors are `[{"code": N, "description": "..."}]` as in GeoReport.
 """
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ async def _body(request: web.Request) -> dict[str, str]:
 
 @routes.post(f"{PREFIX}/requests.json")
 async def create_request(request: web.Request) -> web.Response:
+    limiter = request.app[SERVICE].limiter
+    limit_key = f"open:{client_key(request)}"
+    lock = await asyncio.to_thread(limiter.check, limit_key)
+    if lock.locked:
+        return json_error(429, "demasiadas solicitudes desde este equipo; intente más tarde",
+                          headers={"Retry-After": str(lock.retry_after_s)})
     try:
         body = await _body(request)
         code = body.get("service_code", "").strip()
@@ -101,6 +108,8 @@ async def create_request(request: web.Request) -> web.Response:
         return json_error(404, "service_code desconocido")
     except (InvalidInput, ChannelNotAllowed) as exc:
         return json_error(400, str(exc))
+    finally:
+        await asyncio.to_thread(limiter.hit, limit_key)   # every attempt counts, good or bad
     return _json([{"service_request_id": opened.case.folio, "pin": opened.pin, "token": None,
                    "service_notice": "Conserve su folio y PIN para continuar por teléfono, web u oficina.",
                    "account_id": None}], status=201 if opened.created else 200)

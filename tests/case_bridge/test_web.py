@@ -253,3 +253,13 @@ async def test_citizen_completes_data_and_finishes_online(client: TestClient, sv
     r = await client.post("/salir", data={"_csrf": token}, allow_redirects=False)
     assert r.status == 303
     assert (await client.get("/caso", allow_redirects=False)).status == 302
+
+
+async def test_open_api_caps_cases_per_client(client: TestClient, svc: CaseService) -> None:  # type: ignore[type-arg]
+    from case_bridge.ratelimit import OPEN_MAX_PER_WINDOW
+
+    for _ in range(OPEN_MAX_PER_WINDOW):
+        svc.limiter.hit("open:ip:127.0.0.1")
+    r = await client.post("/open311/v2/requests.json", json={"service_code": "acta_nacimiento"})
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+    assert (await r.json())[0]["code"] == 429
