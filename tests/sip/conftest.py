@@ -12,7 +12,7 @@ from tests.sip.harness import Worker
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """A real `veratur ivr --app demo` (media timeout 3 s, 300 ms ringing) shared by a module's tests."""
+    """A real `veratur ivr --app demo` (media timeout 4 s, transfer timeout 2 s, 300 ms ringing) shared by a module's tests."""
     w = Worker(tmp_path_factory.mktemp("worker")).start()
     yield w
     code = w.stop()

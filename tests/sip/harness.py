@@ -52,8 +52,9 @@ class Worker:
         self.tmp = tmp
         self.log_path = tmp / "worker.log"
         self.metrics_port = free_tcp_port()
-        self.env = {**os.environ, "VERATUR__DATA_DIR": str(tmp), "VERATUR__SIP__MEDIA_TIMEOUT_S": "3",
+        self.env = {**os.environ, "VERATUR__DATA_DIR": str(tmp), "VERATUR__SIP__MEDIA_TIMEOUT_S": "4",
                     "VERATUR__SIP__ANSWER_DELAY_MS": "300", "VERATUR__SIP__SHUTDOWN_GRACE_S": "2",
+                    "VERATUR__ESCALATION__TRANSFER_TIMEOUT_S": "2",
                     **(env or {})}
         self.app = app
         self.proc: subprocess.Popen[str] | None = None

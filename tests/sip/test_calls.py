@@ -79,7 +79,7 @@ def test_call_without_rtp_is_hung_up(worker: Worker, tmp_path: Path, serves) -> 
     started = time.monotonic()
     proc = sipp("uac_no_rtp", worker.hostport, tmp_path, test="no-rtp")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]   # the portal's BYE came
-    assert time.monotonic() - started < 12                                    # media timeout is 3 s here
+    assert time.monotonic() - started < 12                                    # media timeout is 4 s here
     m = worker.wait_idle()
     assert m['veratur_calls_total{disposition="media_timeout"}'] >= 1
     serves()
@@ -102,6 +102,15 @@ def test_refer_refused_by_target_keeps_the_call(worker: Worker, media: dict[str,
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]    # our BYE found the call up
     assert "ok=False code=486" in worker.log_since(offset)
     worker.wait_idle()
+
+
+def test_refer_without_final_notify_times_out(worker: Worker, media: dict[str, str], tmp_path: Path) -> None:
+    offset = worker.log_size()
+    subs = {"DTMF_PCAP": media["DTMF0_PCAP"], "HOLD_MS": "2600"}   # transfer timeout 2 s, media timeout 4 s
+    proc = sipp("uac_refer_no_notify", worker.hostport, tmp_path, subs, test="refer-timeout")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]    # the call stayed up for our BYE
+    worker.wait_idle()
+    assert "ok=False code=408" in worker.log_since(offset)
 
 
 def test_fifth_concurrent_call_gets_486(worker: Worker, serves) -> None:  # type: ignore[no-untyped-def]
