@@ -145,6 +145,8 @@ class ValidateStartForm(UsesResources, FormValidationAction):
         answers = dict(tracker.get_slot("start_answers") or {})
         text = str(value or "")
         intent = latest_intent(tracker)
+        if intent == "deny" and field.kind != "yes_no" and intent_confidence(tracker) >= REQUEST_CONFIDENCE:
+            return {"field_answer": "cancelado", "confirm_start": False}   # ends the form: nothing is opened
         parsed = parse_field(field, text, intent)
         if parsed is None and not field.required and normalize(text) in SKIP_WORDS:
             parsed = ""

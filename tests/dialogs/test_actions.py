@@ -303,6 +303,9 @@ async def test_start_form_walks_the_catalog_fields(resources: Resources) -> None
                                            tracker("PEPA900101MVZRRN09", "inform_number", slots=slots), {})
     assert got == {"field_answer": None, "start_field": "nombre_completo",
                    "start_answers": {"curp": "PEPA900101MVZRRN09"}}
+    cancelled = await form.validate_field_answer("no, mejor no", CollectingDispatcher(),
+                                                 tracker("no, mejor no", "deny", slots=slots), {})
+    assert cancelled == {"field_answer": "cancelado", "confirm_start": False}
     not_by_phone = next(t for t in resources.tramites.tramites if t.phone_start is None)
     d2 = CollectingDispatcher()
     got = await form.validate_start_tramite(not_by_phone.name, d2, tracker(not_by_phone.name, "inform_tramite"), {})
