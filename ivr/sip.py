@@ -238,10 +238,13 @@ class SipEdge:
             self._live_legs.add(leg)
             return leg
         except TimeoutError:
+            # the CANCEL below fails the future with 487 later: nobody waits for it any more
+            future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
             if holder:
                 await self._submit(lambda: self._hangup(holder[0], "timeout", 487))
             raise SipError(f"no answer from {uri} in {timeout_s:.0f} s", 408) from None
         except asyncio.CancelledError:
+            future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
             if holder:                           # the caller left while the agent rang: CANCEL it
                 self._post(lambda: self._hangup(holder[0], "cancelled", 487))
             raise
@@ -559,9 +562,9 @@ class SipEdge:
         self._calls.add(call)
         try:
             call.makeCall(uri, op)
-        except Exception:
+        except pj.Error as exc:                          # e.g. not a SIP URI, no transport for it
             self._calls.discard(call)
-            raise
+            raise SipError(f"cannot call {uri}: {exc.reason.strip() or exc.info().strip()}", 400) from None
         call.sip_call_id = call.getInfo().callIdString
         call.leg.info = CallInfo(call_id=call.sip_call_id, caller=info.caller, called=info.called,
                                  node=info.node, headers=info.headers)
