@@ -47,6 +47,8 @@ class DialogueReply:
     fallback: bool = False             # produced by the fallback menu because the real dialogue failed
     transfer_reason: str | None = None  # why `transfer`: caller_request | no_match | no_input |
                                         # verification_locked | dialogue_error (ivr.escalation.REASONS)
+    transcript_texts: tuple[str, ...] | None = None  # what the transcript stores instead of `texts` when
+                                                      # they hold a secret (a PIN read back); None: `texts`
 
 
 class Dialogue(Protocol):

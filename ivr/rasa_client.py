@@ -75,10 +75,13 @@ def parse_expect(raw: Any) -> Expect | None:
 
 
 def parse_messages(messages: Any) -> DialogueReply:
-    """The bot messages of one turn -> one reply. The last `expect` wins (it belongs to the last question)."""
+    """The bot messages of one turn -> one reply. The last `expect` wins (it belongs to the last question).
+    A `redacted` payload replaces the text before it in the transcript (the PIN of a read-back)."""
     if not isinstance(messages, list):
         raise DialogueUnavailable(f"unexpected webhook answer: {type(messages).__name__}")
     texts: list[str] = []
+    transcript: list[str] = []
+    redacted = False
     expect: Expect | None = None
     transfer = hangup = False
     folio: str | None = None
@@ -88,6 +91,7 @@ def parse_messages(messages: Any) -> DialogueReply:
             continue
         if isinstance(message.get("text"), str) and message["text"].strip():
             texts.append(message["text"].strip())
+            transcript.append(texts[-1])
         custom = message.get("custom")
         if isinstance(custom, dict):
             expect = parse_expect(custom.get("expect")) or expect
@@ -95,10 +99,14 @@ def parse_messages(messages: Any) -> DialogueReply:
             hangup = hangup or custom.get("hangup") is True
             if isinstance(custom.get("case_folio"), str):
                 folio = custom["case_folio"]
-            if custom.get("transfer_reason") in TRANSFER_REASONS:    # e.g. verification_locked (issue 6)
-                reason = custom["transfer_reason"]
+            if isinstance(custom.get("transfer_reason"), str):
+                reason = custom["transfer_reason"][:40]
+            if isinstance(custom.get("redacted"), str) and transcript:
+                transcript[-1] = custom["redacted"]
+                redacted = True
     return DialogueReply(texts=tuple(texts), expect=expect or Expect(), transfer=transfer, hangup=hangup,
-                         case_folio=folio, transfer_reason=reason)
+                         case_folio=folio, transfer_reason=reason if transfer else None,
+                         transcript_texts=tuple(transcript) if redacted else None)
 
 
 class RasaDialogue:

@@ -66,10 +66,16 @@ def previous_bot_turn(tracker: Tracker) -> list[dict[str, Any]]:
     return out
 
 
-def last_question(tracker: Tracker) -> str | None:
-    """The `question` marker of the last bot message before the latest user turn, if any."""
+def last_custom(tracker: Tracker) -> dict[str, Any] | None:
+    """The payload carrying a `question` marker in the bot turn before the latest user turn, if any."""
     for message in reversed(previous_bot_turn(tracker)):
         custom = message.get("custom") or {}
         if custom.get("question"):
-            return str(custom["question"])
+            return dict(custom)
     return None
+
+
+def last_question(tracker: Tracker) -> str | None:
+    """The `question` marker of the last bot message before the latest user turn, if any."""
+    custom = last_custom(tracker)
+    return str(custom["question"]) if custom else None

@@ -15,9 +15,16 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from dialogs.actions.context import entity_values, last_question, latest_intent, latest_text, previous_bot_turn
+from dialogs.actions.context import (
+    entity_values,
+    last_custom,
+    last_question,
+    latest_intent,
+    latest_text,
+    previous_bot_turn,
+)
 from dialogs.actions.numbers import spoken_digits
-from dialogs.actions.payloads import MENU_PHRASES, expect, say
+from dialogs.actions.payloads import MENU_PHRASES, TRANSFER_TEXT, expect, say
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.tramites import ORDINALS, answer_tramite
 from dialogs.catalog_match import normalize
@@ -110,7 +117,7 @@ class ActionVeraturFallback(Action):
                 break
             misses += 1
         if misses >= MAX_MISSES:
-            dispatcher.utter_message(response="utter_transfer")
+            say(dispatcher, TRANSFER_TEXT, hint=expect("none"), transfer=True, transfer_reason="no_match")
             return _stop_loop(tracker)
         dispatcher.utter_message(response="utter_please_rephrase")
         return []
@@ -162,7 +169,8 @@ async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatc
         return []
     if question == "agent_offer":
         if yes:
-            dispatcher.utter_message(response="utter_transfer")
+            reason = (last_custom(tracker) or {}).get("offer_reason") or "caller_request"
+            say(dispatcher, TRANSFER_TEXT, hint=expect("none"), transfer=True, transfer_reason=str(reason))
             return []
         dispatcher.utter_message(response="utter_anything_else")
         return []

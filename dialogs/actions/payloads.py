@@ -4,7 +4,9 @@
      "transfer": true, "hangup": true, "case_folio": "12345678", "question": "readback"}
 
 `expect` mirrors ivr.dialogue.Expect; `question` tells the next turn what a bare "sí"/"no" or a key press
-answers (anything_else | readback | agent_offer | disambiguation).
+answers (anything_else | readback | agent_offer | disambiguation); `transfer_reason` says why a transfer
+(ivr.escalation.REASONS; `offer_reason` on an agent offer is the reason if the caller accepts); `redacted` is
+the message as the transcript must keep it (the PIN masked).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from rasa_sdk.executor import CollectingDispatcher
 ExpectKind = Literal["free", "yes_no", "digits", "menu", "city", "none"]
 MENU_PHRASES = ("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite", "asesor")
 YES_NO_PHRASES = ("sí", "no", "repita", "asesor")
+TRANSFER_TEXT = "Le comunico con un asesor. Por favor no cuelgue."
 FOLIO_MAX_DIGITS = 8
 VERIFICATION_MAX_DIGITS = 4
 
@@ -34,7 +37,8 @@ def expect(kind: ExpectKind = "free", phrases: Sequence[str] = (), max_digits: i
 
 def say(dispatcher: CollectingDispatcher, text: str, *, hint: dict[str, Any] | None = None,
         transfer: bool = False, hangup: bool = False, case_folio: str | None = None,
-        question: str | None = None) -> None:
+        question: str | None = None, transfer_reason: str | None = None, offer_reason: str | None = None,
+        redacted: str | None = None) -> None:
     """Send one spoken message with its payload."""
     custom: dict[str, Any] = {"expect": hint or expect("free")}
     if transfer:
@@ -45,4 +49,10 @@ def say(dispatcher: CollectingDispatcher, text: str, *, hint: dict[str, Any] | N
         custom["case_folio"] = case_folio
     if question:
         custom["question"] = question
+    if transfer_reason:
+        custom["transfer_reason"] = transfer_reason
+    if offer_reason:
+        custom["offer_reason"] = offer_reason
+    if redacted:
+        custom["redacted"] = redacted
     dispatcher.utter_message(text=text, json_message=custom)

@@ -250,9 +250,10 @@ class ActionOpenCase(UsesResources, Action):
             return reset
         folio = opened.case.folio
         log.info(kv(event="case_opened_by_phone", call_id=meta.call_id, case=folio, tramite=tramite.id))
-        say(dispatcher, f"Listo, abrí su solicitud de {tramite.spoken_name}. " + readback_text(folio, opened.pin,
-                                                                                               tramite),
-            hint=expect("yes_no", YES_NO_PHRASES), case_folio=folio, question="readback")
+        lead = f"Listo, abrí su solicitud de {tramite.spoken_name}. "
+        say(dispatcher, lead + readback_text(folio, opened.pin, tramite),
+            hint=expect("yes_no", YES_NO_PHRASES), case_folio=folio, question="readback",
+            redacted=lead + readback_text(folio, "****", tramite))     # the transcript never keeps the PIN
         return [*reset, SlotSet("case_folio", folio)]
 
 

@@ -125,7 +125,7 @@ class ActionStatusReport(Action):
             dispatcher.utter_message(response="utter_transfer")
         elif result == "unavailable":
             say(dispatcher, "Si quiere, le comunico con un asesor: diga asesor o marque cero.",
-                hint=expect("menu", ("asesor", "cero", "no")), question="agent_offer")
+                hint=expect("menu", ("asesor", "cero", "no")), question="agent_offer", offer_reason="dialogue_error")
         else:
             say(dispatcher, "¿Le ayudo con algo más?", question="anything_else")
         return [SlotSet("folio", None), SlotSet("verification", None), SlotSet("status_result", None)]

@@ -190,7 +190,8 @@ async def test_third_miss_in_a_row_goes_to_an_agent() -> None:
                     {"event": "user", "text": "y", "parse_data": {"intent": {"name": "nlu_fallback"}}}]
     d = CollectingDispatcher()
     await ActionVeraturFallback().run(d, t, {})
-    assert d.messages[0]["response"] == "utter_transfer"
+    assert d.messages[0]["custom"]["transfer"] is True
+    assert d.messages[0]["custom"]["transfer_reason"] == "no_match"
     d1 = CollectingDispatcher()
     await ActionVeraturFallback().run(d1, tracker("mmm", "nlu_fallback"), {})
     assert d1.messages[0]["response"] == "utter_please_rephrase"
@@ -254,6 +255,10 @@ async def test_three_wrong_verifications_lock_the_folio_and_say_nothing(resource
     d2 = CollectingDispatcher()
     await ActionStatusReport().run(d2, tracker(pin, "inform_number", slots={"status_result": "locked"}), {})
     assert d2.messages[0]["response"] == "utter_status_locked"
+    d3 = CollectingDispatcher()
+    await ActionYesNo().run(d3, tracker("sí", "affirm", previous_bot=[
+        {"text": "bloqueado", "custom": {"question": "agent_offer", "offer_reason": "verification_locked"}}]), {})
+    assert d3.messages[0]["custom"]["transfer_reason"] == "verification_locked"
 
 
 async def test_unknown_folio_is_a_clear_answer_and_a_retry(resources: Resources) -> None:
@@ -327,6 +332,8 @@ async def test_open_case_reads_back_folio_and_pin_digit_by_digit(resources: Reso
     spoken = f"{' '.join(folio[:4])}, {' '.join(folio[4:])}"
     assert text.count(spoken) == 2          # the folio is read twice, digit by digit
     assert "Su NIP es: " in text and customs(d)[-1]["question"] == "readback"
+    redacted = customs(d)[-1]["redacted"]
+    assert "Su NIP es: *, *, *, *" in redacted and spoken in redacted     # the transcript keeps no PIN
     assert customs(d)[-1]["case_folio"] == folio
 
 

@@ -150,7 +150,7 @@ def test_wrong_verification_three_times_locks_and_offers_an_agent(rasa_stack: Ra
     assert "bloqueado" in texts[2] and "Estado" not in texts[2]
     assert payloads[-1]["question"] == "agent_offer"
     text, payloads = talk.say("sí")
-    assert payloads[-1].get("transfer") is True
+    assert payloads[-1].get("transfer") is True and payloads[-1]["transfer_reason"] == "verification_locked"
     # locked even with the right PIN now
     talk2 = Conversation(rasa_stack)
     talk2.say("estado de mi trámite")

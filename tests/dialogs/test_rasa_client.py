@@ -53,6 +53,19 @@ def test_parse_messages_merges_texts_and_payloads() -> None:
     assert reply.case_folio == "43023959" and not reply.transfer and not reply.hangup
 
 
+def test_parse_messages_keeps_secrets_out_of_the_transcript_and_passes_the_transfer_reason() -> None:
+    reply = parse_messages([
+        {"text": "Su NIP es: 1, 2, 3, 4."},
+        {"custom": {"expect": {"kind": "yes_no"}, "redacted": "Su NIP es: *, *, *, *."}},
+        {"text": "Le comunico con un asesor."},
+        {"custom": {"expect": {"kind": "none"}, "transfer": True, "transfer_reason": "verification_locked"}},
+    ])
+    assert reply.texts[0] == "Su NIP es: 1, 2, 3, 4."
+    assert reply.transcript_texts == ("Su NIP es: *, *, *, *.", "Le comunico con un asesor.")
+    assert reply.transfer and reply.transfer_reason == "verification_locked"
+    assert parse_messages([{"text": "Hola"}]).transcript_texts is None
+
+
 def test_parse_messages_tolerates_bad_payloads() -> None:
     reply = parse_messages([{"text": "Hola"}, {"custom": {"expect": {"kind": "telepathy", "max_digits": "x"}}},
                             {"custom": "nonsense"}, "garbage", {"custom": {"transfer": "yes", "hangup": True}}])
