@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from urllib.error import URLError
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
 
 from veratur import REPO_ROOT
@@ -35,11 +36,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_endpoints(action_port: int, directory: Path) -> Path:
-    """An endpoints.yml pointing Rasa at the action server on `action_port`."""
+TRACKER_EXPIRY_S = 7200
+"""Conversations are kept this long in Redis (a call lasts at most turns.max_call_duration_s): the tracker store
+does not grow with every call the node ever took, and several Rasa servers can share conversations."""
+TRACKER_KEY_PREFIX = "veraturrasa"   # Rasa accepts only an alphanumeric prefix
+
+
+def write_endpoints(action_port: int, directory: Path, redis_url: str | None = None) -> Path:
+    """An endpoints.yml pointing Rasa at the action server on `action_port`, with the tracker store in Redis
+    when `redis_url` is given (Rasa falls back to memory by itself if Redis fails at run time)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"endpoints-{action_port}.yml"
-    path.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n', encoding="utf-8")
+    text = f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n'
+    if redis_url:
+        url = urlparse(redis_url)
+        db = (url.path or "/0").strip("/") or "0"
+        text += (f"tracker_store:\n  type: redis\n  url: {url.hostname or '127.0.0.1'}\n  port: {url.port or 6379}\n"
+                 f"  db: {int(db)}\n  key_prefix: {TRACKER_KEY_PREFIX}\n  record_exp: {TRACKER_EXPIRY_S}\n")
+        if url.password:
+            text += f"  password: {json.dumps(unquote(url.password))}\n"
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -90,12 +106,14 @@ class RasaStack:
     """The action server and `rasa run` as child processes on local ports (free ones by default)."""
 
     def __init__(self, model: Path, rasa_port: int | None = None, action_port: int | None = None,
-                 log_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 log_dir: Path | None = None, env: dict[str, str] | None = None,
+                 redis_url: str | None = None) -> None:
         self.model = model
         self.rasa_port = rasa_port or free_port()
         self.action_port = action_port or free_port()
         self.log_dir = log_dir or (REPO_ROOT / "var" / "rasa")
         self.env = env
+        self.redis_url = redis_url
         self.rasa: subprocess.Popen[bytes] | None = None
         self.actions: subprocess.Popen[bytes] | None = None
 
@@ -105,7 +123,7 @@ class RasaStack:
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> RasaStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        endpoints = write_endpoints(self.action_port, self.log_dir)
+        endpoints = write_endpoints(self.action_port, self.log_dir, self.redis_url)
         base_env = dict(os.environ) if self.env is None else dict(self.env)
         try:
             with open(self.log_dir / f"actions-{self.action_port}.log", "wb") as out:
@@ -157,7 +175,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     port = args.port or urlparse(settings.dialogue.rasa_url).port or 5005
     action_port = args.action_port or settings.dialogue.action_server_port
-    endpoints = write_endpoints(action_port, settings.path(settings.data_dir) / "rasa")
+    endpoints = write_endpoints(action_port, settings.path(settings.data_dir) / "rasa", settings.redis.url)
     cmd = rasa_command(Path(model), port, endpoints)
     print(f"rasa: {Path(model).name} on http://127.0.0.1:{port} (actions on {action_port})", flush=True)
     os.chdir(DIALOGS_DIR)

@@ -80,9 +80,10 @@ def rasa_model() -> Path:
 
 @pytest.fixture(scope="session")
 def rasa_stack(rasa_model: Path, cases_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RasaStack]:
-    """A real `rasa run --enable-api` and action server on free ports, using the test case database."""
+    """A real `rasa run --enable-api` and action server on free ports, using the test case database and, as in
+    production (`veratur rasa`), the Redis tracker store."""
     env = dict(os.environ, VERATUR__DATABASE__URL=cases_db, VERATUR__REDIS__URL=REDIS_URL)
-    stack = RasaStack(rasa_model, log_dir=tmp_path_factory.mktemp("rasa-logs"), env=env)
+    stack = RasaStack(rasa_model, log_dir=tmp_path_factory.mktemp("rasa-logs"), env=env, redis_url=REDIS_URL)
     stack.start()
     yield stack
     stack.stop()
