@@ -11,7 +11,10 @@ from veratur.config import load_settings
 
 
 def settings(tmp_path: Path, **env: str):
-    return load_settings(environ={f"VERATUR__{k.upper()}": v for k, v in env.items()} | {
+    """Defaults from the schema (not the repository's config file, which others edit) plus `env` overrides."""
+    config = tmp_path / "empty.yml"
+    config.write_text("{}\n")
+    return load_settings(config, environ={f"VERATUR__{k.upper()}": v for k, v in env.items()} | {
         "VERATUR__DATA_DIR": str(tmp_path)})
 
 
