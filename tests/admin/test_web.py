@@ -143,3 +143,46 @@ async def test_rejected_apply_reports_problems(env) -> None:
     job = await _wait_job(c, data["job"])
     assert job["state"] == "rejected" and any("utter_inexistente" in p["message"] for p in job["problems"])
     assert service.read("dialogs/data/rules.yml")[1] == sha
+
+
+async def test_mounted_in_the_real_app_by_route_modules(settings: Settings, tmp_path: Path) -> None:
+    """`veratur web` mounts these pages through ROUTE_MODULES on the live checkout (read here, never written)."""
+    import uuid
+
+    from veratur.webapp import ROUTE_MODULES, build_app
+
+    assert "veratur.flows.web" in ROUTE_MODULES
+    cases = case_service(tmp_path)
+    client = TestClient(TestServer(build_app(settings, cases, secret=uuid.uuid4().bytes * 2)))
+    await client.start_server()
+    try:
+        await sign_in(client, cases, "admin")
+        resp = await client.get("/admin", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == "/admin/flows"
+        page = await (await client.get("/admin/flows")).text()
+        assert "dialogs/domain.yml" in page and "nlu_data/tramites.yml" in page
+        data = await (await client.get(f"{API}/file?path=dialogs/menu.yml")).json()
+        assert data["text"].startswith("#") and len(data["sha256"]) == 64
+    finally:
+        await client.close()
+        cases.close()
+
+
+async def test_two_admins_apply_at_the_same_moment(env) -> None:
+    """Both pass the quick check; the jobs run one at a time under the store lock and the second finds the file
+    changed under it."""
+    make, cases, service = env
+    ana, beto = await make(), await make()
+    tokens = [await sign_in(ana, cases, "admin", "ana2"), await sign_in(beto, cases, "admin", "beto2")]
+    text, sha = service.read("dialogs/menu.yml")
+    bodies = [{"edits": [{"path": "dialogs/menu.yml", "base": sha,
+                          "text": text.replace("Bienvenido al portal", f"Bienvenido ({who}) al portal")}],
+               "message": who} for who in ("ana", "beto")]
+    (s1, d1), (s2, d2) = await asyncio.gather(_post(ana, tokens[0], "/apply", bodies[0]),
+                                              _post(beto, tokens[1], "/apply", bodies[1]))
+    assert s1 == s2 == 202
+    jobs = [await _wait_job(ana, d1["job"]), await _wait_job(beto, d2["job"])]
+    assert sorted(j["state"] for j in jobs) == ["conflict", "done"], jobs
+    winner = next(j for j in jobs if j["state"] == "done")["author"]
+    assert f"({winner.removesuffix('2')})" in service.read("dialogs/menu.yml")[0]
+    assert [r.kind for r in service.store.revisions()] == ["baseline", "apply"]

@@ -14,7 +14,7 @@ from case_bridge.service import CaseService
 from veratur.config import Settings
 from veratur.flows.service import FlowService
 from veratur.flows.web import FlowsAdmin, WebappStaffAuth
-from veratur.webapp import build_app
+from veratur.webapp import ROUTE_MODULES, build_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "contraseña-larga-1"
@@ -27,8 +27,10 @@ def case_service(tmp_path: Path) -> CaseService:
 
 
 def admin_app(settings: Settings, cases: CaseService, flows: FlowService) -> web.Application:
-    app = build_app(settings, cases, secret=uuid.uuid4().bytes * 2)
-    FlowsAdmin(flows, WebappStaffAuth()).setup(app)     # as veratur.flows.web.setup does, on the temp tree
+    # every module of the real app but the flow pages, which are mounted on the temp tree instead of the checkout
+    modules = tuple(m for m in ROUTE_MODULES if m != "veratur.flows.web")
+    app = build_app(settings, cases, secret=uuid.uuid4().bytes * 2, route_modules=modules)
+    FlowsAdmin(flows, WebappStaffAuth()).setup(app)     # as veratur.flows.web.setup does
     return app
 
 
