@@ -19,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from aiohttp import web
 
 from tests.admin.rasa_stack import SwappableRasa
 from tests.admin.webapp_env import PASSWORD, admin_app, case_service
 from tests.sip.harness import Worker, start_caller
+from veratur import REPO_ROOT
 from veratur.config import Settings
 from veratur.flows.model import loaded_model, train_candidate, write_catalog_lookups
 from veratur.flows.service import FlowService
@@ -32,7 +34,16 @@ from veratur.rasa_server import free_port
 
 pytestmark = [pytest.mark.rasa, pytest.mark.browser, pytest.mark.sip, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-OLD_GREETING = "Bienvenido a Veratur, el portal telefónico de Veracruz."
+
+
+def _current_greeting() -> str:
+    """The first sentence of the live utter_greet (the Rasa engineer may reword it; the test follows)."""
+    domain = yaml.safe_load((REPO_ROOT / "dialogs" / "domain.yml").read_text(encoding="utf-8"))
+    text = domain["responses"]["utter_greet"][0]["text"]
+    return text.split(".")[0] + "."
+
+
+OLD_GREETING = _current_greeting()
 NEW_GREETING = "Hola, le atiende Veratur, la nueva línea ciudadana de Veracruz."
 NEW_EXAMPLE = "      - qué onda, buen día"
 GREET_EXAMPLES = re.compile(r"- intent: greet\n\s+examples: \|\n")
