@@ -5,7 +5,10 @@ Goal: < 20 ms per action. Two views: the action code in-process (catalog lookups
 through a real `veratur actions` server over HTTP (JSON tracker in, events out) — what Rasa waits for. The
 status lookup includes the case bridge on a real SQLite database (PIN hash check included).
 
-    .venv/bin/python bench/actions.py [--rounds 300] [--count 900]
+    .venv/bin/python bench/actions.py [--rounds 300] [--count 900] [--turns 100]
+
+`--turns N` also starts a real `rasa run` + action server (cached model) and times N whole caller turns through
+the engine's client (ivr.rasa_client: webhook + intent parse), the latency a caller adds to ASR and TTS.
 """
 from __future__ import annotations
 
@@ -162,10 +165,43 @@ async def status_samples(res: Resources, rounds: int, tmp: Path) -> tuple[list[f
     return folio_ms, verify_ms
 
 
+TURN_SCRIPT = ("¿qué hay que ver en Papantla?", "¿y qué se come ahí?", "¿y en Xico?", "¿cómo llego?",
+               "¿qué necesito para sacar la licencia?", "la de chofer", "¿y cuánto cuesta?", "gracias")
+
+
+async def turn_samples(turns: int) -> list[float]:
+    from ivr.dialogue import CallerTurn, TurnContext
+    from ivr.leg import CallInfo
+    from ivr.rasa_client import RasaDialogueFactory
+    from veratur.rasa_server import RasaStack
+    from veratur.training import ensure_model
+
+    samples: list[float] = []
+    with RasaStack(ensure_model()) as stack:
+        factory = RasaDialogueFactory(stack.url, timeout_s=10.0)
+        try:
+            call = 0
+            while len(samples) < turns:
+                call += 1
+                call_id = f"bench-{uuid.uuid4().hex[:8]}"
+                ctx = TurnContext(call_id=call_id, case_folio=None, caller_number="2280000000")
+                dialogue = factory(CallInfo(call_id=call_id, caller="2280000000", called="bench", node="bench"))
+                await dialogue.start(ctx)
+                for text in TURN_SCRIPT:
+                    t0 = time.perf_counter()
+                    reply = await dialogue.turn(ctx, CallerTurn(text=text))
+                    samples.append((time.perf_counter() - t0) * 1000)
+                    assert not reply.fallback
+        finally:
+            await factory.aclose()
+    return samples[:turns]
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--count", type=int, default=900)
+    parser.add_argument("--turns", type=int, default=0, help="also time N whole turns through a real Rasa")
     args = parser.parse_args()
     cities = load_cities()
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,6 +229,9 @@ async def main() -> int:
         print(line("folio check (Damm, no database)", folio_ms))
         print(line("verification + status_for (PIN hash)", verify_ms))
     print(f"worst action p95: {worst:.2f} ms (goal < 20 ms)")
+    if args.turns:
+        print(f"whole caller turns through rasa run + actions (ivr.rasa_client), {args.turns} turns:")
+        print(line("turn (webhook + /model/parse)", await turn_samples(args.turns)))
     return 0
 
 
