@@ -243,6 +243,7 @@ async def run_escalation(io: EscalationIO, config: EscalationConfig, texts: Sequ
                          requested_target: str | None = None) -> EscalationOutcome:
     """Hand the call to an agent; returns how it ended (the session then ends the call with that disposition)."""
     ph = phrases or EscalationPhrases()
+    reason = reason if reason in REASONS else "caller_request"     # a dialogue payload names it: keep to the known
     journal = io.recorder if isinstance(io.recorder, EscalationJournal) else None
     folio = io.folio()
     try:

@@ -86,6 +86,13 @@ async def test_journal_order_and_success() -> None:
     assert leg.transfers[0][1]["X-Veratur-Case"] == "12345678"
 
 
+async def test_unknown_reason_is_queued_as_a_caller_request() -> None:
+    leg, journal = Leg(), Journal()
+    io, _, _ = make_io(leg, journal)
+    await run_escalation(io, EscalationConfig(agent_queue_uri=QUEUE, allowed_targets=[QUEUE]), (), "x" * 500)
+    assert journal.events[0] == ("requested", "caller_request", QUEUE, "refer")
+
+
 async def test_forbidden_target_attempts_no_transfer() -> None:
     leg, journal = Leg(), Journal()
     io, said, _ = make_io(leg, journal, CallerTurn(dtmf="1", event="dtmf"))

@@ -127,5 +127,5 @@ def test_rasa_payload_names_the_transfer_reason() -> None:
     locked = parse_messages([{"text": "Le comunico con un asesor.",
                               "custom": {"transfer": True, "transfer_reason": "verification_locked"}}])
     assert locked.transfer and locked.transfer_reason == "verification_locked"
-    bogus = parse_messages([{"text": "x", "custom": {"transfer": True, "transfer_reason": "sip:evil@x"}}])
-    assert bogus.transfer and bogus.transfer_reason is None          # only known reasons pass
+    headers = case_headers("12345678", "c1", locked.transfer_reason or "")
+    assert decode_uui(headers["User-to-User"])["why"] == "verification_locked"
