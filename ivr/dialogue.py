@@ -32,6 +32,7 @@ class Expect:
     phrases: tuple[str, ...] = ()      # closed set for a Vosk grammar (menu words, city names)
     max_digits: int = 1
     terminator: str = "#"
+    secret: bool = False               # a PIN or CURP fragment: the transcript keeps it masked
 
 
 @dataclass(frozen=True, slots=True)

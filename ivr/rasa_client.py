@@ -69,7 +69,8 @@ def parse_expect(raw: Any) -> Expect | None:
         return Expect(kind=kind if kind in EXPECT_KINDS else "free",
                       phrases=tuple(str(p) for p in phrases) if isinstance(phrases, list | tuple) else (),
                       max_digits=max(1, min(int(raw.get("max_digits", 1)), 32)),
-                      terminator=str(raw.get("terminator", "#"))[:1] or "#")
+                      terminator=str(raw.get("terminator", "#"))[:1] or "#",
+                      secret=raw.get("secret") is True)
     except (TypeError, ValueError):
         return None
 

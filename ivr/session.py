@@ -299,13 +299,13 @@ class CallSession:
                     turn = await self._reprompt_no_input(reply)
                 else:
                     turn = await self._reprompt_no_match(reply, asr=True)
-            reply = await self._dialogue(turn)
+            reply = await self._dialogue(turn, secret=reply.expect.secret)
             if reply.intent in NO_MATCH_INTENTS and not reply.transfer:
                 reply = await self._taper_no_match(reply)
             else:
                 self.no_match = 0
 
-    async def _dialogue(self, turn: CallerTurn | None) -> DialogueReply:
+    async def _dialogue(self, turn: CallerTurn | None, *, secret: bool = False) -> DialogueReply:
         """Ask the dialogue (greeting when `turn` is None); commit the caller and portal turns before speaking."""
         self.state = EngineState.THINKING
         guard_s = max(5.0, 3 * self.settings.dialogue.timeout_s)
@@ -325,13 +325,16 @@ class CallSession:
             await self._record(self.recorder.link_case(self.call_id, reply.case_folio))
         if turn is not None:
             text = turn.text if turn.text else f"[DTMF {turn.dtmf}]"
+            if secret:        # the answer to a PIN/CURP question never reaches the transcript or the log
+                text = "[verificación]" if turn.text else "[DTMF ****]"
             await self._record(self.recorder.add_turn(self.call_id, "caller", text, reply.intent,
                                                       reply.intent_confidence if reply.intent_confidence is not None
                                                       else turn.confidence))
             log.info("caller turn %s", kv(call_id=self.call_id, case=self.ctx.case_folio or "-",
                                           text=scrub(text), intent=reply.intent or "-"))
         if reply.texts:
-            await self._record(self.recorder.add_turn(self.call_id, "portal", " ".join(reply.texts)))
+            spoken_for_transcript = reply.transcript_texts or reply.texts   # a read-back PIN stays masked
+            await self._record(self.recorder.add_turn(self.call_id, "portal", " ".join(spoken_for_transcript)))
         return reply
 
     async def _record(self, coro) -> None:  # type: ignore[no-untyped-def]

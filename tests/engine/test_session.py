@@ -316,3 +316,17 @@ async def test_speech_result_superseded_by_keys_does_not_answer_the_next_prompt(
     await call.leg.say(speech("감사합니다") + silence(600))
     assert await call.result() == "completed"
     assert [(t.dtmf, t.text) for t in call.dialogue.turns] == [("1", None), (None, "nuevo")]
+
+
+async def test_secret_answers_and_redacted_read_backs_stay_out_of_the_transcript() -> None:
+    pin = Expect(kind="digits", max_digits=4, secret=True)
+    call = Call(DialogueReply(texts=("Su NIP, por favor.",), expect=pin),
+                [DialogueReply(texts=("Su folio es 1 2 3 y su NIP es 4 5 6 7.",), hangup=True,
+                               transcript_texts=("Su folio es 1 2 3 y su NIP es *, *, *, *.",))])
+    await call.wait_prompt_done(0)
+    call.leg.press("9876#")
+    assert await call.result() == "completed"
+    assert call.dialogue.turns[0].dtmf == "9876"              # the dialogue gets the digits to verify them
+    texts = [t.text for t in call.recorder.turns]
+    assert "[DTMF ****]" in texts
+    assert not any("9876" in t or "4 5 6 7" in t for t in texts)
