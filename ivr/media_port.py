@@ -4,6 +4,11 @@ Both callbacks run 50 times a second per call on the pjmedia clock thread, so th
 inbound, the frame's bytes are read straight from the SWIG `ByteVector`'s memory (~2 µs; `bytes(frame.buf)`
 iterates element by element and costs ~200 µs); outbound, a queued frame is popped (silence on underrun).
 No exception may escape a pjsua2 callback (it would keep the call alive past libDestroy and abort at exit).
+
+Ports are pooled and reused by the edge, never deleted while the endpoint runs: pjmedia 2.15's conference
+bridge applies port removal asynchronously on its clock thread, so deleting a port object can let the clock call
+into freed memory (seen here as callbacks on a half-destroyed Python object, then SIGSEGV). A port between
+calls is detached (`leg is None`): it takes nothing and sends silence.
 """
 from __future__ import annotations
 
@@ -32,44 +37,52 @@ def read_byte_vector(vector: pj.ByteVector, size: int) -> bytes:
 
 
 class LegMediaPort(pj.AudioMediaPort):
-    """A pjmedia port at the call rate that feeds `leg.rx_frame` and drains `leg.tx_frame`."""
+    """A pjmedia port at the call rate that feeds `leg.rx_frame` and drains `leg.tx_frame` (when attached)."""
 
-    def __init__(self, leg: SipLeg) -> None:
+    def __init__(self, frame_len: int, sample_rate: int) -> None:
         super().__init__()
-        self.leg = leg
-        self._silence = pj.ByteVector(bytes(leg.frame_len))
+        self.leg: SipLeg | None = None
+        self.frame_len = frame_len
+        self.sample_rate = sample_rate
+        self._silence = pj.ByteVector(bytes(frame_len))
         self._errors = 0
 
     def create(self, name: str) -> None:
         """Register the port in the conference bridge (SIP owner thread only)."""
         fmt = pj.MediaFormatAudio()
         fmt.type = pj.PJMEDIA_TYPE_AUDIO
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, self.leg.sample_rate, 1, 20000, 16)
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, self.sample_rate, 1, 20000, 16)
         self.createPort(name, fmt)
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        leg = self.leg
+        if leg is None:
+            return
         start = time.perf_counter_ns()
         try:
             if frame.type == _AUDIO and frame.size:
                 pcm = read_byte_vector(frame.buf, frame.size)
-                if len(pcm) == self.leg.frame_len:
-                    self.leg.rx_frame(pcm)
+                if len(pcm) == self.frame_len:
+                    leg.rx_frame(pcm)
         except Exception:
             self._error("rx")
-        self.leg.rx_callback_ns += time.perf_counter_ns() - start
+        leg.rx_callback_ns += time.perf_counter_ns() - start
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        leg = self.leg
         start = time.perf_counter_ns()
         try:
-            data = self.leg.tx_frame()
+            data = leg.tx_frame() if leg is not None else None
             frame.type = _AUDIO
             frame.buf = self._silence if data is None else pj.ByteVector(data)
-            frame.size = self.leg.frame_len
+            frame.size = self.frame_len
         except Exception:
             self._error("tx")
-        self.leg.tx_callback_ns += time.perf_counter_ns() - start
+        if leg is not None:
+            leg.tx_callback_ns += time.perf_counter_ns() - start
 
     def _error(self, where: str) -> None:
         self._errors += 1
         if self._errors <= MAX_CALLBACK_ERRORS_LOGGED:
-            log.exception("media port %s callback failed call_id=%s", where, self.leg.info.call_id)
+            log.exception("media port %s callback failed call_id=%s", where,
+                          self.leg.info.call_id if self.leg is not None else "-")

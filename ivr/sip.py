@@ -3,7 +3,8 @@
 The only module (with its helper ivr.media_port) that imports pjsua2. Rules learnt the hard way
 (shared/notes/pjsua2.md): one owner thread makes every pjsua call — the event loop sends it commands through a
 queue; Python references to every `Call` and port are kept until the call is gone; no exception escapes a
-callback; calls and ports are destroyed before `libDestroy()`.
+callback; calls are destroyed before `libDestroy()`. Media ports are pooled and reused, never deleted while the
+endpoint runs (see ivr.media_port), and disowned after `libDestroy()`.
 
 Policy at the door: an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
 is draining for shutdown, 486/503 with Retry-After (the PyPI wheel itself refuses a 5th call with a bare 486).
@@ -147,9 +148,14 @@ class SipEdge:
         # Owner-thread state.
         self._ep: pj.Endpoint | None = None
         self._account: _Account | None = None
-        self._log_writer = _PjLogWriter()               # must outlive libDestroy
+        # libDestroy() deletes the log writer itself (C++ delete): hand the object over to C++ so Python does
+        # not delete it a second time (a double free at exit), and keep the proxy for as long as we live.
+        self._log_writer = _PjLogWriter()
+        self._log_writer.__disown__()
         self._calls: set[_Call] = set()
         self._reap: list[_Call] = []
+        self._ports: list[LegMediaPort] = []            # every port created (kept until after libDestroy)
+        self._idle_ports: list[LegMediaPort] = []
         self._draining = False
         self._rejected: dict[int, int] = {}
         self._ended_totals = EdgeState()               # counters of legs already gone
@@ -470,6 +476,7 @@ class SipEdge:
         state = EdgeState(
             calls=len(self._calls), legs=len(legs), draining=self._draining, rejected=dict(self._rejected),
             media_ports=self._ep.mediaActivePorts() if self._ep is not None else 0,
+            ports_pooled=len(self._ports), ports_in_use=len(self._ports) - len(self._idle_ports),
             rx_callback_ns=done.rx_callback_ns, tx_callback_ns=done.tx_callback_ns, rx_frames=done.rx_frames,
             tx_frames=done.tx_frames, tx_underruns=done.tx_underruns, dtmf_digits=done.dtmf_digits,
             legs_total=done.legs_total)
@@ -607,8 +614,7 @@ class SipEdge:
                 return
             audio = call.getAudioMedia(media.index)
             if call.port is None:
-                call.port = LegMediaPort(call.leg)
-                call.port.create(f"leg{ci.id}")
+                call.port = self._acquire_port(call.leg)
             if call.audio is not None and call.media_index == media.index:
                 return                                   # re-INVITE with the same stream: already connected
             call.audio = audio
@@ -660,15 +666,29 @@ class SipEdge:
         for call in calls:
             self._release(call)
 
+    def _acquire_port(self, leg: SipLeg) -> LegMediaPort:
+        """An idle pooled port, or a new one registered in the conference bridge."""
+        if self._idle_ports:
+            port = self._idle_ports.pop()
+        else:
+            port = LegMediaPort(leg.frame_len, leg.sample_rate)
+            port.create(f"leg{len(self._ports)}")
+            self._ports.append(port)
+        port.leg = leg
+        return port
+
     def _release(self, call: _Call) -> None:
-        if call.port is not None:
-            try:
-                if call.audio is not None:
-                    call.port.stopTransmit(call.audio)
-            except Exception:
-                pass                                     # the stream is already gone with the call
+        port, call.port = call.port, None
+        if port is not None:
+            for source, sink in ((port, call.audio), (call.audio, port)):
+                if source is not None and sink is not None:
+                    try:
+                        source.stopTransmit(sink)
+                    except Exception:
+                        pass                             # the stream is already gone with the call
+            port.leg = None                              # inert until the next call takes it
+            self._idle_ports.append(port)
         call.audio = None
-        call.port = None
         if call in self._calls and call.leg is not None:
             self._ended_totals.add_leg(call.leg)
         self._calls.discard(call)
@@ -749,13 +769,20 @@ class SipEdge:
             except Exception:
                 pass
         self._account = None
-        gc.collect()                                     # no SWIG proxy may outlive libDestroy
+        gc.collect()                                     # no Call proxy may outlive libDestroy
         if self._ep is not None:
             try:
                 self._ep.libDestroy()
             except Exception:
                 log.exception("libDestroy failed")
         self._ep = None
+        # The conference bridge is gone: deleting a port now would unregister it from a destroyed pjsua (an
+        # assertion abort). Leave the C++ ports to the process exit; nothing can call them any more.
+        for port in self._ports:
+            port.leg = None
+            port.thisown = False
+        self._ports.clear()
+        self._idle_ports.clear()
         gc.collect()
 
 

@@ -65,6 +65,8 @@ class EdgeState:
     calls: int = 0                  # pjsua Call objects we still hold (answered, ringing or being rejected)
     legs: int = 0                   # calls with a leg (answered or being answered)
     media_ports: int = 0            # ports in pjsua's conference bridge (the null sound port counts as 1)
+    ports_pooled: int = 0           # our media ports created (kept and reused, see ivr.media_port)
+    ports_in_use: int = 0           # ... of which attached to a call
     draining: bool = False
     rejected: dict[int, int] = field(default_factory=dict)
     rx_callback_ns: int = 0

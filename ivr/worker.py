@@ -72,6 +72,8 @@ class EdgeCollector(Collector):
         yield GaugeMetricFamily("veratur_sip_legs", "calls with a media leg", value=s.legs)
         yield GaugeMetricFamily("veratur_sip_media_ports", "ports in the conference bridge (null sound = 1)",
                                 value=s.media_ports)
+        yield GaugeMetricFamily("veratur_sip_ports_pooled", "our media ports (kept for reuse)", value=s.ports_pooled)
+        yield GaugeMetricFamily("veratur_sip_ports_in_use", "our media ports attached to a call", value=s.ports_in_use)
         yield GaugeMetricFamily("veratur_sip_draining", "1 while refusing new calls for shutdown",
                                 value=int(s.draining))
         frames = CounterMetricFamily("veratur_sip_frames", "20 ms frames moved", labels=["direction"])

@@ -125,9 +125,12 @@ class Worker:
             time.sleep(0.1)
 
     def wait_idle(self, timeout_s: float = 10.0) -> dict[str, float]:
-        """No calls, no legs, no media port but the null sound device's, no session running."""
+        """No calls, no legs, no session running, no media port attached; in the conference bridge only the null
+        sound device and our pooled (idle, reusable) ports: nothing leaked."""
         return self.wait_for(lambda m: m["veratur_sip_calls"] == 0 and m["veratur_sip_legs"] == 0
-                             and m["veratur_sip_media_ports"] <= 1 and m["veratur_calls_active"] == 0, timeout_s)
+                             and m["veratur_sip_ports_in_use"] == 0
+                             and m["veratur_sip_media_ports"] == 1 + m["veratur_sip_ports_pooled"]
+                             and m["veratur_sip_ports_pooled"] <= 4 and m["veratur_calls_active"] == 0, timeout_s)
 
     def stop(self, sig: int | None = signal.SIGTERM, timeout_s: float = 20) -> int:
         """Send `sig` (None: it was sent already) and wait for the exit code."""
