@@ -159,19 +159,21 @@ class FlowService:
     def validate(self, edits: list[Edit], *, deep: bool = False, check_base: bool = False) -> list[Problem]:
         """Problems of the live tree with `edits` applied (deep: also `rasa data validate`, ~15 s)."""
         try:
-            edits = self.check_edits(edits) if check_base else [self._normalize(e) for e in edits]
+            edits = self.check_edits(edits) if check_base else [self.normalize(e) for e in edits]
         except PathRejected as exc:
             return [Problem(edits[0].path if len(edits) == 1 else "(ruta)", str(exc))]
         with self.candidate(edits) as root:
-            problems = self._validate_candidate(root, deep, lambda s, m: None)
+            problems = self.validate_candidate(root, deep, lambda s, m: None)
         return problems
 
-    def _normalize(self, e: Edit) -> Edit:
+    def normalize(self, e: Edit) -> Edit:
+        """The edit with its path checked and normalized and its size checked (PathRejected otherwise)."""
         rel = check_path(self.live_root, e.path)
         check_size(rel, e.text)
         return Edit(rel, e.text.replace("\r\n", "\n"), e.base)
 
-    def _validate_candidate(self, root: Path, deep: bool, progress: Progress) -> list[Problem]:
+    def validate_candidate(self, root: Path, deep: bool, progress: Progress) -> list[Problem]:
+        """Problems of a candidate tree; also writes its catalog lookup tables (needed to train it)."""
         progress("validate", "validando sintaxis, claves y referencias")
         problems = validate_tree(root)
         if errors_in(problems):
@@ -208,7 +210,7 @@ class FlowService:
         self._ensure_baseline()
         say("stage", "preparando el candidato")
         with self.candidate(edits, files) as root:
-            problems = self._validate_candidate(root, True, say)
+            problems = self.validate_candidate(root, True, say)
             if errors_in(problems):
                 raise Invalid(problems, "validación")
             say("train", "modelo del candidato")

@@ -257,7 +257,7 @@ class FlowsAdmin:
         edits = self._edits(body)
         try:
             for e in edits:
-                self.service._normalize(e)
+                self.service.normalize(e)
             diff = await asyncio.to_thread(self.service.diff, edits)
         except PathRejected as exc:
             return web.json_response({"error": str(exc)}, status=400)
@@ -370,9 +370,9 @@ class FlowsAdmin:
     def _try_candidate(self, edits: list[Edit], job: Job) -> dict[str, Any]:
         from veratur.rasa_server import RasaStack
 
-        edits = [self.service._normalize(e) for e in edits]
+        edits = [self.service.normalize(e) for e in edits]
         with self.service.candidate(edits) as root:
-            problems = self.service._validate_candidate(root, False, job.progress)
+            problems = self.service.validate_candidate(root, False, job.progress)
             if errors_in(problems):
                 raise Invalid(problems, "validación")
             model = self.service.trainer(root, lambda m: job.progress("train", m))
