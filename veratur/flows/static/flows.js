@@ -31,7 +31,7 @@
     out += m[1]; rest = rest.slice(m[1].length);
     if (m[2]) { out += '<span class="d">- </span>'; rest = rest.slice(2); }
     if (/^#/.test(rest)) return out + '<span class="c">' + esc(rest) + "</span>";
-    const key = rest.match(/^([^\s:#"'][^:#]*?|"[^"]*"|'[^']*'):(\s|$)/);
+    const key = rest.match(/^([^\s:#"'{}\[\]][^:#{}\[\]"']*?|"[^"]*"|'[^']*'):(\s|$)/);  // not inside {..} or [..]
     if (key) { out += '<span class="k">' + esc(key[1]) + "</span>:"; rest = rest.slice(key[1].length + 1); }
     const comment = rest.search(/\s#/);
     let tail = "";
