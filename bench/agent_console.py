@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from case_bridge.escalation import EscalationDesk  # noqa: E402
 from case_bridge.migrate import upgrade  # noqa: E402
 from case_bridge.service import CaseService  # noqa: E402
-from veratur.config import load_settings  # noqa: E402
+from veratur.config import Settings  # noqa: E402
 from veratur.webapp import build_app  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def bench_polls(desk: EscalationDesk, calls: list[tuple[int, int, str]], rounds:
 
 
 async def bench_ws(svc: CaseService, rounds: int) -> list[float]:
-    app = build_app(load_settings(), svc, secret=uuid.uuid4().bytes * 2)
+    app = build_app(Settings(), svc, secret=uuid.uuid4().bytes * 2)
     desk = EscalationDesk(svc)
     call_id = f"bench-ws-{uuid.uuid4().hex}"
     svc.link_call(call_id, "2281234567")

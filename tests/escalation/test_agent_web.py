@@ -16,7 +16,7 @@ from case_bridge.escalation import EscalationDesk
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
 from tests.escalation.conftest import unique
-from veratur.config import load_settings
+from veratur.config import Settings
 from veratur.webapp import build_app
 
 PASSWORD = "contraseña-larga"
@@ -24,7 +24,7 @@ PASSWORD = "contraseña-larga"
 
 @pytest.fixture
 async def client(svc: CaseService) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    app = build_app(load_settings(), svc, secret=uuid.uuid4().bytes * 2)
+    app = build_app(Settings(), svc, secret=uuid.uuid4().bytes * 2)
     async with TestClient(TestServer(app)) as c:
         yield c
 

@@ -22,7 +22,7 @@ from tests.escalation.portal import Portal, portal_settings
 from tests.escalation.scenario_parts import PORTAL_BYE, play, refer_block
 from tests.escalation.sippkit import dtmf_timeline, start_sipp
 from tests.sip.harness import free_udp_port
-from veratur.config import load_settings
+from veratur.config import Settings
 from veratur.webapp import build_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -44,7 +44,7 @@ async def service(esc_sqlite_database: str) -> AsyncIterator[CaseService]:
 
 @pytest.fixture
 async def site(service: CaseService) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(load_settings(), service, secret=uuid.uuid4().bytes * 2))
+    runner = web.AppRunner(build_app(Settings(), service, secret=uuid.uuid4().bytes * 2))
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
