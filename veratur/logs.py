@@ -10,6 +10,8 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format=_FORMAT, stream=sys.stderr, force=True)
+    # One line per health probe (every few seconds) would drown the node's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def kv(**fields: object) -> str:

@@ -186,6 +186,21 @@ class Supervisor:
         return probe
 
     # ---------------------------------------------------------------- run
+    async def _migrate_database(self) -> None:
+        """Bring the case database to the current schema before any child opens it: the action server seeds the
+        trámite catalog at start and would otherwise find no tables on a fresh install. A database that is down
+        is not fatal: calls go on and the workers keep their writes in the outbox."""
+        if getattr(self.args, "workers_only", False):
+            return
+        from case_bridge.migrate import upgrade
+        self.settings.path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(upgrade, self.settings.database_url)
+        except Exception as exc:  # any driver error: report it and go on
+            log.error("database migration failed %s", kv(error=f"{type(exc).__name__}: {exc}"[:300]))
+        else:
+            log.info("database at head %s", kv(event="db_migrated"))
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,6 +219,7 @@ class Supervisor:
                 if spec.name == "kamailio":
                     spec.argv = kamailio.command(paths)
         self._serve_metrics()
+        await self._migrate_database()
         by_name = {spec.name: spec for spec in specs}
         try:
             # Rasa first: its cold start is the longest; nothing waits for it.

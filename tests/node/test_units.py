@@ -90,3 +90,18 @@ def test_missing_kamailio_binary_is_a_clear_error(tmp_path: Path, monkeypatch: p
 def test_workers_flag_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert supervisor.run(settings(tmp_path), args(workers=0)) == 2
     assert "--workers must be between 1 and 64" in capsys.readouterr().err
+
+
+async def test_supervisor_migrates_the_database_before_children_start(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    s = settings(tmp_path, database__url=f"sqlite:///{tmp_path / 'fresh.db'}")
+    await supervisor.Supervisor(s, args())._migrate_database()
+    names = sa.inspect(sa.create_engine(s.database_url)).get_table_names()
+    assert {"cases", "tramites", "call_records", "transcript_turns"} <= set(names)
+
+
+async def test_supervisor_goes_on_when_the_database_is_down(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = settings(tmp_path, database__url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    await supervisor.Supervisor(s, args())._migrate_database()     # no exception: the node still starts
+    assert "database migration failed" in caplog.text and "OperationalError" in caplog.text
