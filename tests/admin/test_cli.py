@@ -49,6 +49,7 @@ def test_apply_log_and_rollback(tmp_path: Path) -> None:
                        data_dir=data)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "[rasa_validate]" in applied.stdout and "[test]" in applied.stdout and "revisión 2 en vivo" in applied.stdout
+    assert "siguen valiendo las del modelo en vivo" in applied.stdout     # prompt-only: no `rasa test` rerun
     assert "Bienvenida al nuevo portal" in (live / "dialogs" / "menu.yml").read_text(encoding="utf-8")
     log = _veratur("--root", str(live), "log", data_dir=data)
     assert "ci" in log.stdout and "dialogs/menu.yml" in log.stdout
