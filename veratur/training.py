@@ -139,28 +139,31 @@ def ensure_model(force: bool = False, progress: Callable[[str], None] | None = N
 
 
 def _train(target: Path, progress: Callable[[str], None]) -> None:
+    started = time.monotonic()
+    log.info(kv(event="train_start", model=target.name))
+    train_into(DIALOGS_DIR, NLU_TRAIN_DIR, target, progress)
+    log.info(kv(event="train_done", model=target.name, seconds=round(time.monotonic() - started, 1)))
+
+
+def train_into(dialogs_dir: Path, nlu_dir: Path, target: Path, progress: Callable[[str], None]) -> None:
+    """Run `rasa train` on a project (`dialogs_dir` + `nlu_dir`, the live one or an admin's candidate), report its
+    progress, and move the model to `target` only when training succeeded (TrainingError otherwise)."""
     if not RASA_BIN.exists():
         raise TrainingError(f"{RASA_BIN} is missing: run `make setup` (the Rasa venv, Python 3.10)")
     with tempfile.TemporaryDirectory(dir=MODELS_DIR, prefix=".training-") as tmp:
         name = target.name.removesuffix(".tar.gz")
         cmd = [str(RASA_BIN), "train", "--domain", "domain.yml", "--config", "config.yml",
-               "--data", "data", str(NLU_TRAIN_DIR), "--out", tmp, "--fixed-model-name", name]
-        started = time.monotonic()
-        log.info(kv(event="train_start", model=target.name))
+               "--data", "data", str(nlu_dir), "--out", tmp, "--fixed-model-name", name]
         tail: list[str] = []
-        proc = subprocess.Popen(cmd, cwd=DIALOGS_DIR, env=rasa_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = subprocess.Popen(cmd, cwd=dialogs_dir, env=rasa_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
         assert proc.stdout is not None
         last = ""
         buffer = ""
         try:
-            while True:
-                chunk = proc.stdout.read(256)
-                if not chunk:
-                    break
-                buffer += chunk
+            while chunk := proc.stdout.read(256):
                 # tqdm redraws with \r: report each component start and every 10 % of its epochs
-                parts = re.split(r"[\r\n]", buffer)
+                parts = re.split(r"[\r\n]", buffer + chunk)
                 buffer = parts.pop()
                 for line in parts:
                     if line.strip():
@@ -168,7 +171,7 @@ def _train(target: Path, progress: Callable[[str], None]) -> None:
                     status = _progress_line(line)
                     if status and status != last:
                         last = status
-                        progress(status)
+                        progress(status.strip())
             code = proc.wait(timeout=TRAIN_TIMEOUT_S)
         except BaseException:
             proc.kill()
@@ -178,7 +181,6 @@ def _train(target: Path, progress: Callable[[str], None]) -> None:
         if code != 0 or not produced.exists():
             raise TrainingError(f"rasa train exited with {code}:\n" + "\n".join(tail[-20:]))
         os.replace(produced, target)
-        log.info(kv(event="train_done", model=target.name, seconds=round(time.monotonic() - started, 1)))
 
 
 def _progress_line(line: str) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import tempfile
@@ -26,12 +25,10 @@ from veratur.training import (
     MODEL_PREFIX,
     MODELS_DIR,
     RASA_BIN,
-    TRAIN_TIMEOUT_S,
-    TrainingError,
     _BlockDumper,
-    _progress_line,
     _train_lock,
     rasa_env,
+    train_into,
 )
 
 Progress = Callable[[str], None]
@@ -95,38 +92,8 @@ def train_candidate(root: Path, progress: Progress) -> Path:
 
 
 def _run_train(root: Path, target: Path, progress: Progress) -> None:
-    if not RASA_BIN.exists():
-        raise TrainingError(f"{RASA_BIN} is missing: run `make setup`")
-    with tempfile.TemporaryDirectory(dir=MODELS_DIR, prefix=".training-") as tmp:
-        name = target.name.removesuffix(".tar.gz")
-        cmd = [str(RASA_BIN), "train", "--domain", "domain.yml", "--config", "config.yml", "--data", "data",
-               str(root / "nlu_data" / "train"), "--out", tmp, "--fixed-model-name", name]
-        progress(f"entrenando {target.name} (alrededor de un minuto)")
-        tail: list[str] = []
-        proc = subprocess.Popen(cmd, cwd=root / "dialogs", env=rasa_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
-        assert proc.stdout is not None
-        buffer, last = "", ""
-        try:
-            while chunk := proc.stdout.read(256):
-                parts = re.split(r"[\r\n]", buffer + chunk)
-                buffer = parts.pop()
-                for line in parts:
-                    if line.strip():
-                        tail = (tail + [line])[-40:]
-                    status = _progress_line(line)
-                    if status and status != last:
-                        last = status
-                        progress(status.strip())
-            code = proc.wait(timeout=TRAIN_TIMEOUT_S)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        produced = Path(tmp) / target.name
-        if code != 0 or not produced.exists():
-            raise TrainingError(f"rasa train exited with {code}:\n" + "\n".join(tail[-20:]))
-        produced.replace(target)
+    progress(f"entrenando {target.name} (alrededor de un minuto)")
+    train_into(root / "dialogs", root / "nlu_data" / "train", target, progress)
 
 
 def test_stories(root: Path) -> list[Path]:
