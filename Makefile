@@ -20,7 +20,7 @@ test: setup lint
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy veratur ivr case_bridge voice_models dialogs/actions
+	.venv/bin/mypy foundation veratur ivr case_bridge voice_models dialogs/actions testkit
 
 ## Fast unit tests only (no real peers).
 unit: setup

@@ -8,7 +8,7 @@ status lookup includes the case bridge on a real SQLite database (PIN hash check
     .venv/bin/python bench/actions.py [--rounds 300] [--count 900] [--turns 100]
 
 `--turns N` also starts a real `rasa run` + action server (cached model) and times N whole caller turns through
-the engine's client (ivr.rasa_client: webhook + intent parse), the latency a caller adds to ASR and TTS.
+the engine's client (ivr.dialogue.rasa: webhook + intent parse), the latency a caller adds to ASR and TTS.
 """
 from __future__ import annotations
 
@@ -145,9 +145,9 @@ def http_samples(tramites_path: Path | None, rounds: int, tmp: Path) -> dict[str
 
 async def status_samples(res: Resources, rounds: int, tmp: Path) -> tuple[list[float], list[float]]:
     from case_bridge.migrate import upgrade
-    from case_bridge.seed import seed_catalog
     from case_bridge.service import CaseService
     from case_bridge.views import CitizenInfo
+    from dialogs.catalog_seed import seed_catalog
 
     url = f"sqlite:///{tmp / 'bench.db'}"
     upgrade(url)
@@ -170,9 +170,9 @@ TURN_SCRIPT = ("¿qué hay que ver en Papantla?", "¿y qué se come ahí?", "¿y
 
 
 async def turn_samples(turns: int) -> list[float]:
-    from ivr.dialogue import CallerTurn, TurnContext
-    from ivr.leg import CallInfo
-    from ivr.rasa_client import RasaDialogueFactory
+    from ivr.call.leg import CallInfo
+    from ivr.dialogue.interface import CallerTurn, TurnContext
+    from ivr.dialogue.rasa import RasaDialogueFactory
     from veratur.rasa_server import RasaStack
     from veratur.training import ensure_model
 
@@ -230,7 +230,7 @@ async def main() -> int:
         print(line("verification + status_for (PIN hash)", verify_ms))
     print(f"worst action p95: {worst:.2f} ms (goal < 20 ms)")
     if args.turns:
-        print(f"whole caller turns through rasa run + actions (ivr.rasa_client), {args.turns} turns:")
+        print(f"whole caller turns through rasa run + actions (ivr.dialogue.rasa), {args.turns} turns:")
         print(line("turn (webhook + /model/parse)", await turn_samples(args.turns)))
     return 0
 

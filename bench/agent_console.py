@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from case_bridge.escalation import EscalationDesk  # noqa: E402
 from case_bridge.migrate import upgrade  # noqa: E402
 from case_bridge.service import CaseService  # noqa: E402
-from veratur.config import Settings  # noqa: E402
+from foundation.config import Settings  # noqa: E402
 from veratur.webapp import build_app  # noqa: E402
 
 

@@ -120,7 +120,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=4, help="concurrent calls")
     ap.add_argument("--uri", help="call this SIP URI (e.g. Kamailio's front door) instead of starting workers")
     ap.add_argument("--metrics", default="", help="with --uri: comma-separated /metrics URLs of the workers")
-    ap.add_argument("--app", choices=("demo", "engine"), default="demo", help="handler of workers started here")
+    ap.add_argument("--app", default="testkit.demo_handler:factory", help="handler of workers started here")
     ap.add_argument("--workers", type=int, help="workers to start (default: calls / 4, rounded up)")
     ap.add_argument("--say", action="append", help="caller utterances, in order (default: two Spanish phrases)")
     ap.add_argument("--dtmf", default="1", help="digits keyed after the utterances ('' for none)")

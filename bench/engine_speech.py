@@ -23,15 +23,15 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ivr.asr import StreamConfig, VoskRecognizer  # noqa: E402
-from ivr.endpointing import EndpointConfig  # noqa: E402
-from ivr.menu_dialogue import load_menu  # noqa: E402
-from ivr.resample import energy_db  # noqa: E402
-from ivr.session import SessionPhrases  # noqa: E402
-from ivr.tts import EspeakSynthesizer  # noqa: E402
-from ivr.turn import CallerTurnTracker  # noqa: E402
-from tests.engine.sounds import noise, silence, speech  # noqa: E402
-from tests.fakes import frames_of  # noqa: E402
+from ivr.call.session import SessionPhrases  # noqa: E402
+from ivr.dialogue.menu import load_menu  # noqa: E402
+from ivr.speech.audio_ops import energy_db  # noqa: E402
+from ivr.speech.endpointing import EndpointConfig  # noqa: E402
+from ivr.speech.recognizer import StreamConfig, VoskRecognizer  # noqa: E402
+from ivr.speech.tts import EspeakSynthesizer  # noqa: E402
+from ivr.speech.vad import CallerTurnTracker  # noqa: E402
+from testkit.fakes import frames_of  # noqa: E402
+from testkit.sounds import noise, silence, speech  # noqa: E402
 from voice_models import locate  # noqa: E402
 
 RATE = 8000
@@ -172,11 +172,11 @@ def bench_rss(model_key: str) -> None:
 
 async def bench_engine_rss(model_key: str, calls: int) -> None:
     """RSS of a real Engine (shared model, TTS, menu) with 0, 1 and `calls` live calls that have spoken."""
+    from foundation.config import Settings
+    from ivr.dialogue.menu import menu_dialogue_factory
     from ivr.engine import Engine, NullRecorder
-    from ivr.menu_dialogue import menu_dialogue_factory
     from ivr.metrics import EngineMetrics
-    from tests.fakes import FakeLeg
-    from veratur.config import Settings
+    from testkit.fakes import FakeLeg
     base = Settings()
     with tempfile.TemporaryDirectory() as tmp:
         settings = base.model_copy(update={

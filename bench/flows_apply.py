@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from veratur import REPO_ROOT  # noqa: E402
-from veratur.config import load_settings  # noqa: E402
+from foundation.config import load_settings  # noqa: E402
+from foundation.paths import REPO_ROOT  # noqa: E402
 from veratur.flows.paths import list_flow_files  # noqa: E402
 from veratur.flows.service import SUPPORT_FILES, Edit, FlowService  # noqa: E402
 from veratur.flows.store import RevisionStore  # noqa: E402

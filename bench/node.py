@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from testkit.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap  # noqa: E402
+from testkit.sipraw import RawSip, invite  # noqa: E402
 from tests.node.conftest import HOST, write_settings  # noqa: E402
 from tests.node.node_runner import Node, caller_scenario, run_node, start_calls  # noqa: E402
-from tests.node.sipraw import RawSip, invite  # noqa: E402
-from tests.sip.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap  # noqa: E402
 from veratur import kamailio  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     parser.add_argument("--hold-ms", type=int, default=10000)
     parser.add_argument("--reject-burst", type=int, default=2000, help="INVITEs sent while full (paced 2/ms)")
-    parser.add_argument("--app", default="auto", choices=("auto", "engine", "demo"))
+    parser.add_argument("--app", default="engine")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="veratur-bench-node-"))

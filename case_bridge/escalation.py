@@ -2,7 +2,7 @@
 
 Built on `CaseService` (same conventions: synchronous, one short transaction per call, frozen views out, Spanish
 errors that are safe to show). The engine side writes through `EscalationRecorder` (the `CaseRecorder` plus the
-three `ivr.escalation.EscalationJournal` writes, which share its outbox so they reach the database in call order);
+three `ivr.call.escalation.EscalationJournal` writes, which share its outbox so they reach the database in call order);
 the agent console calls `EscalationDesk`.
 
     desk = EscalationDesk(service)
@@ -21,17 +21,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from case_bridge.errors import AlreadyTaken, CaseBridgeError, InvalidInput
 from case_bridge.models import CallRecord, Case, Escalation, EscalationNote, Interaction, StaffUser, utcnow
-from case_bridge.phone import CaseRecorder
 from case_bridge.service import MAX_TEXT, CaseService
 from case_bridge.views import STATUS_LABELS, CaseView, TurnView
-from veratur.logs import kv
+from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.escalation")
 
@@ -308,29 +306,5 @@ class EscalationDesk:
                          taken_by=staff.username if staff else None, callback_requested=esc.callback_requested)
 
 
-class EscalationRecorder(CaseRecorder):
-    """The engine's recorder with the escalation journal (`ivr.escalation.EscalationJournal`).
-
-    The three writes go through the CaseRecorder's outbox like every other call write, so the queue entry is
-    never written before the call record it points to, and survives a database outage."""
-
-    def __init__(self, service: CaseService, *, data_dir: Path, name: str) -> None:
-        super().__init__(service, data_dir=data_dir, name=name)
-        self.desk = EscalationDesk(service)
-        self._ops.update({"escalation_requested": self.desk.enqueue,
-                          "escalation_result": self.desk.record_result,
-                          "callback_requested": self.desk.record_callback})
-
-    async def escalation_requested(self, call_id: str, reason: str, target: str, mode: str) -> None:
-        await self._record("escalation_requested", call_id=call_id, reason=reason, target=target, mode=mode)
-
-    async def escalation_result(self, call_id: str, ok: bool, status_code: int, detail: str) -> None:
-        await self._record("escalation_result", call_id=call_id, ok=ok, status_code=status_code,
-                           detail=detail[:200])
-
-    async def callback_requested(self, call_id: str, accepted: bool, phone: str | None) -> None:
-        await self._record("callback_requested", call_id=call_id, accepted=accepted, phone=phone)
-
-
 __all__ = ["AGENT_DISPOSITIONS", "AgentCase", "AlreadyTaken", "EscalationClosed", "EscalationDesk",
-           "EscalationNotFound", "EscalationRecorder", "NoteView", "NotYours", "QueueItem"]
+           "EscalationNotFound", "NoteView", "NotYours", "QueueItem"]

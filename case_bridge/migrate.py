@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from case_bridge.db import make_engine
 from case_bridge.models import Base
-from veratur.config import Settings
+from foundation.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -105,7 +105,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             print(f"db: user {user.username} ({user.role}) created")
             return 0
-        from case_bridge.seed import seed_catalog, seed_demo
+        from dialogs.catalog_seed import seed_catalog, seed_demo
 
         count, source = seed_catalog(svc)
         print(f"db: {count} trámites loaded from {source}")

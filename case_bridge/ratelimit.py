@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from case_bridge.models import VerificationAttempt, utcnow
-from veratur.logs import kv
+from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.ratelimit")
 

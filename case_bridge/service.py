@@ -32,7 +32,7 @@ Cases
     schedule_appointment(folio, office, when: datetime, *, channel, actor=None) -> CaseView
     finish_online(folio, *, actor=None) -> CaseView      only if the trámite can be finished on the web
     reset_verification_lock(folio) -> None               staff, after checking identity
-Calls (the IVR engine, through case_bridge.phone.CaseRecorder)
+Calls (the IVR engine, through ivr.call.recorder.CaseRecorder)
     link_call(call_id, caller, *, called="", node="", started_at=None, answered_at=None) -> CallView
     link_call_case(call_id, folio, *, summary="") -> None
     set_call_summary(call_id, summary) -> None
@@ -40,7 +40,7 @@ Calls (the IVR engine, through case_bridge.phone.CaseRecorder)
         Committed before it returns (the reply is spoken after). Same key twice -> stored once (returns False).
     close_call(call_id, disposition, *, transfer_target=None, ended_at=None) -> None
     get_call(call_id) -> CallView | None;  transcript(call_id, after_id=0) -> list[TurnView]
-Escalation (the agent console's richer queue is case_bridge.escalation.EscalationDesk / EscalationRecorder)
+Escalation (the agent console's richer queue is case_bridge.escalation.EscalationDesk)
     escalate(call_id, *, reason="", target="") -> EscalationView      idempotent per call
     escalation_queue(include_taken=False) -> list[EscalationView];  get_escalation(id) -> EscalationView | None
     take_escalation(escalation_id, staff_id) -> EscalationView        AlreadyTaken if someone else has it
@@ -115,10 +115,10 @@ from case_bridge.views import (
     TramiteInfo,
     TurnView,
 )
-from veratur.logs import kv, mask_curp, mask_phone
+from foundation.logs import kv, mask_curp, mask_phone
 
 if TYPE_CHECKING:
-    from veratur.config import Settings
+    from foundation.config import Settings
 
 log = logging.getLogger("case_bridge.service")
 

@@ -96,7 +96,7 @@ class CaseView:
     updated_at: datetime
     version: int
     citizen_name: str | None = None
-    citizen_curp: str | None = None      # full: for staff pages only; log with veratur.logs.mask_curp
+    citizen_curp: str | None = None      # full: for staff pages only; log with foundation.logs.mask_curp
     citizen_phone: str | None = None
     history: tuple[StatusChangeView, ...] = ()
     interactions: tuple[InteractionView, ...] = ()

@@ -29,7 +29,7 @@ from dialogs.catalog_schema import (
     TramitesFile,
 )
 from dialogs.catalog_yaml import CatalogError, Parsed, Problem, parse_yaml, read_text, validate_model
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 __all__ = [
     "CatalogError", "CityCatalog", "FestivalMatch", "Problem", "TramiteCatalog", "TramiteMatch", "TramiteResolution",

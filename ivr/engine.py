@@ -5,9 +5,9 @@ The SIP edge (`ivr.worker`) builds it once with `await Engine.create(settings, m
 Created once per process: the Vosk model (shared by all calls), the bounded decoding pool, the TTS thread with
 its prerendered prompts, the dialogue factory and the recorder.
 
-Production defaults when the caller passes none: the dialogue is `ivr.rasa_client.RasaDialogueFactory` (Rasa at
+Production defaults when the caller passes none: the dialogue is `ivr.dialogue.rasa.RasaDialogueFactory` (Rasa at
 `dialogue.rasa_url`, with the YAML menu as per-turn fallback when Rasa is down or slow), and the recorder is
-`case_bridge.phone.CaseRecorder` over `CaseService.from_settings` with its outbox in `data_dir`, named after
+`ivr.call.recorder.CaseRecorder` over `CaseService.from_settings` with its outbox in `data_dir`, named after
 `node` (give each worker its own node name: the outbox file is per name).
 """
 from __future__ import annotations
@@ -20,17 +20,17 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ivr.asr import KeypadOnlyRecognizer, SpeechRecognizer, StreamConfig, VoskRecognizer
-from ivr.dialogue import Dialogue
-from ivr.endpointing import EndpointConfig
-from ivr.leg import CallInfo, CallLeg
-from ivr.menu_dialogue import MenuDialogue, MenuSpec, load_menu
+from foundation.config import Settings
+from foundation.logs import kv
+from ivr.call.leg import CallInfo, CallLeg
+from ivr.call.records import CallRecorder, Disposition, Speaker
+from ivr.call.session import CallSession, SessionPhrases
+from ivr.dialogue.interface import Dialogue
+from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
-from ivr.records import CallRecorder, Disposition, Speaker
-from ivr.session import CallSession, SessionPhrases
-from ivr.tts import EspeakSynthesizer, SpeechSynthesizer
-from veratur.config import Settings
-from veratur.logs import kv
+from ivr.speech.endpointing import EndpointConfig
+from ivr.speech.recognizer import KeypadOnlyRecognizer, SpeechRecognizer, StreamConfig, VoskRecognizer
+from ivr.speech.tts import EspeakSynthesizer, SpeechSynthesizer
 from voice_models import ModelError, locate
 
 log = logging.getLogger("ivr.engine")
@@ -70,8 +70,8 @@ def _file_safe(name: str) -> str:
 
 async def case_recorder(settings: Settings, node: str) -> tuple[CallRecorder, Callable[[], Awaitable[None]]]:
     """The production recorder (case bridge with a durable outbox) and the coroutine function that stops it."""
-    from case_bridge.escalation import EscalationRecorder  # CaseRecorder + the agent queue's journal (issue 6)
     from case_bridge.service import CaseService
+    from ivr.call.recorder import EscalationRecorder
     service = CaseService.from_settings(settings)
     recorder = EscalationRecorder(service, data_dir=settings.path(settings.data_dir), name=_file_safe(node))
     await recorder.start()
@@ -84,7 +84,7 @@ async def case_recorder(settings: Settings, node: str) -> tuple[CallRecorder, Ca
 
 def rasa_dialogue(settings: Settings, menu: MenuSpec) -> tuple[DialogueFactory, Callable[[], Awaitable[None]]]:
     """The production dialogue: Rasa with the menu as fallback, and the coroutine function that closes it."""
-    from ivr.rasa_client import RasaDialogueFactory
+    from ivr.dialogue.rasa import RasaDialogueFactory
     factory = RasaDialogueFactory.from_settings(settings, menu)
     return factory, factory.aclose
 

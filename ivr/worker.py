@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
-import importlib.util
+import importlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,12 +22,12 @@ from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ivr.leg import CallLeg
+from foundation.config import Settings
+from foundation.logs import kv
+from ivr.call.leg import CallLeg
 from ivr.metrics import EngineMetrics
-from ivr.sip import EdgeConfig, SipEdge, SipError
-from ivr.sip_leg import SipLeg
-from veratur.config import Settings
-from veratur.logs import kv
+from ivr.sip.edge import EdgeConfig, SipEdge, SipError
+from ivr.sip.leg import SipLeg
 
 log = logging.getLogger("ivr.worker")
 
@@ -42,9 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="SIP port (overrides the index-derived port; 0 = any free port)")
     parser.add_argument("--metrics-port", type=int,
                         help="Prometheus port (default metrics.port + 1 + index; 0 = none)")
-    parser.add_argument("--app", choices=("auto", "engine", "demo"), default="auto",
-                        help="call handler: the engine (ivr.engine), the SIP-only demo, or auto (engine if built)")
+    parser.add_argument("--app", default="engine", type=_app_spec,
+                        help="call handler: `engine` (ivr.engine), or `package.module:factory` for a handler built "
+                             "by factory(settings) (the test suite's SIP-only handler is testkit.demo_handler:factory)")
     parser.add_argument("--pj-log-level", type=int, default=1, help="pjsip log level on stderr (0-6)")
+
+
+def _app_spec(value: str) -> str:
+    if value == "engine" or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected `engine` or `package.module:factory`")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,16 +145,12 @@ class Worker:
         return 0
 
     async def _make_handler(self) -> CallHandler:
-        app = self.app
-        if app == "auto":
-            app = "engine" if importlib.util.find_spec("ivr.engine") is not None else "demo"
-            if app == "demo":
-                log.warning("ivr.engine is not built yet: answering calls with the SIP demo handler")
-        self.app = app
-        if app == "demo":
-            from ivr.sip_demo import demo_call
-            return functools.partial(demo_call, transfer_target=self.settings.escalation.agent_queue_uri)
-        from ivr.engine import Engine  # type: ignore[import-not-found,unused-ignore]
+        if self.app != "engine":
+            module_name, _, factory_name = self.app.partition(":")
+            factory = getattr(importlib.import_module(module_name), factory_name)
+            built: CallHandler = factory(self.settings)
+            return built
+        from ivr.engine import Engine
         self._engine = await Engine.create(self.settings, self.metrics)
         handler: CallHandler = self._engine.handle_call
         return handler

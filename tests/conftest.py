@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

@@ -1,5 +1,3 @@
-"""Veratur: the voice portal product — configuration, CLI and process supervision around the packages
-`ivr` (telephony engine), `case_bridge` (citizen record and web), `dialogs` (Rasa project) and `voice_models`."""
-from pathlib import Path
+"""Veratur, the application: CLI, process supervision, Kamailio configuration, web assembly, flow administration.
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+It assembles the packages below it (`ivr`, `dialogs`, `case_bridge`, `voice_models`, `foundation`)."""

@@ -1,6 +1,6 @@
 """`veratur chat`: a text conversation with the portal's dialogue, for administrators.
 
-It goes through the same client the phone engine uses (ivr.rasa_client.RasaDialogue), so what you read is what
+It goes through the same client the phone engine uses (ivr.dialogue.rasa.RasaDialogue), so what you read is what
 a caller hears, with the payload shown in brackets (expected answer, transfer, hang-up, folio, intent).
 Type `:123` to press keys 1 2 3, `:q` to quit. With `--say TEXT` (repeatable) it runs non-interactively.
 If Rasa is not running at dialogue.rasa_url, `--start` starts the action server and `rasa run` on free ports
@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Iterator
 from urllib.request import urlopen
 
-from ivr.dialogue import CallerTurn, DialogueReply, TurnContext
-from ivr.leg import CallInfo
-from ivr.rasa_client import RasaDialogueFactory
-from veratur.config import Settings
+from foundation.config import Settings
+from ivr.call.leg import CallInfo
+from ivr.dialogue.interface import CallerTurn, DialogueReply, TurnContext
+from ivr.dialogue.rasa import RasaDialogueFactory
 
 CHAT_TIMEOUT_S = 15.0
 """Generous: a person at a keyboard, and the first turn warms the action server up."""

@@ -7,8 +7,8 @@ import importlib
 import logging
 import sys
 
-from veratur.config import ConfigError, load_settings
-from veratur.logs import setup_logging
+from foundation.config import ConfigError, load_settings
+from foundation.logs import setup_logging
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("veratur.supervisor", "start and supervise the whole node (Kamailio, workers, Rasa, actions, web)"),
@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rasa": ("veratur.rasa_server", "run `rasa run --enable-api` with the trained model"),
     "train": ("veratur.training", "train the Rasa model if the dialog YAML changed (cached by hash)"),
     "models": ("voice_models.cli", "speech model management: `models fetch`, `models list`"),
-    "call": ("ivr.test_caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),
+    "call": ("ivr.caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),
     "chat": ("veratur.chat", "text conversation with the same dialogue, for administrators"),
     "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
     "db": ("case_bridge.migrate", "database schema: `db upgrade`, `db check`"),

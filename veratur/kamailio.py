@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from veratur.config import Settings
+from foundation.config import Settings
 
 DISPATCHER_SET = 1
 ALG_CALL_LOAD = 10

@@ -21,8 +21,8 @@ from urllib.error import URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
 
-from veratur import REPO_ROOT
-from veratur.config import Settings
+from foundation.config import Settings
+from foundation.paths import REPO_ROOT
 from veratur.training import DIALOGS_DIR, RASA_BIN, TrainingError, ensure_model, latest_model, rasa_env
 
 STARTUP_TIMEOUT_S = 180.0

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from veratur import REPO_ROOT, kamailio
-from veratur.config import Settings
+from foundation.config import Settings
+from foundation.logs import kv
+from foundation.paths import REPO_ROOT
+from veratur import kamailio
 from veratur.health import http_ok, sip_options
-from veratur.logs import kv
 
 log = logging.getLogger("veratur.supervisor")
 
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scale-out: only the IVR workers on their worker ports (and the dialogue unless "
                              "--no-dialogue), no Kamailio and no web; another node's Kamailio lists them in "
                              "sip.remote_workers")
-    parser.add_argument("--ivr-app", choices=("auto", "engine", "demo"), default="auto",
+    parser.add_argument("--ivr-app", default="engine",
                         help="call handler of the workers (see `veratur ivr --app`)")
 
 

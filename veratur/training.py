@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from veratur import REPO_ROOT
-from veratur.config import Settings
-from veratur.logs import kv
+from foundation.config import Settings
+from foundation.logs import kv
+from foundation.paths import REPO_ROOT
 
 log = logging.getLogger("veratur.training")
 

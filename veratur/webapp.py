@@ -41,8 +41,8 @@ from case_bridge.web.security import (
     session_middleware,
     session_of,
 )
-from veratur.config import Settings
-from veratur.logs import kv, scrub
+from foundation.config import Settings
+from foundation.logs import kv, scrub
 
 log = logging.getLogger("veratur.web")
 
@@ -178,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     service = CaseService.from_settings(settings)
     if not args.no_migrate:
-        from case_bridge.seed import seed_catalog, seed_demo
+        from dialogs.catalog_seed import seed_catalog, seed_demo
 
         upgrade(settings.database_url)
         count, source = seed_catalog(service)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 MODELS_DIR = REPO_ROOT / "voice_models"
 CATALOG_PATH = Path(__file__).with_name("models.yml")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from veratur.config import Settings
+from foundation.config import Settings
 from voice_models import (
     MODELS_DIR,
     TEST_MODEL_KEY,

@@ -37,7 +37,7 @@ from case_bridge.escalation import (
 from case_bridge.models import STATUSES
 from case_bridge.views import LOCAL_TZ, STATUS_LABELS, TurnView
 from case_bridge.web.security import SERVICE, STAFF, require_role
-from veratur.logs import kv, mask_curp
+from foundation.logs import kv, mask_curp
 
 log = logging.getLogger("case_bridge.web.agent")
 routes = web.RouteTableDef()

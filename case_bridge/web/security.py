@@ -29,7 +29,7 @@ from aiohttp import web
 
 from case_bridge.service import CaseService
 from case_bridge.views import StaffView
-from veratur.config import Settings
+from foundation.config import Settings
 
 SERVICE = web.AppKey("case_service", CaseService)
 SETTINGS = web.AppKey("settings", Settings)

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from case_bridge.web.security import SERVICE, current_staff, sign_in, sign_out
-from veratur.logs import kv
+from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.web.staff")
 routes = web.RouteTableDef()

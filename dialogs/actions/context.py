@@ -9,7 +9,7 @@ from rasa_sdk import Tracker
 
 @dataclass(frozen=True, slots=True)
 class CallMeta:
-    """Sent by the engine with every turn (ivr/rasa_client.py); empty for text chats."""
+    """Sent by the engine with every turn (ivr/dialogue/rasa.py); empty for text chats."""
     call_id: str | None
     caller_number: str | None
     case_folio: str | None

@@ -1,11 +1,11 @@
-"""The custom payload each bot message carries for the phone engine (parsed by ivr/rasa_client.py).
+"""The custom payload each bot message carries for the phone engine (parsed by ivr/dialogue/rasa.py).
 
     {"expect": {"kind": "digits", "max_digits": 8, "terminator": "#", "phrases": [...]},
      "transfer": true, "hangup": true, "case_folio": "12345678", "question": "readback"}
 
-`expect` mirrors ivr.dialogue.Expect; `question` tells the next turn what a bare "sí"/"no" or a key press
+`expect` mirrors ivr.dialogue.interface.Expect; `question` tells the next turn what a bare "sí"/"no" or a key press
 answers (anything_else | readback | agent_offer | disambiguation); `transfer_reason` says why a transfer
-(ivr.escalation.REASONS; `offer_reason` on an agent offer is the reason if the caller accepts); `redacted` is
+(ivr.call.escalation.REASONS; `offer_reason` on an agent offer is the reason if the caller accepts); `redacted` is
 the message as the transcript must keep it (the PIN masked).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dialogs.catalog import CityCatalog, TramiteCatalog, load_cities, load_tramites
-from veratur.logs import kv
+from foundation.logs import kv
 
 if TYPE_CHECKING:
     from case_bridge.service import CaseService
@@ -39,9 +39,9 @@ def load_resources(with_cases: bool = True) -> Resources:
     cases = None
     if with_cases:
         try:
-            from case_bridge.seed import seed_catalog
             from case_bridge.service import CaseService
-            from veratur.config import load_settings
+            from dialogs.catalog_seed import seed_catalog
+            from foundation.config import load_settings
 
             cases = CaseService.from_settings(load_settings())
             count, source = seed_catalog(cases)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from veratur.config import Settings
-from veratur.logs import kv
+from foundation.config import Settings
+from foundation.logs import kv
 
 log = logging.getLogger("dialogs.actions.server")
 PACKAGE = "dialogs.actions"

@@ -24,7 +24,7 @@ from dialogs.actions.tramites import channels_text, choice_by_position, shown_ch
 from dialogs.catalog import TramiteCatalog, spoken_list
 from dialogs.catalog_match import normalize
 from dialogs.catalog_schema import PhoneField, Tramite
-from veratur.logs import kv
+from foundation.logs import kv
 
 log = logging.getLogger("dialogs.actions.start_case")
 
@@ -281,7 +281,7 @@ def open_phone_case(cases: Any, tramite: Tramite, answers: dict[str, str], call_
         except CallNotFound:
             link = None
         except UnknownTramite:
-            from case_bridge.seed import seed_catalog
+            from dialogs.catalog_seed import seed_catalog
             seed_catalog(cases)
     return cases.open_case(tramite.id, "phone", citizen=citizen, idempotency_key=key, call_id=None,
                            summary=summary[:500])

@@ -24,7 +24,7 @@ from dialogs.actions.payloads import FOLIO_MAX_DIGITS, VERIFICATION_MAX_DIGITS, 
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.tramites import items, uncap
 from dialogs.catalog import spoken_list
-from veratur.logs import kv
+from foundation.logs import kv
 
 log = logging.getLogger("dialogs.actions.status")
 

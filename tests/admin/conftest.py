@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from veratur import REPO_ROOT
-from veratur.config import Settings, load_settings
+from foundation.config import Settings, load_settings
+from foundation.paths import REPO_ROOT
 from veratur.flows.paths import list_flow_files
 from veratur.flows.service import SUPPORT_FILES, FlowService
 from veratur.flows.store import RevisionStore

@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 from veratur.rasa_server import STARTUP_TIMEOUT_S, actions_command, free_port, rasa_command, stop_process, wait_http
 from veratur.training import DIALOGS_DIR, rasa_env
 

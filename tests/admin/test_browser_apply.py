@@ -22,11 +22,11 @@ import pytest
 import yaml
 from aiohttp import web
 
+from foundation.config import Settings
+from foundation.paths import REPO_ROOT
 from tests.admin.rasa_stack import SwappableRasa
 from tests.admin.webapp_env import PASSWORD, admin_app, case_service
 from tests.sip.harness import Worker, start_caller
-from veratur import REPO_ROOT
-from veratur.config import Settings
 from veratur.flows.model import loaded_model, train_candidate, write_catalog_lookups
 from veratur.flows.service import FlowService
 from veratur.flows.store import RevisionStore

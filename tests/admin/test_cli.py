@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from foundation.paths import REPO_ROOT
 from tests.admin.conftest import copy_flow_tree
-from veratur import REPO_ROOT
 
 
 def _veratur(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ def test_editable_paths_are_accepted(live_tree: Path, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", [
-    "/etc/passwd", "../etc/passwd", "dialogs/../../etc/passwd", "dialogs/../veratur/config.py",
+    "/etc/passwd", "../etc/passwd", "dialogs/../../etc/passwd", "dialogs/../foundation/config.py",
     "dialogs/config.yml", "dialogs/credentials.yml", "dialogs/endpoints.yml", "dialogs/actions/tourism.py",
     "config/veratur.yml", "nlu_data/train/catalog_lookups.yml", "dialogs/domain.yaml.bak", "dialogs/models/x.yml",
     "", "dialogs\x00/domain.yml", "nlu_data/train/../../../../tmp/x.yml",

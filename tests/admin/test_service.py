@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 from veratur.flows.model import candidate_hash, write_catalog_lookups
 from veratur.flows.paths import PathRejected, sha256_bytes
 from veratur.flows.service import Conflict, Edit, FlowService, Invalid

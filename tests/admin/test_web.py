@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from foundation.config import Settings
 from tests.admin.webapp_env import admin_app, case_service, sign_in
-from veratur.config import Settings
 from veratur.flows.service import FlowService
 from veratur.flows.web import API
 
@@ -95,7 +95,7 @@ async def test_bad_input(env) -> None:
     status, data = await _post(c, token, "/validate",
                                {"edits": [{"path": "nlu_data/tramites.yml", "text": cat_text, "base": cat_sha}]})
     assert status == 200 and data["ok"], data
-    for path in ("../../etc/passwd", "/etc/passwd", "veratur/config.py", "dialogs/endpoints.yml"):
+    for path in ("../../etc/passwd", "/etc/passwd", "foundation/config.py", "dialogs/endpoints.yml"):
         status, data = await _post(c, token, "/apply", {"edits": [{"path": path, "text": "a: 1\n"}], "message": "x"})
         assert status == 400, path
     status, _ = await _post(c, token, "/apply", {"edits": [{"path": "nlu_data/train/nlu.yml",

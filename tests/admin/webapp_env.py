@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
-from veratur.config import Settings
+from foundation.config import Settings
 from veratur.flows.service import FlowService
 from veratur.flows.web import FlowsAdmin, WebappStaffAuth
 from veratur.webapp import ROUTE_MODULES, build_app

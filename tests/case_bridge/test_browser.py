@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from case_bridge.phone import CaseRecorder
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
-from ivr.leg import CallInfo
-from veratur.config import load_settings
+from foundation.config import load_settings
+from ivr.call.leg import CallInfo
+from ivr.call.recorder import CaseRecorder
 from veratur.webapp import build_app
 
 from .conftest import TEST_TRAMITES

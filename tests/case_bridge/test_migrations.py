@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from case_bridge.db import make_engine
 from case_bridge.migrate import alembic_config, schema_diff, upgrade
 from case_bridge.service import CaseService
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 from .conftest import create_pg_database, drop_pg_database, pg_url
 

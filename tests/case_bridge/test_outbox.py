@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from case_bridge.outbox import Outbox
+from ivr.call.outbox import Outbox
 
 
 def test_fifo_survives_reopen_and_keeps_types(tmp_path: Path) -> None:

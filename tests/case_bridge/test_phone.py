@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from case_bridge.phone import CaseRecorder
 from case_bridge.service import CaseService
-from ivr.leg import CallInfo
+from ivr.call.leg import CallInfo
+from ivr.call.recorder import CaseRecorder
 
 from .conftest import TEST_TRAMITES, pg_url
 

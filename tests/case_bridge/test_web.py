@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
-from veratur.config import load_settings
+from foundation.config import load_settings
 from veratur.webapp import build_app
 
 CURP = "LOPM850505MVZPRR07"

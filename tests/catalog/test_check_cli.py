@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from dialogs.catalog_check import main
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 
 def test_validate_shipped_files_is_clean(capsys):

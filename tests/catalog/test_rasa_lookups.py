@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dialogs.catalog import load_cities, load_tramites, rasa_lookup_document, write_rasa_lookups
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 RASA_PYTHON = REPO_ROOT / ".venv-rasa" / "bin" / "python"
 

@@ -13,9 +13,9 @@ import pytest
 from rasa_sdk import Tracker
 
 from case_bridge.migrate import upgrade
-from case_bridge.seed import seed_catalog
 from case_bridge.service import CaseService
 from dialogs.actions.resources import Resources, load_resources
+from dialogs.catalog_seed import seed_catalog
 from veratur.rasa_server import RasaStack
 from veratur.training import ensure_model
 

@@ -219,7 +219,7 @@ def test_veratur_chat_say_mode(rasa_stack: RasaStack) -> None:
     import subprocess
     import sys
 
-    from veratur import REPO_ROOT
+    from foundation.paths import REPO_ROOT
     result = subprocess.run([sys.executable, "-m", "veratur.cli", "chat", "--url", rasa_stack.url,
                              "--say", "¿qué se come en Xico?", "--say", ":0"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""`ivr.rasa_client.RasaDialogue`: payload parsing, turns against the real Rasa stack, and the fall back to the
+"""`ivr.dialogue.rasa.RasaDialogue`: payload parsing, turns against the real Rasa stack, and the fall back to the
 DTMF menu when Rasa is down or slower than dialogue.timeout_s (a stub HTTP server is the seam for "slow")."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from ivr.dialogue import CallerTurn, Expect, TurnContext
-from ivr.leg import CallInfo
-from ivr.rasa_client import (
+from ivr.call.leg import CallInfo
+from ivr.dialogue.interface import CallerTurn, Expect, TurnContext
+from ivr.dialogue.rasa import (
     FALLBACK_NOTICE,
     RasaDialogueFactory,
     caller_message,
@@ -103,7 +103,7 @@ async def test_rasa_down_falls_back_to_the_menu(caplog: pytest.LogCaptureFixture
     try:
         dialogue = factory(info())
         c = ctx()
-        with caplog.at_level(logging.WARNING, logger="ivr.rasa_client"):
+        with caplog.at_level(logging.WARNING, logger="ivr.dialogue.rasa"):
             greeting = await dialogue.start(c)
         assert greeting.fallback and greeting.expect.kind == "menu"
         assert greeting.texts == (factory.menu.greeting, factory.menu.menu)

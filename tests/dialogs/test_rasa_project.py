@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 from veratur.training import DIALOGS_DIR, RASA_BIN, rasa_env
 
 pytestmark = [pytest.mark.rasa, pytest.mark.slow]

@@ -1,5 +1,5 @@
 """A real SIP call with keypad input through the real engine (`veratur ivr --app engine`, whose default dialogue
-is ivr.rasa_client.RasaDialogueFactory) to the real Rasa + action server: key 3 (trámite status), the folio and
+is ivr.dialogue.rasa.RasaDialogueFactory) to the real Rasa + action server: key 3 (trámite status), the folio and
 the PIN by RFC 4733 DTMF; the transcript committed by the engine shows Rasa's answers and the case status.
 Speech turns need a Spanish Vosk model, which cannot be downloaded here (the tests use the Korean one)."""
 from __future__ import annotations

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 from veratur.training import _progress_line, content_hash, model_path, training_inputs
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from ivr.asr import EndOfSpeech, Final, Partial, RecognizeStream, SpeechStarted, VoskRecognizer
-from ivr.dialogue import Expect
+from foundation.config import Settings
+from ivr.dialogue.interface import Expect
 from ivr.engine import stream_config
 from ivr.metrics import EngineMetrics
-from tests.engine.sounds import noise, silence, speech
-from tests.fakes import frames_of
-from veratur.config import Settings
+from ivr.speech.recognizer import EndOfSpeech, Final, Partial, RecognizeStream, SpeechStarted, VoskRecognizer
+from testkit.fakes import frames_of
+from testkit.sounds import noise, silence, speech
 from voice_models import locate
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,8 +1,8 @@
 """DTMF collection: terminator, max digits, inter-digit timeout, one-key menus."""
 from __future__ import annotations
 
-from ivr.dialogue import Expect
-from ivr.dtmf import DtmfCollector
+from ivr.call.dtmf import DtmfCollector
+from ivr.dialogue.interface import Expect
 
 
 def test_terminator_ends_and_is_not_included() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.dialogue import Expect
-from ivr.endpointing import MAX_UTTERANCE_S, EndpointConfig, Endpointer, spoken_digits
+from ivr.dialogue.interface import Expect
+from ivr.speech.endpointing import MAX_UTTERANCE_S, EndpointConfig, Endpointer, spoken_digits
 
 CFG = EndpointConfig(silence_ms_free=900, silence_ms_closed=450)
 

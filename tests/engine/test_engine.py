@@ -12,15 +12,15 @@ import pytest
 
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
-from ivr.dialogue import DialogueReply, Expect
+from foundation.config import Settings
+from ivr.dialogue.interface import DialogueReply, Expect
+from ivr.dialogue.menu import load_menu, menu_dialogue_factory
 from ivr.engine import Engine, NullRecorder
-from ivr.menu_dialogue import load_menu, menu_dialogue_factory
 from ivr.metrics import EngineMetrics
-from ivr.resample import energy_db
-from ivr.tts import EspeakSynthesizer
-from tests.engine.sounds import silence, speech
-from tests.fakes import FakeDialogue, FakeLeg, FakeRecorder
-from veratur.config import Settings
+from ivr.speech.audio_ops import energy_db
+from ivr.speech.tts import EspeakSynthesizer
+from testkit.fakes import FakeDialogue, FakeLeg, FakeRecorder
+from testkit.sounds import silence, speech
 
 pytestmark = pytest.mark.timeout(180)
 

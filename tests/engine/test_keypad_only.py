@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asr import KeypadOnlyRecognizer
+from foundation.config import load_settings
 from ivr.engine import Engine, NullRecorder
 from ivr.metrics import EngineMetrics
-from tests.fakes import ToneSynthesizer
-from veratur.config import load_settings
+from ivr.speech.recognizer import KeypadOnlyRecognizer
+from testkit.fakes import ToneSynthesizer
 from voice_models import ModelError
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.dialogue import CallerTurn, TurnContext
-from ivr.menu_dialogue import NO_MATCH_INTENT, MenuDialogue, MenuError, load_menu
+from ivr.dialogue.interface import CallerTurn, TurnContext
+from ivr.dialogue.menu import NO_MATCH_INTENT, MenuDialogue, MenuError, load_menu
 
 CTX = TurnContext(call_id="c", case_folio=None, caller_number="2281234567")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ivr.prompt import CHUNK_MS, TOP_UP_MS, Prompt
-from tests.fakes import FakeLeg, tone
+from ivr.call.prompt import CHUNK_MS, TOP_UP_MS, Prompt
+from testkit.fakes import FakeLeg, tone
 
 
 async def test_plays_out_in_chunks_keeping_the_leg_buffer_bounded() -> None:

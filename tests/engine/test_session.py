@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from ivr.dialogue import DialogueReply, Expect
+from foundation.config import Settings
+from ivr.call.session import CallSession, SessionPhrases
+from ivr.dialogue.interface import DialogueReply, Expect
 from ivr.engine import stream_config
 from ivr.metrics import EngineMetrics
-from ivr.session import CallSession, SessionPhrases
-from tests.engine.sounds import cough, silence, speech
-from tests.fakes import FakeDialogue, FakeLeg, FakeRecorder, ScriptedRecognizer, ToneSynthesizer
-from veratur.config import Settings
+from testkit.fakes import FakeDialogue, FakeLeg, FakeRecorder, ScriptedRecognizer, ToneSynthesizer
+from testkit.sounds import cough, silence, speech
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -292,7 +292,7 @@ async def test_prompts_are_resampled_to_the_leg_rate() -> None:
 
 
 async def test_a_failing_edge_ends_the_call_cleanly() -> None:
-    from tests.fakes import BrokenLeg
+    from testkit.fakes import BrokenLeg
     call = Call(free("Hola."), prompt_ms=2000)
     call.leg = BrokenLeg(fail_after=1)
     call.recorder.leg = call.leg

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.resample import energy_db
-from ivr.tts import EspeakSynthesizer, TtsError, cache_key
+from ivr.speech.audio_ops import energy_db
+from ivr.speech.tts import EspeakSynthesizer, TtsError, cache_key
 
 pytestmark = pytest.mark.timeout(120)
 TEXT = "Bienvenido al portal ciudadano de Veracruz."

@@ -1,10 +1,10 @@
 """Caller VAD state machine and the barge-in guard, with plain numbers and then with real audio frames."""
 from __future__ import annotations
 
-from ivr.resample import energy_db
-from ivr.turn import BargeInGuard, CallerState, CallerTurnTracker
-from tests.engine.sounds import click, cough, silence, speech
-from tests.fakes import frames_of
+from ivr.speech.audio_ops import energy_db
+from ivr.speech.vad import BargeInGuard, CallerState, CallerTurnTracker
+from testkit.fakes import frames_of
+from testkit.sounds import click, cough, silence, speech
 
 LOUD, QUIET = -20.0, -70.0
 
@@ -113,6 +113,6 @@ def test_cough_is_speech_to_the_vad_but_not_enough_to_barge_in() -> None:
 
 
 def test_silence_and_low_line_noise_stay_quiet() -> None:
-    from tests.fakes import noise
+    from testkit.fakes import noise
     _, states, _ = run_frames(silence(500) + noise(2000, -55.0))
     assert set(states) == {CallerState.QUIET}

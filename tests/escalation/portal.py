@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from case_bridge.escalation import EscalationRecorder
 from case_bridge.service import CaseService
-from ivr.dialogue import CallerTurn, DialogueReply, TurnContext
+from foundation.config import Settings
+from ivr.call.recorder import EscalationRecorder
+from ivr.dialogue.interface import CallerTurn, DialogueReply, TurnContext
+from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 from ivr.engine import Engine
-from ivr.menu_dialogue import MenuDialogue, MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
-from ivr.sip import EdgeConfig, SipEdge
-from ivr.sip_leg import SipLeg
-from veratur.config import Settings
+from ivr.sip.edge import EdgeConfig, SipEdge
+from ivr.sip.leg import SipLeg
 
 
 class CaseLookupMenu(MenuDialogue):

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.sip import pcaps
+from testkit import pcaps
 from tests.sip.harness import free_udp_port
 
 SCENARIOS = Path(__file__).parent / "scenarios"

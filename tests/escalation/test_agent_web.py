@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from case_bridge.escalation import EscalationDesk
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
+from foundation.config import Settings
 from tests.escalation.conftest import unique
-from veratur.config import Settings
 from veratur.webapp import build_app
 
 PASSWORD = "contraseña-larga"

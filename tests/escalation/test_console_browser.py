@@ -16,13 +16,13 @@ from aiohttp import web
 
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
+from foundation.config import Settings
 from tests.case_bridge.conftest import TEST_TRAMITES
 from tests.escalation.conftest import REDIS_URL, unique
 from tests.escalation.portal import Portal, portal_settings
 from tests.escalation.scenario_parts import PORTAL_BYE, play, refer_block
 from tests.escalation.sippkit import dtmf_timeline, start_sipp
 from tests.sip.harness import free_udp_port
-from veratur.config import Settings
 from veratur.webapp import build_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]

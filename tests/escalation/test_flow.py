@@ -1,4 +1,4 @@
-"""The in-call escalation flow (ivr.escalation.run_escalation) over in-memory seams: order of the journal writes,
+"""The in-call escalation flow (ivr.call.escalation.run_escalation) over in-memory seams: order of the journal writes,
 the forbidden target (no transfer attempted), a hang-up during the transfer, the bridge hold."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ivr.dialogue import CallerTurn, Expect
-from ivr.escalation import EscalationIO, run_escalation
-from ivr.leg import TransferResult
-from veratur.config import EscalationConfig
+from foundation.config import EscalationConfig
+from ivr.call.escalation import EscalationIO, run_escalation
+from ivr.call.leg import TransferResult
+from ivr.dialogue.interface import CallerTurn, Expect
 
 QUEUE = "sip:agentes@127.0.0.1:5090"
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ivr.dialogue import CallerTurn
-from ivr.escalation import (
+from foundation.config import EscalationConfig
+from ivr.call.escalation import (
     UUI_MAX_OCTETS,
     BadUui,
     ForbiddenTarget,
@@ -22,7 +22,7 @@ from ivr.escalation import (
     plan_transfer,
     refer_to_uri,
 )
-from veratur.config import EscalationConfig
+from ivr.dialogue.interface import CallerTurn
 
 QUEUE = "sip:agentes@127.0.0.1:5090"
 
@@ -123,7 +123,7 @@ def test_callback_answer(turn: CallerTurn | None, yes: bool) -> None:
 
 
 def test_rasa_payload_names_the_transfer_reason() -> None:
-    from ivr.rasa_client import parse_messages
+    from ivr.dialogue.rasa import parse_messages
     locked = parse_messages([{"text": "Le comunico con un asesor.",
                               "custom": {"transfer": True, "transfer_reason": "verification_locked"}}])
     assert locked.transfer and locked.transfer_reason == "verification_locked"

@@ -13,14 +13,14 @@ from case_bridge.escalation import (
     EscalationClosed,
     EscalationDesk,
     EscalationNotFound,
-    EscalationRecorder,
     NotYours,
 )
 from case_bridge.models import utcnow
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
-from ivr.escalation import EscalationJournal
-from ivr.leg import CallInfo
+from ivr.call.escalation import EscalationJournal
+from ivr.call.leg import CallInfo
+from ivr.call.recorder import EscalationRecorder
 from tests.escalation.conftest import unique
 
 

@@ -16,13 +16,13 @@ import pytest
 from case_bridge.escalation import EscalationDesk
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
-from ivr.escalation import decode_uui
+from ivr.call.escalation import decode_uui
+from testkit import pcaps
 from tests.case_bridge.conftest import TEST_TRAMITES
 from tests.escalation.conftest import REDIS_URL, unique
 from tests.escalation.portal import Portal, portal_settings
 from tests.escalation.scenario_parts import ANSWER_THEN_GET_BYE, NO_ANSWER, PORTAL_BYE, final, play, refer_block
 from tests.escalation.sippkit import dtmf_timeline, start_sipp
-from tests.sip import pcaps
 from tests.sip.harness import VERATUR, free_udp_port
 
 pytestmark = [pytest.mark.timeout(240)]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from veratur.config import ConfigError, load_settings
+from foundation.config import ConfigError, load_settings
 
 
 def test_default_config_validates() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from foundation.config import Settings, load_settings
 from veratur import kamailio
-from veratur.config import Settings, load_settings
 from veratur.health import sip_options
 
 SCENARIOS = Path(__file__).parent / "scenarios"

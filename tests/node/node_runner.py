@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from foundation.config import Settings
 from tests.node.conftest import HOST, SCENARIOS, free_port_block, start_sipp
-from veratur.config import Settings
 
 BANNER = "is up."
 

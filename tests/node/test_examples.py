@@ -7,8 +7,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from veratur import REPO_ROOT, kamailio
-from veratur.config import load_settings
+from foundation.config import load_settings
+from foundation.paths import REPO_ROOT
+from veratur import kamailio
 
 EXAMPLES = REPO_ROOT / "config" / "examples"
 
@@ -57,7 +58,7 @@ def test_postgres_example_url_reaches_the_server() -> None:
 
 
 def test_remote_workers_must_be_ip_and_port() -> None:
-    from veratur.config import ConfigError
+    from foundation.config import ConfigError
     with pytest.raises(ConfigError, match=r"sip\.remote_workers: .*not IP:PORT"):
         load_settings(EXAMPLES / "postgres.yml", environ={"VERATUR__SIP__REMOTE_WORKERS": "[node-b]"})
     with pytest.raises(ConfigError, match=r"sip\.remote_workers: .*is not an IP address"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.sipraw import RawSip, invite, options
 from tests.node.conftest import (
     HOST,
     SCENARIOS,
@@ -24,7 +25,6 @@ from tests.node.conftest import (
     wait_options,
     write_settings,
 )
-from tests.node.sipraw import RawSip, invite, options
 from veratur import kamailio
 
 pytestmark = pytest.mark.sip

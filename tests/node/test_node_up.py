@@ -19,11 +19,12 @@ from typing import Any
 import psutil
 import pytest
 
+from testkit.demo_handler import DEMO_APP
+from testkit.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap
+from testkit.sipraw import RawSip, invite
 from tests.node.conftest import HOST, wait_options, write_settings
 from tests.node.node_runner import Node, caller_scenario, run_node, sipp_counts, start_calls
-from tests.node.sipraw import RawSip, invite
 from tests.node.test_kamailio_dispatcher import expect_503
-from tests.sip.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap
 from veratur import kamailio
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow]
@@ -170,7 +171,7 @@ def test_restarted_worker_serves_again_and_sigterm_drains_without_orphans(tmp_pa
 
 def test_single_worker_without_kamailio(tmp_path: Path, logs: Path) -> None:
     config, settings = node_settings(tmp_path, workers=1, use_kamailio=False)
-    with run_node(config, settings, *NODE_ARGS, "--ivr-app", "demo") as node:
+    with run_node(config, settings, *NODE_ARGS, "--ivr-app", DEMO_APP) as node:
         assert not any(p.name() == "kamailio" for p in node.tree())
         asyncio.run(wait_options(settings.sip.port))
         assert "no Kamailio" in "".join(node.stdout)
@@ -206,10 +207,10 @@ def test_scaleout_front_door_dispatches_to_another_nodes_workers(tmp_path: Path,
     remote = [f"127.0.0.2:{settings_b.sip.worker_port(i)}" for i in range(2)]
     config_a, settings_a = node_settings(tmp_path / "a", workers=1, remote_workers=remote)
     scenario = caller(tmp_path)
-    with run_node(config_b, settings_b, "--workers-only", "--no-dialogue", "--ivr-app", "demo") as node_b:
+    with run_node(config_b, settings_b, "--workers-only", "--no-dialogue", "--ivr-app", DEMO_APP) as node_b:
         assert "workers only" in "".join(node_b.stdout)
         assert not any(p.name() == "kamailio" for p in node_b.tree())
-        with run_node(config_a, settings_a, *NODE_ARGS, "--ivr-app", "demo") as node_a:
+        with run_node(config_a, settings_a, *NODE_ARGS, "--ivr-app", DEMO_APP) as node_a:
             calls = start_calls(settings_a, scenario, logs, "scaleout", calls=12, hold_ms=8000, rate=10)
             wait_loads(node_a, {"w0": 4, "r0": 4, "r1": 4})
             assert int(expect_503(settings_a, logs)) == kamailio.RETRY_AFTER_FULL_S
@@ -246,7 +247,7 @@ def test_cancelled_calls_free_their_slot(tmp_path: Path, logs: Path) -> None:
     invite_part = (sip_dir / "invite.part").read_text().replace("@TEST@", "node-cancel")
     scenario = tmp_path / "uac_cancel.xml"
     scenario.write_text((sip_dir / "uac_cancel.xml").read_text().replace("@INVITE@", invite_part))
-    with run_node(config, settings, *NODE_ARGS, "--ivr-app", "demo") as node:
+    with run_node(config, settings, *NODE_ARGS, "--ivr-app", DEMO_APP) as node:
         cancels = start_calls(settings, scenario, logs, "cancel", calls=6, hold_ms=0, rate=6)
         assert cancels.wait(60) == 0, (logs / "cancel.log").read_text()[-3000:]
         assert sipp_counts(logs, "cancel") == (6, 0)
@@ -265,7 +266,7 @@ def test_frozen_worker_is_killed_and_replaced(tmp_path: Path, logs: Path) -> Non
     """A worker that stops answering (SIGSTOP: alive but frozen) is taken out by Kamailio's probing, killed by
     the supervisor after a few missed OPTIONS and replaced; meanwhile calls go to the other worker."""
     config, settings = node_settings(tmp_path, workers=2)
-    with run_node(config, settings, *NODE_ARGS, "--ivr-app", "demo") as node:
+    with run_node(config, settings, *NODE_ARGS, "--ivr-app", DEMO_APP) as node:
         mark = len(node.stderr)
         frozen = node.workers()[0]
         frozen.send_signal(signal.SIGSTOP)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from foundation.config import load_settings
+from testkit.demo_handler import DEMO_APP
 from veratur import kamailio, supervisor
-from veratur.config import load_settings
 
 
 def settings(tmp_path: Path, **env: str):
@@ -19,7 +20,7 @@ def settings(tmp_path: Path, **env: str):
 
 
 def args(**kw: object) -> argparse.Namespace:
-    base = {"workers": None, "no_dialogue": True, "no_web": True, "ivr_app": "demo", "workers_only": False,
+    base = {"workers": None, "no_dialogue": True, "no_web": True, "ivr_app": DEMO_APP, "workers_only": False,
             "config": None, "log_level": "INFO"}
     return argparse.Namespace(**(base | kw))
 
@@ -54,7 +55,7 @@ def test_plan_orders_workers_then_kamailio(tmp_path: Path) -> None:
     s = settings(tmp_path, sip__workers="3")
     specs = supervisor.Supervisor(s, args()).plan()
     assert [spec.name for spec in specs] == ["ivr-0", "ivr-1", "ivr-2", "kamailio"]
-    assert specs[1].argv[-7:] == ["ivr", "--index", "1", "--port", str(s.sip.worker_port(1)), "--app", "demo"]
+    assert specs[1].argv[-7:] == ["ivr", "--index", "1", "--port", str(s.sip.worker_port(1)), "--app", DEMO_APP]
 
 
 def test_plan_without_kamailio_is_one_worker_on_the_front_port(tmp_path: Path) -> None:

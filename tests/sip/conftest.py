@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sip import pcaps
+from testkit import pcaps
 from tests.sip.harness import Worker
 
 

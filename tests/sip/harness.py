@@ -12,7 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
+from testkit.demo_handler import DEMO_APP
 
 VERATUR = REPO_ROOT / ".venv" / "bin" / "veratur"
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -48,7 +49,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 class Worker:
     """`veratur ivr --app demo` on a free port, its log in a file, its /metrics scraped over HTTP."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None, app: str = "demo") -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, app: str = DEMO_APP) -> None:
         self.tmp = tmp
         self.log_path = tmp / "worker.log"
         self.metrics_port = free_tcp_port()

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
+from testkit.rawsip import RawSip, sdp
 from tests.sip.harness import Worker
-from tests.sip.rawsip import RawSip, sdp
 
 pytestmark = pytest.mark.sip
 

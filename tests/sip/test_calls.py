@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testkit.rawsip import RawSip, sdp
 from tests.sip.harness import Worker, caller, sipp, start_caller
-from tests.sip.rawsip import RawSip, sdp
 
 pytestmark = pytest.mark.sip
 

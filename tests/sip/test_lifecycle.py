@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.rawsip import RawSip, sdp
 from tests.sip.harness import Worker, start_caller
-from tests.sip.rawsip import RawSip, sdp
 
 pytestmark = pytest.mark.sip
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pjsua2 as pj
 
-from ivr.leg import AudioIn, CallInfo, DtmfIn, HangupIn, TransferResult
-from ivr.media_port import read_byte_vector
-from ivr.sip_headers import host_of, parse_request_head, uri_user
-from ivr.sip_leg import SipLeg
-from tests.sip import pcaps
+from ivr.call.leg import AudioIn, CallInfo, DtmfIn, HangupIn, TransferResult
+from ivr.sip.headers import host_of, parse_request_head, uri_user
+from ivr.sip.leg import SipLeg
+from ivr.sip.media_port import read_byte_vector
+from testkit import pcaps
 
 INVITE = (
     "INVITE sip:4000@10.0.0.1:5070;transport=udp SIP/2.0\r\n"

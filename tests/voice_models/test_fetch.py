@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import voice_models
-from veratur.config import Settings
+from foundation.config import Settings
 from voice_models import ChecksumError, ModelError, ModelMissing, ModelSpec, ModelUnavailable, fetch, locate
 from voice_models import cli as models_cli
 

@@ -12,8 +12,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from veratur import REPO_ROOT
-from veratur.config import Settings
+from foundation.config import Settings
+from foundation.paths import REPO_ROOT
 from veratur.flows.paths import PathRejected, is_editable, list_flow_files, sha256_bytes
 from veratur.flows.service import Conflict, Edit, FlowService, Invalid
 from veratur.flows.validation import Problem, errors_in

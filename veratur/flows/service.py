@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from veratur import REPO_ROOT
-from veratur.config import Settings
+from foundation.config import Settings
+from foundation.logs import kv
+from foundation.paths import REPO_ROOT
 from veratur.flows import model as models
 from veratur.flows.paths import (
     GENERATED_FILES,
@@ -37,7 +38,6 @@ from veratur.flows.paths import (
 )
 from veratur.flows.store import Revision, RevisionStore, unified_diff
 from veratur.flows.validation import Problem, errors_in, rasa_data_validate, validate_tree
-from veratur.logs import kv
 from veratur.training import TrainingError
 
 log = logging.getLogger("veratur.flows")
@@ -298,7 +298,7 @@ class FlowService:
                 (self.live_root / flow.path).unlink()
 
     async def _prerender(self, texts: list[str]) -> None:
-        from ivr.tts import EspeakSynthesizer
+        from ivr.speech.tts import EspeakSynthesizer
 
         tts = EspeakSynthesizer(voice=self.settings.tts.voice, rate=self.settings.tts.rate,
                                 sample_rate=self.settings.media.sample_rate,

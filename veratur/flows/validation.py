@@ -4,7 +4,7 @@ Three layers, cheapest first:
 1. every flow file: size, YAML syntax (file, line, column) and repeated keys (`dialogs.catalog_yaml.parse_yaml`);
 2. schema and cross references, each problem naming the key: unknown top-level keys, a story/rule step whose
    intent is not in the domain or whose `utter_` response is not defined, an NLU example of an unknown intent or
-   entity, the menu prompts (`ivr.menu_dialogue.MenuSpec`), the catalogs (`dialogs.catalog.validate_catalog_file`:
+   entity, the menu prompts (`ivr.dialogue.menu.MenuSpec`), the catalogs (`dialogs.catalog.validate_catalog_file`:
    a city without attractions, a trámite without a channel);
 3. `rasa data validate` on the candidate tree (a subprocess in the Rasa venv, ~15 s).
 Problems reuse the catalogs' `Problem` (file, line, column, key, severity) so the admin page shows one kind.
@@ -19,7 +19,7 @@ from typing import Any
 
 from dialogs.catalog import validate_catalog_file
 from dialogs.catalog_yaml import Parsed, Problem, locate, parse_yaml, validate_model
-from ivr.menu_dialogue import MenuSpec
+from ivr.dialogue.menu import MenuSpec
 from veratur.flows.paths import MAX_FILE_BYTES, list_flow_files
 from veratur.training import RASA_BIN, rasa_env
 

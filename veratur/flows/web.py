@@ -27,11 +27,11 @@ import httpx
 import jinja2
 from aiohttp import web
 
+from foundation.logs import kv
 from veratur.flows import model as models
 from veratur.flows.paths import MAX_FILE_BYTES, PathRejected
 from veratur.flows.service import Conflict, Edit, FlowService, Invalid
 from veratur.flows.validation import Problem, errors_in
-from veratur.logs import kv
 from veratur.training import TrainingError
 
 log = logging.getLogger("veratur.flows.web")

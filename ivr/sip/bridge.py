@@ -18,14 +18,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ivr.leg import TransferResult
-from veratur.logs import kv
+from foundation.logs import kv
+from ivr.call.leg import TransferResult
 
 if TYPE_CHECKING:
-    from ivr.sip import SipEdge
-    from ivr.sip_leg import SipLeg
+    from ivr.sip.edge import SipEdge
+    from ivr.sip.leg import SipLeg
 
-log = logging.getLogger("ivr.sip_bridge")
+log = logging.getLogger("ivr.sip.bridge")
 
 LEG_WAIT_S = 24 * 3600.0          # a bridged call is bounded by the session's max duration, not here
 HANGUP_WAIT_S = 3.0
@@ -37,7 +37,7 @@ async def bridge_transfer(edge: SipEdge, leg: SipLeg, target_uri: str, headers: 
 
     Failures come back as a TransferResult with the agent side's SIP code (486 busy, 404, 408 no answer,
     503 no call slot), the caller's call untouched."""
-    from ivr.sip import SipError
+    from ivr.sip.edge import SipError
 
     if leg.ended:
         return TransferResult(False, 481, "caller already gone")

@@ -1,6 +1,6 @@
 """What the engine records in the citizen's case: the call, each transcript turn, the end.
 
-Implemented by `case_bridge.phone.CaseRecorder` over the case-bridge service API (with a durable outbox when the
+Implemented by `ivr.call.recorder.CaseRecorder` over the case-bridge service API (with a durable outbox when the
 database is unreachable). Each caller turn is committed before its reply is spoken: `add_turn` returns after
 the write is durable (in the database, or in the node's outbox).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from ivr.leg import CallInfo
+from ivr.call.leg import CallInfo
 
 Speaker = Literal["caller", "portal", "agent"]
 Disposition = Literal["completed", "transferred", "transfer_failed", "abandoned", "error"]

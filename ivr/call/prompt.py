@@ -9,8 +9,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ivr.leg import CallLeg
-from ivr.resample import pcm_ms
+from ivr.call.leg import CallLeg
+from ivr.speech.audio_ops import pcm_ms
 
 CHUNK_MS = 100            # audio handed to the leg per play() call
 TOP_UP_MS = 200           # keep at most this much queued in the leg (bounds the audio a barge-in must discard)

@@ -18,9 +18,9 @@ import time
 
 import pjsua2 as pj
 
-from ivr.sip_leg import SipLeg
+from ivr.sip.leg import SipLeg
 
-log = logging.getLogger("ivr.sip")
+log = logging.getLogger("ivr.sip.edge")
 
 # libstdc++ std::vector layout: begin and end pointers at the object's address.
 _VECTOR_POINTERS = ctypes.c_void_p * 2

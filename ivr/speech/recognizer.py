@@ -1,8 +1,8 @@
 """Streaming speech recognition: frames in, typed events out.
 
-`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.turn`) on every frame, keeps a pre-roll of
+`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.speech.vad`) on every frame, keeps a pre-roll of
 quiet audio, and sends audio to the decoder only while the caller is in an utterance, so silence costs one
-energy computation per frame and no decoding. The endpointer (`ivr.endpointing`) ends utterances. Decoding runs
+energy computation per frame and no decoding. The endpointer (`ivr.speech.endpointing`) ends utterances. Decoding runs
 off the event loop in the engine's bounded thread pool, one batch at a time per stream (a recognizer is never
 used by two threads at once).
 
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ivr.audio import FRAME_MS, AudioFrame
-from ivr.dialogue import Expect
-from ivr.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
+from foundation.logs import kv
+from ivr.dialogue.interface import Expect
 from ivr.metrics import EngineMetrics
-from ivr.resample import energy_db
-from ivr.turn import CallerState, CallerTurnTracker
-from veratur.logs import kv
+from ivr.speech.audio_ops import energy_db
+from ivr.speech.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
+from ivr.speech.frames import FRAME_MS, AudioFrame
+from ivr.speech.vad import CallerState, CallerTurnTracker
 
-log = logging.getLogger("ivr.asr")
+log = logging.getLogger("ivr.speech.recognizer")
 
 UNK = "[unk]"
 PARTIAL_EVERY_MS = 100       # ask the decoder for a partial at most this often (it walks the lattice each time)

@@ -1,10 +1,10 @@
 """The SIP edge: a pjsua2 endpoint on its own owner thread, handing answered calls to asyncio as `SipLeg`s.
 
-The only module (with its helper ivr.media_port) that imports pjsua2. Rules learnt the hard way
+The only module (with its helper ivr.sip.media_port) that imports pjsua2. Rules learnt the hard way
 (shared/notes/pjsua2.md): one owner thread makes every pjsua call — the event loop sends it commands through a
 queue; Python references to every `Call` and port are kept until the call is gone; no exception escapes a
 callback; calls are destroyed before `libDestroy()`. Media ports are pooled and reused, never deleted while the
-endpoint runs (see ivr.media_port), and disowned after `libDestroy()`.
+endpoint runs (see ivr.sip.media_port), and disowned after `libDestroy()`.
 
 Policy at the door: an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
 is draining for shutdown, 486/503 with Retry-After (the PyPI wheel itself refuses a 5th call with a bare 486).
@@ -30,17 +30,17 @@ from typing import Any, TypeVar
 
 import pjsua2 as pj
 
-from ivr.escalation import refer_to_uri
-from ivr.leg import CallInfo, TransferResult
-from ivr.media_port import LegMediaPort
-from ivr.sip_config import EdgeConfig, EdgeState, SipError
-from ivr.sip_headers import host_of, parse_request_head, uri_user
-from ivr.sip_leg import RX_PUMP_MS, SipLeg
-from veratur.config import PJSUA_MAX_CALLS
-from veratur.logs import kv, mask_phone
+from foundation.config import PJSUA_MAX_CALLS
+from foundation.logs import kv, mask_phone
+from ivr.call.escalation import refer_to_uri
+from ivr.call.leg import CallInfo, TransferResult
+from ivr.sip.endpoint import EdgeConfig, EdgeState, SipError
+from ivr.sip.headers import host_of, parse_request_head, uri_user
+from ivr.sip.leg import RX_PUMP_MS, SipLeg
+from ivr.sip.media_port import LegMediaPort
 
-log = logging.getLogger("ivr.sip")
-pjlog = logging.getLogger("ivr.sip.pjsip")
+log = logging.getLogger("ivr.sip.edge")
+pjlog = logging.getLogger("ivr.sip.edge.pjsip")
 
 POLL_MS = 5                     # owner thread: SIP event poll slice, also the command latency bound
 HOUSEKEEPING_S = 0.5            # media-timeout checks and state snapshot
@@ -161,7 +161,7 @@ class SipEdge:
         self._ended_totals = EdgeState()               # counters of legs already gone
         self.local_ports: dict[str, int] = {}
         self.state = EdgeState()
-        self._bridges: set[asyncio.Task[None]] = set()  # escalation bridges (ivr.sip_bridge), ended at stop()
+        self._bridges: set[asyncio.Task[None]] = set()  # escalation bridges (ivr.sip.bridge), ended at stop()
 
     # ---- lifecycle (event loop) ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -265,9 +265,9 @@ class SipEdge:
         """REFER the caller to `target_uri` with `headers`; wait for the NOTIFY sipfrag's final code.
 
         On success our leg is hung up (pjsua does not do it by itself). `escalation.mode: bridge`: the agent is
-        called and bridged instead (ivr.sip_bridge); the leg then stays up until either side hangs up."""
+        called and bridged instead (ivr.sip.bridge); the leg then stays up until either side hangs up."""
         if self.config.escalation_mode == "bridge":
-            from ivr.sip_bridge import bridge_transfer
+            from ivr.sip.bridge import bridge_transfer
             return await bridge_transfer(self, leg, target_uri, headers, self.config.transfer_timeout_s)
         assert self._loop is not None
         future: asyncio.Future[TransferResult] = self._loop.create_future()
@@ -284,7 +284,7 @@ class SipEdge:
             await self.hangup_leg(leg, "transferred")
         return result
 
-    # ---- escalation bridge hooks (used by ivr.sip_bridge) ----------------------------------------------
+    # ---- escalation bridge hooks (used by ivr.sip.bridge) ----------------------------------------------
     async def connect_audio(self, a: SipLeg, b: SipLeg) -> bool:
         """Send each answered leg's audio straight to the other in the conference bridge, detaching our ports."""
         return await self._submit(lambda: self._connect_audio(a, b))

@@ -9,7 +9,7 @@ DTMF convention: keys are sent as the intent message `/dtmf{"digits":"<keys>"}`;
 mean in context (main menu, folio, option number). A no-input turn is sent as `/repeat`.
 
 If Rasa does not answer within `dialogue.timeout_s` (down, slow, broken), the call continues on the
-DTMF menu (`ivr.menu_dialogue.MenuDialogue`) for the rest of the call — switching back mid-call would lose
+DTMF menu (`ivr.dialogue.menu.MenuDialogue`) for the rest of the call — switching back mid-call would lose
 whichever state the menu held — every reply marked `fallback=True` and the switch logged.
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
-from ivr.dialogue import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
-from ivr.leg import CallInfo
-from ivr.menu_dialogue import MenuDialogue, MenuSpec, load_menu
-from veratur.config import Settings
-from veratur.logs import kv
+from foundation.config import Settings
+from foundation.logs import kv
+from ivr.call.leg import CallInfo
+from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
+from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 
-log = logging.getLogger("ivr.rasa_client")
+log = logging.getLogger("ivr.dialogue.rasa")
 
 WEBHOOK_PATH = "/webhooks/rest/webhook"
 EXPECT_KINDS = frozenset({"free", "yes_no", "digits", "menu", "city", "none"})
@@ -111,7 +111,7 @@ def parse_messages(messages: Any) -> DialogueReply:
 
 
 class RasaDialogue:
-    """`ivr.dialogue.Dialogue` backed by a running `rasa run --enable-api`. One instance per call."""
+    """`ivr.dialogue.interface.Dialogue` backed by a running `rasa run --enable-api`. One instance per call."""
 
     def __init__(self, base_url: str, client: httpx.AsyncClient, fallback: Dialogue, *,
                  timeout_s: float = 2.0) -> None:

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import quote
 
-from ivr.dialogue import CallerTurn, Expect
-from ivr.leg import CallLeg, TransferResult
-from ivr.records import CallRecorder, Disposition
-from veratur.config import EscalationConfig
-from veratur.logs import kv, mask_phone
+from foundation.config import EscalationConfig
+from foundation.logs import kv, mask_phone
+from ivr.call.leg import CallLeg, TransferResult
+from ivr.call.records import CallRecorder, Disposition
+from ivr.dialogue.interface import CallerTurn, Expect
 
-log = logging.getLogger("ivr.escalation")
+log = logging.getLogger("ivr.call.escalation")
 
 UUI_PURPOSE = "veratur-case"
 UUI_MAX_OCTETS = 128              # RFC 7434's limit for ISDN-interworked UUI: the strictest PBX we may meet
@@ -172,7 +172,7 @@ def is_yes(turn: CallerTurn | None) -> bool:
 # ---- the queue the agent console reads ------------------------------------------------------------------------
 @runtime_checkable
 class EscalationJournal(Protocol):
-    """Where the engine reports an escalation (implemented by case_bridge.escalation.EscalationRecorder)."""
+    """Where the engine reports an escalation (implemented by ivr.call.recorder.EscalationRecorder)."""
 
     async def escalation_requested(self, call_id: str, reason: str, target: str, mode: str) -> None: ...
 

@@ -1,12 +1,12 @@
 """What the SIP edge is configured with (`EdgeConfig`), what it reports (`EdgeState`) and how it fails
-(`SipError`). Plain data, no pjsua2: ivr.sip re-exports these names."""
+(`SipError`). Plain data, no pjsua2: ivr.sip.edge re-exports these names."""
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
 
-from ivr.sip_leg import SipLeg
-from veratur.config import PJSUA_MAX_CALLS, Settings
+from foundation.config import PJSUA_MAX_CALLS, Settings
+from ivr.sip.leg import SipLeg
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,7 +65,7 @@ class EdgeState:
     calls: int = 0                  # pjsua Call objects we still hold (answered, ringing or being rejected)
     legs: int = 0                   # calls with a leg (answered or being answered)
     media_ports: int = 0            # ports in pjsua's conference bridge (the null sound port counts as 1)
-    ports_pooled: int = 0           # our media ports created (kept and reused, see ivr.media_port)
+    ports_pooled: int = 0           # our media ports created (kept and reused, see ivr.sip.media_port)
     ports_in_use: int = 0           # ... of which attached to a call
     draining: bool = False
     rejected: dict[int, int] = field(default_factory=dict)

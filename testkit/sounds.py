@@ -6,8 +6,8 @@ import subprocess
 
 import numpy as np
 
-from ivr.resample import read_wav, resample
-from tests.fakes import RATE, noise, silence
+from ivr.speech.audio_ops import read_wav, resample
+from testkit.fakes import RATE, noise, silence
 
 __all__ = ["speech", "click", "cough", "silence", "noise"]
 

@@ -1,13 +1,13 @@
-"""The asyncio face of one pjsua2 call: `SipLeg` implements `ivr.leg.CallLeg`.
+"""The asyncio face of one pjsua2 call: `SipLeg` implements `ivr.call.leg.CallLeg`.
 
 Threads meet here through plain deques (append/popleft are atomic in CPython):
-- the pjmedia clock thread calls `rx_frame()` / `tx_frame()` 50 times a second each (ivr.media_port);
+- the pjmedia clock thread calls `rx_frame()` / `tx_frame()` 50 times a second each (ivr.sip.media_port);
 - the SIP owner thread calls `deliver_hangup()`; DTMF may arrive on either thread;
 - everything else runs on the event loop.
 Inbound audio reaches the loop in batches: the media thread only appends to a deque, and the edge's pump task
 on the loop drains every live leg each RX_PUMP_MS (no thread-safe wake-up per frame: each one costs a self-pipe
 write and a GIL hand-over on the media clock thread, which serves every call of the process).
-No pjsua2 here: commands that touch SIP go through the `LegOwner` (ivr.sip.SipEdge).
+No pjsua2 here: commands that touch SIP go through the `LegOwner` (ivr.sip.edge.SipEdge).
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from ivr.audio import AudioFrame, frame_bytes
-from ivr.leg import AudioIn, CallInfo, DtmfIn, HangupIn, LegEvent, TransferResult
-from veratur.logs import kv
+from foundation.logs import kv
+from ivr.call.leg import AudioIn, CallInfo, DtmfIn, HangupIn, LegEvent, TransferResult
+from ivr.speech.frames import AudioFrame, frame_bytes
 
-log = logging.getLogger("ivr.sip")
+log = logging.getLogger("ivr.sip.edge")
 
 RX_PUMP_MS = 40                # inbound audio reaches the session at most this late (20 ms on average)
 MAX_EVENT_BACKLOG = 500        # ~30 s of unread audio batches; beyond it inbound audio is dropped (slow consumer)
@@ -30,7 +30,7 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class LegOwner(Protocol):
-    """What a leg asks of the SIP edge (run on the SIP owner thread by ivr.sip)."""
+    """What a leg asks of the SIP edge (run on the SIP owner thread by ivr.sip.edge)."""
 
     async def hangup_leg(self, leg: SipLeg, reason: str) -> None: ...
 
@@ -40,7 +40,7 @@ class LegOwner(Protocol):
 
 
 class SipLeg:
-    """One SIP call as the session sees it (see ivr.leg.CallLeg)."""
+    """One SIP call as the session sees it (see ivr.call.leg.CallLeg)."""
 
     def __init__(self, info: CallInfo, sample_rate: int, loop: asyncio.AbstractEventLoop, owner: LegOwner,
                  outbound: bool = False) -> None:

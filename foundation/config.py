@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "veratur.yml"
 ENV_PREFIX = "VERATUR__"

@@ -16,21 +16,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ivr.asr import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
-from ivr.dialogue import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
-from ivr.dtmf import DtmfCollector
-from ivr.escalation import EscalationIO, EscalationPhrases, case_headers, run_escalation
-from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from foundation.config import Settings
+from foundation.logs import kv, mask_phone, scrub
+from ivr.call.dtmf import DtmfCollector
+from ivr.call.escalation import EscalationIO, EscalationPhrases, case_headers, run_escalation
+from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from ivr.call.prompt import Prompt
+from ivr.call.records import CallRecorder, Disposition
+from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.metrics import EngineMetrics
-from ivr.prompt import Prompt
-from ivr.records import CallRecorder, Disposition
-from ivr.resample import resample
-from ivr.tts import SpeechSynthesizer
-from ivr.turn import BargeInGuard, EngineState
-from veratur.config import Settings
-from veratur.logs import kv, mask_phone, scrub
+from ivr.speech.audio_ops import resample
+from ivr.speech.recognizer import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
+from ivr.speech.tts import SpeechSynthesizer
+from ivr.speech.vad import BargeInGuard, EngineState
 
-log = logging.getLogger("ivr.session")
+log = logging.getLogger("ivr.call.session")
 
 NO_MATCH_INTENTS = frozenset({"no_match", "nlu_fallback", "out_of_scope"})
 CLOSING_PROMPT_MAX_S = 15.0      # a goodbye/time-limit phrase is never allowed to hold the call longer
@@ -461,7 +461,7 @@ class CallSession:
         return max(0.0, min(deadlines) - now) + 0.001
 
     async def _transfer(self, texts: Sequence[str], reason: str = "caller_request") -> NoReturn:
-        """Hand the call to an agent (ivr.escalation): REFER or bridge, with the callback offer on failure."""
+        """Hand the call to an agent (ivr.call.escalation): REFER or bridge, with the callback offer on failure."""
         io = EscalationIO(call_id=self.call_id, folio=lambda: self.ctx.case_folio, caller=self.leg.info.caller,
                           say=self._say_closing, ask=self._ask_escalation, leg=self.leg, recorder=self.recorder,
                           on_bridged=self._on_bridged, gone=self._gone, shield_hangup=self._set_shield)

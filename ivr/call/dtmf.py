@@ -5,7 +5,7 @@ at least one digit. Pure: the caller passes the time and asks for the deadline.
 """
 from __future__ import annotations
 
-from ivr.dialogue import Expect
+from ivr.dialogue.interface import Expect
 
 VALID_DIGITS = frozenset("0123456789*#ABCD")
 

@@ -32,12 +32,12 @@ from typing import Literal
 import numpy as np
 from scipy.signal import resample_poly
 
-from ivr.audio import FRAME_MS
-from ivr.leg import AudioIn, DtmfIn, HangupIn
-from ivr.sip import EdgeConfig, SipEdge, SipError
-from ivr.sip_leg import SipLeg
-from veratur.config import PJSUA_MAX_CALLS, Settings
-from veratur.logs import kv
+from foundation.config import PJSUA_MAX_CALLS, Settings
+from foundation.logs import kv
+from ivr.call.leg import AudioIn, DtmfIn, HangupIn
+from ivr.sip.edge import EdgeConfig, SipEdge, SipError
+from ivr.sip.leg import SipLeg
+from ivr.speech.frames import FRAME_MS
 
 log = logging.getLogger("ivr.caller")
 

@@ -1,5 +1,5 @@
-"""`CaseRecorder`: the IVR engine's `ivr.records.CallRecorder` over the case-bridge service.
-(`case_bridge.escalation.EscalationRecorder` extends it with the escalation journal, sharing the outbox.)
+"""`CaseRecorder`: the IVR engine's `ivr.call.records.CallRecorder` over the case-bridge service.
+(`EscalationRecorder` below extends it with the escalation journal, sharing the outbox.)
 
 Every write goes to the database through `CaseService` (in a worker thread, so the event loop keeps streaming
 audio). If the database can't be reached the write goes to the node's `Outbox` instead and the call goes on; a
@@ -23,14 +23,15 @@ from typing import Any
 
 from case_bridge import folio as folios
 from case_bridge.errors import CaseBridgeError, DatabaseUnavailable
+from case_bridge.escalation import EscalationDesk
 from case_bridge.models import utcnow
-from case_bridge.outbox import Outbox
 from case_bridge.service import CaseService
-from ivr.leg import CallInfo
-from ivr.records import Disposition, Speaker
-from veratur.logs import kv, mask_phone
+from foundation.logs import kv, mask_phone
+from ivr.call.leg import CallInfo
+from ivr.call.outbox import Outbox
+from ivr.call.records import Disposition, Speaker
 
-log = logging.getLogger("case_bridge.phone")
+log = logging.getLogger("ivr.call.recorder")
 
 REPLAY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_UNEXPECTED_ERRORS = 5
@@ -175,3 +176,27 @@ class CaseRecorder:
                     break
                 failures = 0
                 await asyncio.to_thread(self.outbox.remove, entry.seq)
+
+
+class EscalationRecorder(CaseRecorder):
+    """The engine's recorder with the escalation journal (`ivr.call.escalation.EscalationJournal`).
+
+    The three writes go through the CaseRecorder's outbox like every other call write, so the queue entry is
+    never written before the call record it points to, and survives a database outage."""
+
+    def __init__(self, service: CaseService, *, data_dir: Path, name: str) -> None:
+        super().__init__(service, data_dir=data_dir, name=name)
+        self.desk = EscalationDesk(service)
+        self._ops.update({"escalation_requested": self.desk.enqueue,
+                          "escalation_result": self.desk.record_result,
+                          "callback_requested": self.desk.record_callback})
+
+    async def escalation_requested(self, call_id: str, reason: str, target: str, mode: str) -> None:
+        await self._record("escalation_requested", call_id=call_id, reason=reason, target=target, mode=mode)
+
+    async def escalation_result(self, call_id: str, ok: bool, status_code: int, detail: str) -> None:
+        await self._record("escalation_result", call_id=call_id, ok=ok, status_code=status_code,
+                           detail=detail[:200])
+
+    async def callback_requested(self, call_id: str, accepted: bool, phone: str | None) -> None:
+        await self._record("callback_requested", call_id=call_id, accepted=accepted, phone=phone)

@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ivr.dialogue import CallerTurn, DialogueReply, Expect, TurnContext
-from ivr.endpointing import SPOKEN_DIGITS
-from veratur import REPO_ROOT
+from foundation.paths import REPO_ROOT
+from ivr.dialogue.interface import CallerTurn, DialogueReply, Expect, TurnContext
+from ivr.speech.endpointing import SPOKEN_DIGITS
 
 DEFAULT_MENU_PATH = REPO_ROOT / "dialogs" / "menu.yml"
 NO_MATCH_INTENT = "no_match"
@@ -101,7 +101,7 @@ class _CallState:
 
 
 class MenuDialogue:
-    """`ivr.dialogue.Dialogue` over the YAML menu. One instance per call (it keeps the call's menu position)."""
+    """`ivr.dialogue.interface.Dialogue` over the YAML menu. One instance per call (it keeps the call's menu position)."""
 
     def __init__(self, spec: MenuSpec) -> None:
         self.spec = spec
@@ -151,7 +151,7 @@ class MenuDialogue:
         return None
 
     def _folio(self, turn: CallerTurn) -> DialogueReply:
-        from ivr.endpointing import spoken_digits
+        from ivr.speech.endpointing import spoken_digits
         digits = turn.dtmf or spoken_digits(turn.text or "")
         digits = "".join(c for c in digits if c.isdigit())
         if not digits:

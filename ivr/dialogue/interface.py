@@ -1,7 +1,7 @@
 """What the session asks of a dialogue manager: a caller turn in, what to say and do back.
 
-Implementations: `ivr.rasa_client.RasaDialogue` (the real one, HTTP to `rasa run`) and
-`ivr.menu_dialogue.MenuDialogue` (the DTMF menu used as fallback when Rasa is down or slow).
+Implementations: `ivr.dialogue.rasa.RasaDialogue` (the real one, HTTP to `rasa run`) and
+`ivr.dialogue.menu.MenuDialogue` (the DTMF menu used as fallback when Rasa is down or slow).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class DialogueReply:
     case_folio: str | None = None      # a case opened or identified during the turn
     fallback: bool = False             # produced by the fallback menu because the real dialogue failed
     transfer_reason: str | None = None  # why `transfer`: caller_request | no_match | no_input |
-                                        # verification_locked | dialogue_error (ivr.escalation.REASONS)
+                                        # verification_locked | dialogue_error (ivr.call.escalation.REASONS)
     transcript_texts: tuple[str, ...] | None = None  # what the transcript stores instead of `texts` when
                                                       # they hold a secret (a PIN read back); None: `texts`
 

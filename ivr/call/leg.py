@@ -1,6 +1,6 @@
 """The seam between the SIP edge and the call session.
 
-`ivr.sip` implements `CallLeg` with pjsua2 (threads kept inside it); tests implement it in memory. The session
+`ivr.sip.edge` implements `CallLeg` with pjsua2 (threads kept inside it); tests implement it in memory. The session
 reads `LegEvent`s from `events()` and writes audio with `play()`. Everything here is called on the event loop.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ivr.audio import AudioFrame
+from ivr.speech.frames import AudioFrame
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ivr.resample import read_wav, resample
-from veratur.logs import kv
+from foundation.logs import kv
+from ivr.speech.audio_ops import read_wav, resample
 
-log = logging.getLogger("ivr.tts")
+log = logging.getLogger("ivr.speech.tts")
 
 CACHE_SUFFIX = ".pcm"
 CACHE_FORMAT_VERSION = "1"

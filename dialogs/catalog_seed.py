@@ -9,9 +9,9 @@ import logging
 
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo, TramiteInfo
-from veratur.logs import kv
+from foundation.logs import kv
 
-log = logging.getLogger("case_bridge.seed")
+log = logging.getLogger("dialogs.catalog_seed")
 
 FALLBACK_TRAMITES = (
     TramiteInfo("licencia_conducir", "Licencia de conducir", "Secretaría de Seguridad Pública",

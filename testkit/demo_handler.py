@@ -1,4 +1,4 @@
-"""A tiny call handler that needs nothing but the SIP edge: `veratur ivr --app demo`.
+"""A tiny call handler that needs nothing but the SIP edge: `veratur ivr --app testkit.demo_handler:factory`.
 
 It exists so the SIP edge can be tested and benchmarked alone (no ASR model, no dialogue): it plays a
 greeting (a short melody), answers every DTMF digit with a short tone and, on '#', sends the keyed digits back
@@ -9,15 +9,18 @@ Every digit received is logged (`demo dtmf digit=...`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ivr.leg import AudioIn, CallLeg, DtmfIn, HangupIn
-from veratur.logs import kv
+from foundation.config import Settings
+from foundation.logs import kv
+from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
 
 log = logging.getLogger("ivr.demo")
 
@@ -134,3 +137,12 @@ async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
                     log.info("demo utterance %s", kv(call_id=call_id))
                     leg.play(tone(REPLY_TONE_HZ, REPLY_S, rate))
     await leg.hangup()
+
+
+DEMO_APP = "testkit.demo_handler:factory"
+"""The `--app` value that makes a worker answer with this handler."""
+
+
+def factory(settings: Settings) -> Callable[[CallLeg], Awaitable[None]]:
+    """`veratur ivr --app testkit.demo_handler:factory`: the SIP-only handler, transfers to the agent queue."""
+    return functools.partial(demo_call, transfer_target=settings.escalation.agent_queue_uri)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ivr.audio import FRAME_MS, AudioFrame, frame_bytes
-from ivr.dialogue import CallerTurn, DialogueReply, TurnContext
-from ivr.leg import AudioIn, CallInfo, DtmfIn, HangupIn, LegEvent, TransferResult
-from ivr.records import Disposition, Speaker
+from ivr.call.leg import AudioIn, CallInfo, DtmfIn, HangupIn, LegEvent, TransferResult
+from ivr.call.records import Disposition, Speaker
+from ivr.dialogue.interface import CallerTurn, DialogueReply, TurnContext
+from ivr.speech.frames import FRAME_MS, AudioFrame, frame_bytes
 
 RATE = 8000
 
@@ -254,7 +254,7 @@ class ToneSynthesizer:
 
 
 class ScriptedDecoder:
-    """`ivr.asr.Decoder` that "recognizes" the next scripted text for each utterance.
+    """`ivr.speech.recognizer.Decoder` that "recognizes" the next scripted text for each utterance.
 
     The partial shows the text once `partial_after_ms` of audio were accepted (so the barge-in guard sees
     words); `final()` pops it. Everything fed is counted so tests can check VAD gating."""
@@ -316,7 +316,7 @@ class ScriptedRecognizer:
         self.decoders: list[ScriptedDecoder] = []
 
     def stream(self, call_id: str, sample_rate: int):  # type: ignore[no-untyped-def]
-        from ivr.asr import RecognizeStream
+        from ivr.speech.recognizer import RecognizeStream
         decoder = ScriptedDecoder(self.texts, rate=sample_rate, partial_after_ms=self.partial_after_ms,
                                   fail=self.fail, final_delay_s=self.final_delay_s)
         self.decoders.append(decoder)

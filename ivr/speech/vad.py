@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ivr.audio import FRAME_MS
+from ivr.speech.frames import FRAME_MS
 
 START_MS = 60            # voiced time that turns a blip into speech (3 frames): a single click never does
 HANGOVER_MS = 200        # unvoiced time tolerated inside speech (stops, plosives, short pauses between words)
