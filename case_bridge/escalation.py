@@ -133,7 +133,7 @@ class EscalationDesk:
             esc.mode = mode if mode in MODES else "refer"
             return esc.id
 
-        esc_id = self.service._write(work)
+        esc_id = self.service.uow.write(work)
         log.info(kv(event="escalation_queued", call_id=call_id, case=view.folio or "-", reason=reason))
         return esc_id
 
@@ -142,7 +142,7 @@ class EscalationDesk:
             esc = self._esc_for_call(s, call_id)
             esc.sip_status, esc.result_at = int(status_code), utcnow()
 
-        self.service._write(work)
+        self.service.uow.write(work)
 
     def record_callback(self, call_id: str, accepted: bool, phone: str | None) -> None:
         digits = "".join(ch for ch in (phone or "") if ch.isdigit())[:20] or None
@@ -152,13 +152,13 @@ class EscalationDesk:
             esc.callback_requested = bool(accepted)
             esc.callback_phone = digits if accepted else None
 
-        self.service._write(work)
+        self.service.uow.write(work)
 
     # -- console side --------------------------------------------------------------------------------------------
     def queue(self, *, include_taken: bool = True, now: datetime | None = None) -> list[QueueItem]:
         """Open items, oldest first (the waiting list the agents pick from)."""
         now = now or utcnow()
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             q = select(Escalation).where(Escalation.closed_at.is_(None)).order_by(Escalation.requested_at)
             if not include_taken:
                 q = q.where(Escalation.taken_at.is_(None))
@@ -172,7 +172,7 @@ class EscalationDesk:
         return self.agent_case(escalation_id, staff_id)
 
     def agent_case(self, escalation_id: int, staff_id: int) -> AgentCase:
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             esc = self._owned(s, escalation_id, staff_id)
             call = s.get(CallRecord, esc.call_id)
             assert call is not None
@@ -184,7 +184,7 @@ class EscalationDesk:
                          notes=tuple(self.notes(escalation_id, staff_id)), callback_phone=callback, call_live=live)
 
     def transcript(self, escalation_id: int, staff_id: int, after_id: int = 0) -> list[TurnView]:
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             esc = self._owned(s, escalation_id, staff_id)
             call = s.get(CallRecord, esc.call_id)
             assert call is not None
@@ -192,13 +192,13 @@ class EscalationDesk:
         return self.service.transcript(call_id, after_id)
 
     def call_live(self, escalation_id: int) -> bool:
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             esc = self._esc(s, escalation_id)
             call = s.get(CallRecord, esc.call_id)
             return call is not None and call.ended_at is None
 
     def notes(self, escalation_id: int, staff_id: int) -> list[NoteView]:
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             self._owned(s, escalation_id, staff_id, allow_closed=True)
             rows = s.execute(select(EscalationNote, StaffUser.username).join(StaffUser)
                              .where(EscalationNote.escalation_id == escalation_id).order_by(EscalationNote.id))
@@ -220,7 +220,7 @@ class EscalationDesk:
             s.flush()
             return NoteView(note.id, staff.username, note.text, note.at)
 
-        return self.service._write(work)
+        return self.service.uow.write(work)
 
     def close(self, escalation_id: int, staff_id: int, disposition: str, *, status: str | None = None,
               status_note: str = "", expected_version: int | None = None) -> QueueItem:
@@ -229,7 +229,7 @@ class EscalationDesk:
             raise InvalidInput("disposición desconocida")
         if status is not None and status not in STATUS_LABELS:
             raise InvalidInput("estado desconocido")
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             esc = self._owned(s, escalation_id, staff_id)
             staff = s.get(StaffUser, staff_id)
             assert staff is not None
@@ -254,14 +254,14 @@ class EscalationDesk:
                 item.summary = summary[:MAX_TEXT]
             return self._item(s, esc, now)
 
-        closed = self.service._write(work)
+        closed = self.service.uow.write(work)
         log.info(kv(event="escalation_closed", escalation=escalation_id, case=closed.folio or "-",
                     disposition=disposition))
         return closed
 
     # -- internals -----------------------------------------------------------------------------------------------
     def _open_item(self, escalation_id: int) -> None:
-        with self.service._session() as s:
+        with self.service.uow.session() as s:
             esc = self._esc(s, escalation_id)
             if esc.closed_at is not None:
                 raise EscalationClosed("esta llamada ya se cerró")

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "call": ("ivr.caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),
     "chat": ("veratur.chat", "text conversation with the same dialogue, for administrators"),
     "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
-    "db": ("case_bridge.migrate", "database schema: `db upgrade`, `db check`"),
+    "db": ("veratur.db_cli", "database schema: `db upgrade`, `db check`"),
     "catalog": ("dialogs.catalog_check", "tourism and trámite catalogs: validate, find, lookups, generate"),
 }
 

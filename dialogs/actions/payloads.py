@@ -11,11 +11,12 @@ the message as the transcript must keep it (the PIN masked).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from rasa_sdk.executor import CollectingDispatcher
 
-ExpectKind = Literal["free", "yes_no", "digits", "menu", "city", "none"]
+from foundation.vocabulary import ExpectKind
+
 MENU_PHRASES = ("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite", "asesor")
 YES_NO_PHRASES = ("sí", "no", "repita", "asesor")
 TRANSFER_TEXT = "Le comunico con un asesor. Por favor no cuelgue."

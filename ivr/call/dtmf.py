@@ -5,9 +5,10 @@ at least one digit. Pure: the caller passes the time and asks for the deadline.
 """
 from __future__ import annotations
 
+from foundation.vocabulary import DTMF_DIGITS
 from ivr.dialogue.interface import Expect
 
-VALID_DIGITS = frozenset("0123456789*#ABCD")
+VALID_DIGITS = frozenset(DTMF_DIGITS)
 
 
 class DtmfCollector:

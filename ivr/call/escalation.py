@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from foundation.config import EscalationConfig
 from foundation.logs import kv, mask_phone
+from foundation.vocabulary import TRANSFER_REASONS, TransferReason
 from ivr.call.leg import CallLeg, TransferResult
 from ivr.call.records import CallRecorder, Disposition
 from ivr.dialogue.interface import CallerTurn, Expect
@@ -41,8 +42,8 @@ MAX_CALL_ID_IN_UUI = 64           # a longer Call-ID is cut (the folio is the ke
 CASE_HEADER = "X-Veratur-Case"
 UUI_HEADER = "User-to-User"
 CALLBACK_YES_WORDS = frozenset({"si", "claro", "por favor", "acepto", "uno", "1"})
-Reason = Literal["caller_request", "no_match", "no_input", "verification_locked", "dialogue_error"]
-REASONS: tuple[str, ...] = ("caller_request", "no_match", "no_input", "verification_locked", "dialogue_error")
+Reason = TransferReason
+REASONS: tuple[str, ...] = TRANSFER_REASONS
 
 _FOLIO = re.compile(r"^[0-9A-Za-z-]{1,16}$")
 _SIP_URI = re.compile(r"^(?i:sips?):(?:[^@\s<>;?\"]+@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?"

@@ -6,12 +6,12 @@ the write is durable (in the database, or in the node's outbox).
 """
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
+from foundation.vocabulary import Disposition, Speaker
 from ivr.call.leg import CallInfo
 
-Speaker = Literal["caller", "portal", "agent"]
-Disposition = Literal["completed", "transferred", "transfer_failed", "abandoned", "error"]
+__all__ = ["CallRecorder", "Disposition", "Speaker"]
 
 
 class CallRecorder(Protocol):

@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ivr.speech.expect import Expect
+
+__all__ = ["CallerTurn", "Dialogue", "DialogueReply", "Expect", "TurnContext"]
+
 
 @dataclass(frozen=True, slots=True)
 class TurnContext:
@@ -23,16 +27,6 @@ class CallerTurn:
     dtmf: str | None = None            # collected digits, sent to Rasa as an intent message
     confidence: float | None = None
     event: Literal["start", "speech", "dtmf", "no_input"] = "speech"
-
-
-@dataclass(frozen=True, slots=True)
-class Expect:
-    """What the next caller answer is expected to be: drives ASR grammar, endpointing and DTMF collection."""
-    kind: Literal["free", "yes_no", "digits", "menu", "city", "none"] = "free"
-    phrases: tuple[str, ...] = ()      # closed set for a Vosk grammar (menu words, city names)
-    max_digits: int = 1
-    terminator: str = "#"
-    secret: bool = False               # a PIN or CURP fragment: the transcript keeps it masked
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import httpx
 
 from foundation.config import Settings
 from foundation.logs import kv
+from foundation.vocabulary import DTMF_DIGITS, EXPECT_KINDS
 from ivr.call.leg import CallInfo
 from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
@@ -31,8 +32,6 @@ from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 log = logging.getLogger("ivr.dialogue.rasa")
 
 WEBHOOK_PATH = "/webhooks/rest/webhook"
-EXPECT_KINDS = frozenset({"free", "yes_no", "digits", "menu", "city", "none"})
-TRANSFER_REASONS = frozenset({"caller_request", "no_match", "no_input", "verification_locked", "dialogue_error"})
 GREETING_MESSAGE = "/greet"
 NO_INPUT_MESSAGE = "/repeat"
 FALLBACK_NOTICE = "Tengo un problema técnico para entenderle; le ofrezco el menú del teclado."
@@ -46,7 +45,7 @@ class DialogueUnavailable(Exception):
 
 def dtmf_message(digits: str) -> str:
     """The intent message for keys: `/dtmf{"digits":"123"}` (only 0-9, * and # are passed on)."""
-    keys = "".join(ch for ch in digits if ch in "0123456789*#")
+    keys = "".join(ch for ch in digits if ch in DTMF_DIGITS[:12])
     return "/dtmf" + json.dumps({"digits": keys}, separators=(",", ":"))
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from foundation import vocabulary
 from foundation.logs import kv
 from ivr.call.leg import AudioIn, CallInfo, DtmfIn, HangupIn, LegEvent, TransferResult
 from ivr.speech.frames import AudioFrame, frame_bytes
@@ -26,7 +27,7 @@ log = logging.getLogger("ivr.sip.edge")
 
 RX_PUMP_MS = 40                # inbound audio reaches the session at most this late (20 ms on average)
 MAX_EVENT_BACKLOG = 500        # ~30 s of unread audio batches; beyond it inbound audio is dropped (slow consumer)
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
+DTMF_DIGITS = frozenset(vocabulary.DTMF_DIGITS)
 
 
 class LegOwner(Protocol):

@@ -1,6 +1,6 @@
 """Endpointing: when has the caller finished answering?
 
-The trailing-silence threshold adapts to what the prompt expects (`ivr.dialogue.interface.Expect.kind`): a closed answer
+The trailing-silence threshold adapts to what the prompt expects (`ivr.speech.expect.Expect.kind`): a closed answer
 (yes/no, a menu word, a city, digits) ends after `turns.endpoint_silence_ms_closed`, free speech after
 `turns.endpoint_silence_ms_free`; a spoken digit string that already has `max_digits` digits ends at once.
 Silence is counted from the later of the last voiced frame and the last change of the Vosk partial, so a
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ivr.dialogue.interface import Expect
+from ivr.speech.expect import Expect
 
 MAX_UTTERANCE_S = 20.0           # a caller (or noise) that never stops is cut here and decoded as is
 CLOSED_KINDS = frozenset({"yes_no", "digits", "menu", "city"})

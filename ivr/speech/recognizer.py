@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundation.logs import kv
-from ivr.dialogue.interface import Expect
 from ivr.metrics import EngineMetrics
 from ivr.speech.audio_ops import energy_db
 from ivr.speech.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
+from ivr.speech.expect import Expect
 from ivr.speech.frames import FRAME_MS, AudioFrame
 from ivr.speech.vad import CallerState, CallerTurnTracker
 

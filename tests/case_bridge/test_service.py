@@ -38,7 +38,7 @@ def test_open_case_gives_checked_folio_and_hashed_pin(svc: CaseService) -> None:
     assert opened.pin.isdigit() and len(opened.pin) == 4
     assert opened.case.status == "awaiting_citizen"
     assert opened.case.missing == ("Identificación oficial", "Comprobante de domicilio")
-    with svc._session() as s:  # the PIN is not stored in clear
+    with svc.uow.session() as s:  # the PIN is not stored in clear
         row = s.query(Case).filter_by(folio=opened.case.folio).one()
         assert opened.pin not in row.pin_hash and row.pin_hash.startswith("scrypt$")
 
@@ -288,7 +288,7 @@ def test_two_sessions_interleaved_on_postgres_retry_instead_of_losing(pg_databas
                     both_read.wait()        # only the first pass of each waits: retries go straight through
                 case.missing = [m for m in case.missing if m != item]
                 case.data = {**case.data, item: "ok"}
-            svc._write(work)
+            svc.uow.write(work)
 
         threads = [threading.Thread(target=remove, args=(x,)) for x in "AB"]
         for t in threads:

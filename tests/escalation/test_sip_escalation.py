@@ -88,7 +88,7 @@ def caller_subs(pcap: Path, middle: str, end: str = PORTAL_BYE, bye_timeout_ms: 
 
 def escalation_of(desk: EscalationDesk, service: CaseService, call_id: str) -> dict[str, object]:
     from case_bridge.models import CallRecord, Escalation
-    with service._session() as s:
+    with service.uow.session() as s:
         esc = s.query(Escalation).join(CallRecord, Escalation.call_id == CallRecord.id) \
             .filter(CallRecord.sip_call_id == call_id).one()
         return {"id": esc.id, "sip_status": esc.sip_status, "callback": esc.callback_requested,
