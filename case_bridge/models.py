@@ -191,7 +191,7 @@ class StaffUser(Base):
 
 
 class Escalation(Base):
-    """A call handed to the call-center queue: who took it and when (issue 6's agent console reads this)."""
+    """A call handed to the call-center queue: who took it and when (the agent console reads this)."""
 
     __tablename__ = "escalations"
 

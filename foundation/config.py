@@ -17,7 +17,7 @@ from foundation.paths import REPO_ROOT
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "veratur.yml"
 ENV_PREFIX = "VERATUR__"
-PJSUA_MAX_CALLS = 4  # compiled into the PyPI pjsua2 wheel; see shared/notes/pjsua2.md
+PJSUA_MAX_CALLS = 4  # compiled into the PyPI pjsua2 wheel; docs/pjsua2.md
 
 
 class ConfigError(Exception):

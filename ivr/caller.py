@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from foundation.logs import kv
 from ivr.call.leg import AudioIn, DtmfIn, HangupIn
 from ivr.sip.edge import EdgeConfig, SipEdge, SipError
 from ivr.sip.leg import SipLeg
+from ivr.speech.audio_ops import energy_db
 from ivr.speech.frames import FRAME_MS
 
 log = logging.getLogger("ivr.caller")
@@ -157,10 +157,7 @@ def fix_stream_wav(data: bytes) -> bytes:
     return data[:4] + (body + 36).to_bytes(4, "little") + data[8:40] + body.to_bytes(4, "little") + data[44:]
 
 
-def frame_dbfs(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-    rms = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
-    return 20 * math.log10(rms / 32768) if rms > 0 else -100.0
+frame_dbfs = energy_db    # level of one s16le frame in dBFS (-100 for digital silence)
 
 
 def trailing_silence_s(pcm: bytes, rate: int = CALL_RATE) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 from foundation.config import Settings
 from foundation.logs import kv
 from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from ivr.speech.audio_ops import energy_db
 
 log = logging.getLogger("ivr.demo")
 
@@ -49,11 +50,7 @@ def tone(freq_hz: float, seconds: float, sample_rate: int) -> bytes:
     return (wave * 32767).astype("<i2").tobytes()
 
 
-def frame_dbfs(pcm: bytes) -> float:
-    """Level of one s16le frame in dBFS (-100 for digital silence)."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-    rms = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
-    return 20 * math.log10(rms / 32768) if rms > 0 else -100.0
+frame_dbfs = energy_db    # level of one s16le frame in dBFS (-100 for digital silence)
 
 
 @dataclass

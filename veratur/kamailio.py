@@ -5,7 +5,7 @@ Kamailio spreads new calls over the pjsua2 workers with the dispatcher's call-lo
 `maxload` = its call limit), answers 503 + Retry-After when every worker is full, rate-limits new INVITEs
 (pjsua2 workers abort near 32 new calls/s) and refuses sources outside `sip.allowed_peers`. Only SIP crosses
 Kamailio; RTP flows directly between caller and worker. The measured facts behind each setting are in
-shared/notes/kamailio.md.
+docs/kamailio.md.
 """
 from __future__ import annotations
 

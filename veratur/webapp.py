@@ -51,8 +51,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "case_bridge.web.portal",
     "case_bridge.web.clerk",
     "case_bridge.web.open311",
-    "case_bridge.web.agent",      # issue 6: call-center agent console, role agent
-    "veratur.flows.web",            # (issue 7)  role admin: dialog-flow administration
+    "case_bridge.web.agent",      # call-center agent console, role agent
+    "veratur.flows.web",            # role admin: dialog-flow administration
 )
 MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read
 BASE_TEMPLATES = Path(__file__).resolve().parent.parent / "case_bridge" / "web" / "templates"

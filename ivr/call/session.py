@@ -28,7 +28,7 @@ from ivr.metrics import EngineMetrics
 from ivr.speech.audio_ops import resample
 from ivr.speech.recognizer import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
 from ivr.speech.tts import SpeechSynthesizer
-from ivr.speech.vad import BargeInGuard, EngineState
+from ivr.speech.vad import BargeInGuard
 
 log = logging.getLogger("ivr.call.session")
 
@@ -93,7 +93,6 @@ class CallSession:
         self.clock = clock
         self.call_id = leg.info.call_id
         self.ctx = TurnContext(call_id=self.call_id, case_folio=None, caller_number=leg.info.caller)
-        self.state = EngineState.LISTENING
         self.guard = BargeInGuard(self.turns_cfg.barge_in_min_speech_ms)
         self.dtmf = DtmfCollector(self.turns_cfg.dtmf_inter_digit_timeout_s)
         self.stream: RecognizeStream | None = None
@@ -244,7 +243,6 @@ class CallSession:
     # ---- output -------------------------------------------------------------------------------------------
     async def _play(self, texts: Sequence[str], *, allow_barge_in: bool) -> Prompt:
         """Synthesize and start playing `texts` as one prompt; returns at once with the handle."""
-        self.state = EngineState.SPEAKING
         parts = []
         for text in texts:
             if not text.strip():
@@ -307,7 +305,6 @@ class CallSession:
 
     async def _dialogue(self, turn: CallerTurn | None, *, secret: bool = False) -> DialogueReply:
         """Ask the dialogue (greeting when `turn` is None); commit the caller and portal turns before speaking."""
-        self.state = EngineState.THINKING
         guard_s = max(5.0, 3 * self.settings.dialogue.timeout_s)
         try:
             if turn is None:
@@ -398,7 +395,6 @@ class CallSession:
             now = self.clock()
             if isinstance(event, _PlayoutDone):
                 if event.prompt is prompt:
-                    self.state = EngineState.LISTENING
                     listening_since = now
                     if not prompt.allow_barge_in and stream.vad.in_utterance:
                         stream.discard_utterance()     # speech over a legal notice is not an answer

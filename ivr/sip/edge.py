@@ -1,12 +1,12 @@
 """The SIP edge: a pjsua2 endpoint on its own owner thread, handing answered calls to asyncio as `SipLeg`s.
 
-The only module (with its helper ivr.sip.media_port) that imports pjsua2. Rules learnt the hard way
-(shared/notes/pjsua2.md): one owner thread makes every pjsua call — the event loop sends it commands through a
-queue; Python references to every `Call` and port are kept until the call is gone; no exception escapes a
-callback; calls are destroyed before `libDestroy()`. Media ports are pooled and reused, never deleted while the
-endpoint runs (see ivr.sip.media_port), and disowned after `libDestroy()`.
+`ivr.sip` is the only package that imports pjsua2. Rules learnt the hard way (docs/pjsua2.md): one owner thread
+makes every pjsua call — the event loop sends it commands (`ivr.sip.owner_thread`); Python references to every
+`Call` and port are kept until the call is gone; no exception escapes a callback (`ivr.sip.pj_objects`); calls are
+destroyed before `libDestroy()`. Media ports are pooled and reused, never deleted while the endpoint runs
+(`ivr.sip.media_port.MediaPortPool`), and disowned after `libDestroy()`.
 
-Policy at the door: an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
+Policy at the door (`ivr.sip.admission`): an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
 is draining for shutdown, 486/503 with Retry-After (the PyPI wheel itself refuses a 5th call with a bare 486).
 An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled). A call with no inbound RTP
 for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe).
@@ -14,19 +14,12 @@ for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import heapq
-import ipaddress
-import itertools
 import logging
-import os
-import queue
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pjsua2 as pj
 
@@ -34,96 +27,23 @@ from foundation.config import PJSUA_MAX_CALLS
 from foundation.logs import kv, mask_phone
 from ivr.call.escalation import refer_to_uri
 from ivr.call.leg import CallInfo, TransferResult
+from ivr.sip.admission import RETRY_AFTER_S, admit
 from ivr.sip.endpoint import EdgeConfig, EdgeState, SipError
 from ivr.sip.headers import host_of, parse_request_head, uri_user
 from ivr.sip.leg import RX_PUMP_MS, SipLeg
-from ivr.sip.media_port import LegMediaPort
+from ivr.sip.media_port import MediaPortPool
+from ivr.sip.owner_thread import OwnerThreadCommands
+from ivr.sip.pj_objects import PjAccount, PjCall, PjLogWriter, quiet_stdio, sip_header
 
 log = logging.getLogger("ivr.sip.edge")
 pjlog = logging.getLogger("ivr.sip.edge.pjsip")
 
 POLL_MS = 5                     # owner thread: SIP event poll slice, also the command latency bound
 HOUSEKEEPING_S = 0.5            # media-timeout checks and state snapshot
-RETRY_AFTER_S = 5
 MAX_MEDIA_PORTS = 4 * PJSUA_MAX_CALLS + 8   # stream + our port per call, bridge slack; 254 default is wasteful
 CONNECT_TIMEOUT_S = 32.0        # outbound INVITE without a final answer (Timer B)
 HANGUP_WAIT_S = 3.0
 T = TypeVar("T")
-
-
-class _PjLogWriter(pj.LogWriter):
-    """pjsip's log lines into Python logging (stderr), never onto stdout where the worker prints its URI."""
-
-    def write(self, entry: pj.LogEntry) -> None:
-        try:
-            level = logging.ERROR if entry.level <= 1 else logging.WARNING if entry.level == 2 else logging.DEBUG
-            pjlog.log(level, "%s", entry.msg.rstrip())
-        except Exception:
-            pass
-
-
-class _Account(pj.Account):
-    def __init__(self, edge: SipEdge) -> None:
-        super().__init__()
-        self._edge = edge
-
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        try:
-            self._edge._on_incoming(self, prm)
-        except Exception:
-            log.exception("incoming call handling failed")
-
-
-class _Call(pj.Call):
-    """A pjsua call with its leg, media port and transfer state; all callbacks run on the owner thread."""
-
-    def __init__(self, edge: SipEdge, account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
-        super().__init__(account, call_id)
-        self.edge = edge
-        self.leg: SipLeg | None = None
-        self.port: LegMediaPort | None = None
-        self.audio: pj.AudioMedia | None = None
-        self.media_index = -1
-        self.confirmed = False
-        self.gone = False
-        self.hangup_reason: str | None = None
-        self.connect_future: asyncio.Future[SipLeg] | None = None
-        self.transfer_future: asyncio.Future[TransferResult] | None = None
-        self.last_rx_packets = -1
-        self.last_rx_change = time.monotonic()
-        self.sip_call_id = ""
-
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        try:
-            self.edge._on_call_state(self)
-        except Exception:
-            log.exception("onCallState failed")
-
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        try:
-            self.edge._on_media_state(self)
-        except Exception:
-            log.exception("onCallMediaState failed")
-
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
-        try:
-            if self.leg is not None:
-                self.leg.deliver_dtmf(prm.digit)
-        except Exception:
-            log.exception("onDtmfDigit failed")
-
-    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
-        try:
-            self.edge._on_transfer_request(self, prm)
-        except Exception:
-            prm.statusCode = 500
-            log.exception("onCallTransferRequest failed")
-
-    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
-        try:
-            self.edge._on_transfer_status(self, prm)
-        except Exception:
-            log.exception("onCallTransferStatus failed")
 
 
 class SipEdge:
@@ -136,10 +56,7 @@ class SipEdge:
         self._on_reject = on_reject
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = \
-            queue.SimpleQueue()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_seq = itertools.count()
+        self._owner = OwnerThreadCommands()
         self._stop_requested = threading.Event()
         self._ready: asyncio.Future[None] | None = None
         self._live_legs: set[SipLeg] = set()           # loop side: legs whose inbound audio the pump drains
@@ -147,15 +64,14 @@ class SipEdge:
         self._stopped: asyncio.Future[None] | None = None
         # Owner-thread state.
         self._ep: pj.Endpoint | None = None
-        self._account: _Account | None = None
+        self._account: PjAccount | None = None
         # libDestroy() deletes the log writer itself (C++ delete): hand the object over to C++ so Python does
         # not delete it a second time (a double free at exit), and keep the proxy for as long as we live.
-        self._log_writer = _PjLogWriter()
+        self._log_writer = PjLogWriter()
         self._log_writer.__disown__()
-        self._calls: set[_Call] = set()
-        self._reap: list[_Call] = []
-        self._ports: list[LegMediaPort] = []            # every port created (kept until after libDestroy)
-        self._idle_ports: list[LegMediaPort] = []
+        self._calls: set[PjCall] = set()
+        self._reap: list[PjCall] = []
+        self._ports = MediaPortPool()
         self._draining = False
         self._rejected: dict[int, int] = {}
         self._ended_totals = EdgeState()               # counters of legs already gone
@@ -167,6 +83,7 @@ class SipEdge:
     async def start(self) -> None:
         """Start the owner thread and the endpoint; raise SipError if it cannot listen."""
         self._loop = asyncio.get_running_loop()
+        self._owner.loop = self._loop
         self._ready = self._loop.create_future()
         self._stopped = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="pjsua-owner", daemon=True)
@@ -206,7 +123,7 @@ class SipEdge:
 
     def drain(self) -> None:
         """Refuse new calls (503 + Retry-After) from now on; calls up go on."""
-        self._post(self._set_draining)
+        self._owner.post(self._set_draining)
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Refuse new calls, let calls end for up to `grace_s`, hang up the rest and destroy the endpoint."""
@@ -237,7 +154,7 @@ class SipEdge:
         """Place an outbound call; return its leg once answered (200 OK), or raise SipError with the code."""
         assert self._loop is not None
         future: asyncio.Future[SipLeg] = self._loop.create_future()
-        holder: list[_Call] = []
+        holder: list[PjCall] = []
         await self._submit(lambda: holder.append(self._make_call(uri, headers or {}, future)))
         try:
             leg = await asyncio.wait_for(asyncio.shield(future), timeout_s)
@@ -252,7 +169,7 @@ class SipEdge:
         except asyncio.CancelledError:
             future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
             if holder:                           # the caller left while the agent rang: CANCEL it
-                self._post(lambda: self._hangup(holder[0], "cancelled", 487))
+                self._owner.post(lambda: self._hangup(holder[0], "cancelled", 487))
             raise
 
     async def hangup_leg(self, leg: SipLeg, reason: str) -> None:
@@ -309,41 +226,10 @@ class SipEdge:
         second.audio.startTransmit(first.audio)
         return True
 
-    # ---- plumbing between loop and owner thread -------------------------------------------------------
     async def _submit(self, fn: Callable[[], T]) -> T:
-        assert self._loop is not None
         if self._stopped is not None and self._stopped.done():
             raise SipError("SIP edge stopped")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._commands.put((fn, future))
-        return await future
-
-    def _post(self, fn: Callable[[], Any]) -> None:
-        self._commands.put((fn, None))
-
-    def _resolve(self, future: asyncio.Future[Any] | None, result: Any = None,
-                 error: BaseException | None = None) -> None:
-        """Complete a loop future from the owner thread."""
-        if future is None or self._loop is None:
-            return
-
-        def done() -> None:
-            if not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-        try:
-            self._loop.call_soon_threadsafe(done)
-        except RuntimeError:
-            pass
-
-    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:
-                pass
+        return await self._owner.submit(fn)
 
     # ---- owner thread --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -352,17 +238,17 @@ class SipEdge:
         except Exception as exc:
             log.error("SIP endpoint failed to start: %s", exc)
             self._destroy_endpoint()
-            self._resolve(self._ready, error=SipError(f"SIP endpoint failed to start: {exc}"))
-            self._resolve(self._stopped)
+            self._owner.resolve(self._ready, error=SipError(f"SIP endpoint failed to start: {exc}"))
+            self._owner.resolve(self._stopped)
             return
-        self._resolve(self._ready)
+        self._owner.resolve(self._ready)
         next_housekeeping = 0.0
         assert self._ep is not None
         while not self._stop_requested.is_set():
             try:
                 self._ep.libHandleEvents(POLL_MS)
-                self._run_commands()
-                self._run_timers()
+                self._owner.run_pending()
+                self._owner.run_due_timers()
                 self._reap_calls()
                 now = time.monotonic()
                 if now >= next_housekeeping:
@@ -372,13 +258,13 @@ class SipEdge:
             except Exception:
                 log.exception("SIP owner loop iteration failed")
         self._shutdown()
-        self._resolve(self._stopped)
+        self._owner.resolve(self._stopped)
 
     def _create_endpoint(self) -> None:
         cfg = self.config
         ep = pj.Endpoint()
         self._ep = ep
-        with _quiet_stdio(cfg.pj_log_level < 3):       # pjlib logs its start-up before logConfig applies
+        with quiet_stdio(cfg.pj_log_level < 3):       # pjlib logs its start-up before logConfig applies
             ep.libCreate()
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
@@ -424,7 +310,7 @@ class SipEdge:
         mtc.randomizePort = cfg.randomize_rtp_port
         if cfg.public_address:
             mtc.publicAddress = cfg.public_address
-        self._account = _Account(self)
+        self._account = PjAccount(self)
         self._account.create(acfg, True)
         log.info("SIP edge listening %s", kv(node=cfg.node, address=cfg.bind_address,
                                               **{t: p for t, p in self.local_ports.items()}))
@@ -440,33 +326,6 @@ class SipEdge:
                     priority = 255 - rank
             ep.codecSetPriority(cid, priority)
 
-    def _run_commands(self) -> None:
-        while True:
-            try:
-                fn, future = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                result = fn()
-            except Exception as exc:
-                if future is None:
-                    log.exception("SIP command failed")
-                self._resolve(future, error=exc)
-            else:
-                self._resolve(future, result)
-
-    def _schedule(self, delay_s: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._timer_seq), fn))
-
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
-            try:
-                fn()
-            except Exception:
-                log.exception("SIP timer failed")
-
     def _set_draining(self) -> None:
         self._draining = True
 
@@ -476,7 +335,7 @@ class SipEdge:
         state = EdgeState(
             calls=len(self._calls), legs=len(legs), draining=self._draining, rejected=dict(self._rejected),
             media_ports=self._ep.mediaActivePorts() if self._ep is not None else 0,
-            ports_pooled=len(self._ports), ports_in_use=len(self._ports) - len(self._idle_ports),
+            ports_pooled=self._ports.created, ports_in_use=self._ports.in_use,
             rx_callback_ns=done.rx_callback_ns, tx_callback_ns=done.tx_callback_ns, rx_frames=done.rx_frames,
             tx_frames=done.tx_frames, tx_underruns=done.tx_underruns, dtmf_digits=done.dtmf_digits,
             legs_total=done.legs_total)
@@ -485,40 +344,25 @@ class SipEdge:
         return state
 
     # ---- inbound calls (owner thread) ----------------------------------------------------------------
-    def _admission(self, source_host: str) -> tuple[int, str]:
-        """0 to accept, or the SIP code and reason to refuse with."""
-        if not self.config.accept_calls:
-            return 403, "not accepting calls"
-        try:
-            address = ipaddress.ip_address(source_host)
-        except ValueError:
-            return 403, "unknown source"
-        if not any(address in net for net in self.config.allowed_peers):
-            return 403, "source not allowed"
-        if self._draining:
-            return 503, "shutting down"
-        if sum(1 for c in self._calls if c.leg is not None and not c.gone) >= self.config.max_calls:
-            return 486, "worker full"
-        return 0, ""
-
-    def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
-        call = _Call(self, account, prm.callId)
+    def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        call = PjCall(self, account, prm.callId)
         self._calls.add(call)
         head = parse_request_head(prm.rdata.wholeMsg)
         call.sip_call_id = head.get("call-id")
         source = host_of(prm.rdata.srcAddress)
-        code, reason = self._admission(source)
+        code, reason = admit(self.config, source, draining=self._draining,
+                             active_calls=sum(1 for c in self._calls if c.leg is not None and not c.gone))
         if code:
             op = pj.CallOpParam()
             op.statusCode = code
             op.reason = reason
             if code in (486, 503):
-                op.txOption.headers.append(_header("Retry-After", str(RETRY_AFTER_S)))
+                op.txOption.headers.append(sip_header("Retry-After", str(RETRY_AFTER_S)))
             self._rejected[code] = self._rejected.get(code, 0) + 1
             log.info("INVITE refused %s", kv(call_id=call.sip_call_id, code=code, reason=reason, source=source))
             call.answer(op)
             if self._on_reject is not None:
-                self._to_loop(self._on_reject, code)
+                self._owner.to_loop(self._on_reject, code)
             return
         info = CallInfo(call_id=call.sip_call_id, caller=uri_user(head.get("from")),
                         called=uri_user(head.request_uri) or uri_user(head.get("to")), node=self.config.node,
@@ -536,11 +380,11 @@ class SipEdge:
                 log.info("ringing failed %s", kv(call_id=call.sip_call_id, error=exc.info().strip()[:120]))
                 self._hangup(call, "answer_failed", 488)
                 return
-            self._schedule(self.config.answer_delay_ms / 1000, lambda: self._answer(call))
+            self._owner.schedule(self.config.answer_delay_ms / 1000, lambda: self._answer(call))
         else:
             self._answer(call)
 
-    def _answer(self, call: _Call) -> None:
+    def _answer(self, call: PjCall) -> None:
         if call.gone or call.leg is None:
             return
         op = pj.CallOpParam()
@@ -553,19 +397,19 @@ class SipEdge:
             return
         call.last_rx_change = time.monotonic()
         call.leg.answered_at = time.monotonic()
-        self._to_loop(self._announce, call.leg)
+        self._owner.to_loop(self._announce, call.leg)
 
     # ---- outbound calls (owner thread) ---------------------------------------------------------------
-    def _make_call(self, uri: str, headers: dict[str, str], future: asyncio.Future[SipLeg]) -> _Call:
+    def _make_call(self, uri: str, headers: dict[str, str], future: asyncio.Future[SipLeg]) -> PjCall:
         assert self._account is not None and self._loop is not None
-        call = _Call(self, self._account)
+        call = PjCall(self, self._account)
         info = CallInfo(call_id="", caller=self.config.user, called=uri_user(uri), node=self.config.node,
                         headers=dict(headers))
         call.leg = SipLeg(info, self.config.sample_rate, self._loop, self, outbound=True)
         call.connect_future = future
         op = pj.CallOpParam(True)
         for name, value in headers.items():
-            op.txOption.headers.append(_header(name, value))
+            op.txOption.headers.append(sip_header(name, value))
         self._calls.add(call)
         try:
             call.makeCall(uri, op)
@@ -578,14 +422,14 @@ class SipEdge:
         return call
 
     # ---- call events (owner thread) ------------------------------------------------------------------
-    def _on_call_state(self, call: _Call) -> None:
+    def on_call_state(self, call: PjCall) -> None:
         ci = call.getInfo()
         if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not call.confirmed:
             call.confirmed = True
             call.last_rx_change = time.monotonic()
             if call.connect_future is not None and call.leg is not None:
                 call.leg.answered_at = time.monotonic()
-                self._resolve(call.connect_future, call.leg)
+                self._owner.resolve(call.connect_future, call.leg)
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED and not call.gone:
             call.gone = True
             code = ci.lastStatusCode
@@ -598,14 +442,14 @@ class SipEdge:
             else:
                 reason = f"failed_{code}"
             if call.connect_future is not None and not call.confirmed:
-                self._resolve(call.connect_future, error=SipError(f"call failed: {code} {ci.lastReason}", code))
+                self._owner.resolve(call.connect_future, error=SipError(f"call failed: {code} {ci.lastReason}", code))
             if call.transfer_future is not None:
-                self._resolve(call.transfer_future, TransferResult(False, 481, "call ended during transfer"))
+                self._owner.resolve(call.transfer_future, TransferResult(False, 481, "call ended during transfer"))
             if call.leg is not None:
                 call.leg.deliver_hangup(reason)
             self._reap.append(call)
 
-    def _on_media_state(self, call: _Call) -> None:
+    def on_media_state(self, call: PjCall) -> None:
         ci = call.getInfo()
         for media in ci.media:
             if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
@@ -614,7 +458,7 @@ class SipEdge:
                 return
             audio = call.getAudioMedia(media.index)
             if call.port is None:
-                call.port = self._acquire_port(call.leg)
+                call.port = self._ports.acquire(call.leg)
             if call.audio is not None and call.media_index == media.index:
                 return                                   # re-INVITE with the same stream: already connected
             call.audio = audio
@@ -623,25 +467,25 @@ class SipEdge:
             call.port.startTransmit(audio)
             return
 
-    def _on_transfer_request(self, call: _Call, prm: pj.OnCallTransferRequestParam) -> None:
+    def on_transfer_request(self, call: PjCall, prm: pj.OnCallTransferRequestParam) -> None:
         """A REFER received: the portal never lets a caller make it call a URI (403); a phone follows it with a
         new tracked call (pjsua would otherwise create one no Python object owns)."""
         if not self.config.follow_refer or self._account is None:
             prm.statusCode = 403
             log.info("REFER refused %s", kv(call_id=call.sip_call_id))
             return
-        follow = _Call(self, self._account)
+        follow = PjCall(self, self._account)
         self._calls.add(follow)
         prm.newCall = follow
         log.info("REFER followed %s", kv(call_id=call.sip_call_id))
 
-    def _on_transfer_status(self, call: _Call, prm: pj.OnCallTransferStatusParam) -> None:
+    def on_transfer_status(self, call: PjCall, prm: pj.OnCallTransferStatusParam) -> None:
         code = int(prm.statusCode)
         if code < 200 and not prm.finalNotify:
             return                                       # 100 for 202 Accepted, 1xx sipfrags
         prm.cont = False
         future, call.transfer_future = call.transfer_future, None
-        self._resolve(future, TransferResult(200 <= code < 300, code, str(prm.reason)))
+        self._owner.resolve(future, TransferResult(200 <= code < 300, code, str(prm.reason)))
 
     def _check_media_timeouts(self, now: float) -> None:
         for call in list(self._calls):
@@ -666,18 +510,7 @@ class SipEdge:
         for call in calls:
             self._release(call)
 
-    def _acquire_port(self, leg: SipLeg) -> LegMediaPort:
-        """An idle pooled port, or a new one registered in the conference bridge."""
-        if self._idle_ports:
-            port = self._idle_ports.pop()
-        else:
-            port = LegMediaPort(leg.frame_len, leg.sample_rate)
-            port.create(f"leg{len(self._ports)}")
-            self._ports.append(port)
-        port.leg = leg
-        return port
-
-    def _release(self, call: _Call) -> None:
+    def _release(self, call: PjCall) -> None:
         port, call.port = call.port, None
         if port is not None:
             for source, sink in ((port, call.audio), (call.audio, port)):
@@ -686,18 +519,17 @@ class SipEdge:
                         source.stopTransmit(sink)
                     except Exception:
                         pass                             # the stream is already gone with the call
-            port.leg = None                              # inert until the next call takes it
-            self._idle_ports.append(port)
+            self._ports.release(port)
         call.audio = None
         if call in self._calls and call.leg is not None:
             self._ended_totals.add_leg(call.leg)
         self._calls.discard(call)
 
     # ---- commands (owner thread) ---------------------------------------------------------------------
-    def _find(self, leg: SipLeg) -> _Call | None:
+    def _find(self, leg: SipLeg) -> PjCall | None:
         return next((c for c in self._calls if c.leg is leg and not c.gone), None)
 
-    def _hangup(self, call: _Call, reason: str, code: int = 0) -> None:
+    def _hangup(self, call: PjCall, reason: str, code: int = 0) -> None:
         if call.gone:
             return
         call.hangup_reason = call.hangup_reason or reason
@@ -727,7 +559,7 @@ class SipEdge:
             return False
         op = pj.CallOpParam(True)
         for name, value in headers.items():
-            op.txOption.headers.append(_header(name, value))
+            op.txOption.headers.append(sip_header(name, value))
         call.transfer_future = future
         # the case headers also go into Refer-To, so the transferee's INVITE to the agent carries them (RFC 7433)
         call.xfer(refer_to_uri(uri, headers) if headers else uri, op)
@@ -736,15 +568,15 @@ class SipEdge:
     def _shutdown(self) -> None:
         """Hang up what is left, wait briefly for the BYEs to complete, destroy everything, libDestroy.
 
-        Helpers keep every `_Call` in their own frames: a Call still referenced by a local variable here
+        Helpers keep every `PjCall` in their own frames: a Call still referenced by a local variable here
         would be freed after libDestroy, and pjsua2's ~Call then asserts and aborts the process."""
         self._hangup_all("shutdown")
         deadline = time.monotonic() + HANGUP_WAIT_S
         while self._ep is not None and self._any_call_up() and time.monotonic() < deadline:
             self._ep.libHandleEvents(POLL_MS)
         self._release_all()
-        self._run_commands()                             # answer what was queued (the calls are gone)
-        self._timers.clear()
+        self._owner.run_pending()                             # answer what was queued (the calls are gone)
+        self._owner.clear_timers()
         self._destroy_endpoint()
 
     def _hangup_all(self, reason: str) -> None:
@@ -778,37 +610,5 @@ class SipEdge:
         self._ep = None
         # The conference bridge is gone: deleting a port now would unregister it from a destroyed pjsua (an
         # assertion abort). Leave the C++ ports to the process exit; nothing can call them any more.
-        for port in self._ports:
-            port.leg = None
-            port.thisown = False
-        self._ports.clear()
-        self._idle_ports.clear()
+        self._ports.abandon_all()
         gc.collect()
-
-
-@contextlib.contextmanager
-def _quiet_stdio(quiet: bool) -> Iterator[None]:
-    """Silence fds 1 and 2 (pjlib writes its start-up lines to stdout before logConfig applies)."""
-    if not quiet:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-
-
-def _header(name: str, value: str) -> pj.SipHeader:
-    header = pj.SipHeader()
-    header.hName = name
-    header.hValue = value
-    return header

@@ -86,3 +86,43 @@ class LegMediaPort(pj.AudioMediaPort):
         if self._errors <= MAX_CALLBACK_ERRORS_LOGGED:
             log.exception("media port %s callback failed call_id=%s", where,
                           self.leg.info.call_id if self.leg is not None else "-")
+
+
+class MediaPortPool:
+    """Ports created once and reused call after call (see the module note on why none is deleted while pjsua runs)."""
+
+    def __init__(self) -> None:
+        self._all: list[LegMediaPort] = []           # every port created (kept until after libDestroy)
+        self._idle: list[LegMediaPort] = []
+
+    @property
+    def created(self) -> int:
+        return len(self._all)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._all) - len(self._idle)
+
+    def acquire(self, leg: SipLeg) -> LegMediaPort:
+        """An idle pooled port, or a new one registered in the conference bridge."""
+        if self._idle:
+            port = self._idle.pop()
+        else:
+            port = LegMediaPort(leg.frame_len, leg.sample_rate)
+            port.create(f"leg{len(self._all)}")
+            self._all.append(port)
+        port.leg = leg
+        return port
+
+    def release(self, port: LegMediaPort) -> None:
+        port.leg = None                              # inert until the next call takes it
+        self._idle.append(port)
+
+    def abandon_all(self) -> None:
+        """After libDestroy: the bridge is gone, so deleting a port would assert in pjsua. Leave the C++ objects
+        to the process exit; nothing can call them any more."""
+        for port in self._all:
+            port.leg = None
+            port.thisown = False
+        self._all.clear()
+        self._idle.clear()

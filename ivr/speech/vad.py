@@ -30,13 +30,6 @@ class CallerState(enum.Enum):
     STOPPING = "stopping"
 
 
-class EngineState(enum.Enum):
-    """What the portal is doing; the session moves through these, the metrics and logs report them."""
-    LISTENING = "listening"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-
-
 @dataclass(frozen=True, slots=True)
 class VadTransition:
     before: CallerState

@@ -144,7 +144,7 @@ async def test_no_barge_in_prompt_plays_through_and_ignores_speech_over_it() -> 
 
 async def test_no_input_reprompts_taper_then_agent() -> None:
     call = Call(free("Bienvenido.", "¿Qué trámite busca?"))
-    assert await call.result() == "transferred"                       # issue 6: no-input runs out -> agent
+    assert await call.result() == "transferred"                       # no-input runs out -> agent
     said = [p.text for p in call.session.prompts_played]
     assert said == ["Bienvenido. ¿Qué trámite busca?",
                     f"{P.still_there} ¿Qué trámite busca?",           # say less: only the question
