@@ -102,6 +102,27 @@ class Calls:
 
         self.uow.write(work)
 
+    def close_calls_of_node(self, node: str, disposition: str = "lost", *, started_before: datetime,
+                            ended_at: datetime | None = None) -> int:
+        """Close every call still open on `node` that started before `started_before` (the worker that held them
+        died, so nobody else will); returns how many were closed. Calls already closed keep their ending."""
+        if disposition not in DISPOSITIONS:
+            raise InvalidInput(f"disposition must be one of {DISPOSITIONS}")
+
+        def work(s: Session) -> int:
+            ended = ended_at or utcnow()
+            open_calls = s.execute(select(CallRecord).where(
+                CallRecord.node == node[:64], CallRecord.ended_at.is_(None),
+                CallRecord.started_at < started_before)).scalars().all()
+            for call in open_calls:
+                call.ended_at, call.disposition = ended, disposition
+                for item in s.execute(select(Interaction).where(Interaction.call_id == call.id,
+                                                                Interaction.channel == "phone")).scalars():
+                    item.ended_at, item.outcome = ended, disposition
+            return len(open_calls)
+
+        return self.uow.write(work)
+
     def transcript(self, call_id: str, after_id: int = 0) -> list[TurnView]:
         with self.uow.session() as s:
             call = load_call(s, call_id)
