@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from testkit.node import Node, caller_scenario, run_node, start_calls, write_settings  # noqa: E402
 from testkit.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap  # noqa: E402
-from testkit.sipraw import RawSip, invite  # noqa: E402
-from tests.node.conftest import HOST, write_settings  # noqa: E402
-from tests.node.node_runner import Node, caller_scenario, run_node, start_calls  # noqa: E402
+from testkit.ports import HOST  # noqa: E402
+from testkit.rawsip import RawSip  # noqa: E402
 from veratur import kamailio  # noqa: E402
 
 
@@ -100,10 +100,10 @@ def main() -> int:
         reject = {}
         if full:
             cpu1, t1 = kamailio_cpu_s(node), time.monotonic()
-            with RawSip() as raw:
+            with RawSip(HOST, settings.sip.port) as raw:
                 raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 for n in range(args.reject_burst):
-                    raw.send(invite(HOST, settings.sip.port, raw.host, raw.port), (HOST, settings.sip.port))
+                    raw.send(raw.invite_packet())
                     if n % 2:
                         time.sleep(0.001)       # ~1000 INVITE/s: Kamailio's socket buffer is not the limit
                 answers = raw.collect(args.reject_burst, 10.0)

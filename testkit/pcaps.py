@@ -92,3 +92,28 @@ def tone_pcm(freq_hz: float, seconds: float, amplitude: float = 0.3, rate: int =
 
 def silence_pcm(seconds: float, rate: int = 8000) -> bytes:
     return bytes(int(rate * seconds) * 2)
+
+
+def dtmf_timeline(path: Path, keys: list[tuple[float, str]], *, first_seq: int = 1, first_ts: int = 160,
+                  event_ms: int = 160, gap_ms: int = 240) -> tuple[Path, int, int]:
+    """RFC 4733 keys at chosen times: `keys` = [(start s, digits)], one RTP stream whose sequence numbers keep
+    rising across pcaps (`first_seq`/`first_ts` continue a previous one); returns (path, next seq, next timestamp)."""
+    packets: list[tuple[float, bytes]] = []
+    seq = first_seq
+    last_t = 0.0
+    for start, digits in keys:
+        t = start
+        for digit in digits:
+            ts = first_ts + int(t * 8000)
+            steps = event_ms // 20
+            for k in range(1, steps + 1):
+                end = k == steps
+                payload = struct.pack("!BBH", DTMF_EVENTS[digit], (0x80 if end else 0) | 10,
+                                      k * SAMPLES_PER_PACKET)
+                for _ in range(3 if end else 1):
+                    packets.append((t + (k - 1) * PACKET_S, _rtp(TELEPHONE_EVENT_PT, seq, ts, payload, k == 1)))
+                    seq += 1
+            t += (event_ms + gap_ms) / 1000
+            last_t = t
+    _write(path, packets)
+    return path, seq + 10, first_ts + int((last_t + 1) * 8000)

@@ -1,21 +1,50 @@
-"""Hand-written SIP over a plain socket, for requests no well-behaved client would send (garbage, broken
-INVITEs, unknown codecs, BYE for a call that does not exist) and for reading the exact answer."""
+"""Hand-written SIP over a plain UDP socket, for requests no well-behaved client would send (garbage, broken
+INVITEs, unknown codecs, BYE for a call that does not exist, bursts counted by status) and for reading the exact
+answer the peer sent back.
+
+One sender for every test: `RawSip(host, port)` talks to one peer (`request`, `responses`, `final`);
+`send(packet, dest)` + `collect(n)` count final answers of pre-built packets (`invite`, `options`) from any
+127.x source address (`src_host`), as the Kamailio tests need."""
 from __future__ import annotations
 
 import re
+import secrets
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GOOD_SDP = ("v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             "m=audio {port} RTP/AVP {pts}\r\n{rtpmaps}a=ptime:20\r\n")
+STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ([^\r\n]*)")
 
 
 def sdp(port: int = 40000, codecs: dict[int, str] | None = None) -> str:
     codecs = codecs or {0: "PCMU/8000"}
     rtpmaps = "".join(f"a=rtpmap:{pt} {name}\r\n" for pt, name in codecs.items())
     return GOOD_SDP.format(port=port, pts=" ".join(map(str, codecs)), rtpmaps=rtpmaps)
+
+
+def invite(host: str, port: int, src_host: str, src_port: int, call_id: str | None = None) -> bytes:
+    """A complete PCMU INVITE to `host:port` from `src_host:src_port` (media port src_port + 2)."""
+    call_id = call_id or secrets.token_hex(8)
+    body = (f"v=0\r\no=- 1 1 IN IP4 {src_host}\r\ns=-\r\nc=IN IP4 {src_host}\r\nt=0 0\r\n"
+            f"m=audio {src_port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    head = (f"INVITE sip:veratur@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src_host}:{src_port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"From: <sip:tester@{src_host}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:veratur@{host}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:tester@{src_host}:{src_port}>\r\n"
+            f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n")
+    return (head + body).encode()
+
+
+def options(host: str, port: int, src_host: str, src_port: int) -> bytes:
+    return (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src_host}:{src_port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"From: <sip:tester@{src_host}>;tag={secrets.token_hex(4)}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
 
 
 @dataclass
@@ -29,14 +58,25 @@ class Response:
         return m.group(1) if m else None
 
 
-class RawSip:
-    """A UDP socket on a free port that sends requests to `host:port` and reads responses."""
+@dataclass
+class Answers:
+    """Final answers received, as (status, reason, full message)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    finals: list[tuple[int, str, bytes]] = field(default_factory=list)
+
+    def codes(self) -> list[int]:
+        return [code for code, _, _ in self.finals]
+
+
+class RawSip:
+    """A UDP socket on a free port of `src_host` (any 127.x address works on Linux loopback), aimed at the peer
+    `host:port` (the peer may be left out when every packet names its destination in `send`)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, src_host: str = "127.0.0.1") -> None:
         self.host, self.port = host, port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.local_port = self.sock.getsockname()[1]
+        self.sock.bind((src_host, 0))
+        self.local_host, self.local_port = self.sock.getsockname()
 
     def close(self) -> None:
         self.sock.close()
@@ -47,8 +87,35 @@ class RawSip:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- pre-built packets, counted by final status -------------------------------------------------------------
+    def send(self, packet: bytes, dest: tuple[str, int] | None = None) -> None:
+        self.sock.sendto(packet, dest or (self.host, self.port))
+
+    def invite_packet(self, call_id: str | None = None) -> bytes:
+        """`invite()` to the peer from this socket."""
+        return invite(self.host, self.port, self.local_host, self.local_port, call_id)
+
+    def collect(self, expected: int, timeout_s: float = 5.0) -> Answers:
+        """Read until `expected` final (>= 200) answers or the timeout."""
+        answers = Answers()
+        deadline = time.monotonic() + timeout_s
+        while len(answers.finals) < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            match = STATUS.match(data)
+            if match and int(match.group(1)) >= 200:
+                answers.finals.append((int(match.group(1)), match.group(2).decode(errors="replace"), data))
+        return answers
+
+    # -- requests to the peer, answers read one by one -----------------------------------------------------------
     def send_raw(self, data: bytes) -> None:
-        self.sock.sendto(data, (self.host, self.port))
+        self.send(data)
 
     def request(self, method: str, *, call_id: str | None = None, body: str = "", content_type: str =
                 "application/sdp", extra: str = "", omit: tuple[str, ...] = (), cseq: int = 1,
@@ -58,12 +125,12 @@ class RawSip:
         branch = branch or f"z9hG4bK-raw-{uuid.uuid4().hex[:12]}"
         uri = f"sip:veratur@{self.host}:{self.port}"
         headers = {
-            "Via": f"SIP/2.0/UDP 127.0.0.1:{self.local_port};branch={branch};rport",
-            "From": f"<sip:2281234567@127.0.0.1:{self.local_port}>;tag=raw{cseq}",
+            "Via": f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport",
+            "From": f"<sip:2281234567@{self.local_host}:{self.local_port}>;tag=raw{cseq}",
             "To": f"<{uri}>" + (f";tag={to_tag}" if to_tag else ""),
             "Call-ID": call_id,
-            "CSeq": f"{cseq} {method if method != 'ACK' else 'ACK'}",
-            "Contact": f"<sip:raw@127.0.0.1:{self.local_port}>",
+            "CSeq": f"{cseq} {method}",
+            "Contact": f"<sip:raw@{self.local_host}:{self.local_port}>",
             "Max-Forwards": "70",
         }
         if body:

@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
 from foundation.config import Settings
+from testkit.db import REDIS_URL
 from veratur.flows.service import FlowService
 from veratur.flows.web import FlowsAdmin, WebappStaffAuth
 from veratur.webapp import ROUTE_MODULES, build_app
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "contraseña-larga-1"
 
 

@@ -20,7 +20,7 @@ from ivr.call.leg import CallInfo
 from ivr.call.recorder import CaseRecorder
 from veratur.webapp import build_app
 
-from .conftest import TEST_TRAMITES
+from .conftest import REDIS_URL, TEST_TRAMITES
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -32,7 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-g
 
 @pytest.fixture
 async def site(pg_database: str) -> AsyncIterator[tuple[str, CaseService]]:
-    svc = CaseService.from_url(pg_database, redis_url="redis://127.0.0.1:6379/0",
+    svc = CaseService.from_url(pg_database, redis_url=REDIS_URL,
                                ratelimit_prefix=f"browser-{uuid.uuid4().hex}")
     await asyncio.to_thread(svc.upsert_tramites, TEST_TRAMITES)
     runner = web.AppRunner(build_app(load_settings(), svc, secret=uuid.uuid4().bytes * 2))

@@ -16,10 +16,9 @@ from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
 from dialogs.actions.resources import Resources, load_resources
 from dialogs.catalog_seed import seed_catalog
+from testkit.db import REDIS_URL
 from veratur.rasa_server import RasaStack
 from veratur.training import ensure_model
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")

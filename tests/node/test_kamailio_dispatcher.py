@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit.sipraw import RawSip, invite, options
+from testkit.rawsip import RawSip, options
+from testkit.sipp import SCENARIOS as SHARED_SCENARIOS
 from tests.node.conftest import (
     HOST,
     SCENARIOS,
@@ -37,7 +38,7 @@ def start_workers(settings, logs: Path) -> list[subprocess.Popen[bytes]]:
 
 
 def uac(settings, logs: Path, name: str, calls: int, hold_ms: int, rate: int, src: str = HOST) -> subprocess.Popen:
-    return start_sipp(["-sf", str(SCENARIOS / "uac_call.xml"), "-i", src, "-p", str(free_port_block(1)),
+    return start_sipp(["-sf", str(SHARED_SCENARIOS / "uac_call.xml"), "-i", src, "-p", str(free_port_block(1)),
                        "-mp", str(free_port_block(4, 40000, 50000)), "-m", str(calls), "-l", str(calls),
                        "-r", str(rate), "-d", str(hold_ms), "-recv_timeout", "15000",
                        f"{HOST}:{settings.sip.port}"], logs, name)
@@ -122,9 +123,9 @@ async def test_new_call_rate_limit_answers_503(tmp_path: Path, logs: Path) -> No
     workers = start_workers(settings, logs)
     try:
         async with run_kamailio(settings, logs):
-            with RawSip() as raw:
+            with RawSip(HOST, settings.sip.port) as raw:
                 for _ in range(8):
-                    raw.send(invite(HOST, settings.sip.port, raw.host, raw.port), (HOST, settings.sip.port))
+                    raw.send(raw.invite_packet())
                 answers = await asyncio.to_thread(raw.collect, 8, 5.0)
             limited = [msg for code, reason, msg in answers.finals if code == 503 and reason == "Too Many New Calls"]
             assert len(limited) >= 4, answers.codes()
@@ -140,9 +141,9 @@ async def test_source_outside_allowed_peers_gets_403(tmp_path: Path, logs: Path)
     workers = start_workers(settings, logs)
     try:
         async with run_kamailio(settings, logs) as k:
-            with RawSip("127.0.0.3") as raw:
-                raw.send(invite(HOST, settings.sip.port, raw.host, raw.port), (HOST, settings.sip.port))
-                raw.send(options(HOST, settings.sip.port, raw.host, raw.port), (HOST, settings.sip.port))
+            with RawSip(HOST, settings.sip.port, src_host="127.0.0.3") as raw:
+                raw.send(raw.invite_packet())
+                raw.send(options(HOST, settings.sip.port, raw.local_host, raw.local_port))
                 answers = await asyncio.to_thread(raw.collect, 2, 5.0)
             assert answers.codes() == [403, 403]
             assert "reason=source_not_allowed src=127.0.0.3" in k.log_text()
@@ -200,7 +201,7 @@ async def test_tcp_caller_reaches_udp_workers(tmp_path: Path, logs: Path) -> Non
     workers = start_workers(settings, logs)
     try:
         async with run_kamailio(settings, logs) as k:
-            calls = start_sipp(["-sf", str(SCENARIOS / "uac_call.xml"), "-t", "t1", "-i", HOST,
+            calls = start_sipp(["-sf", str(SHARED_SCENARIOS / "uac_call.xml"), "-t", "t1", "-i", HOST,
                                 "-p", str(free_port_block(1)), "-mp", str(free_port_block(4, 40000, 50000)),
                                 "-m", "4", "-l", "4", "-r", "10", "-d", "1500", "-recv_timeout", "15000",
                                 f"{HOST}:{settings.sip.port}"], logs, "tcp")

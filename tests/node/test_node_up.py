@@ -19,12 +19,14 @@ from typing import Any
 import psutil
 import pytest
 
+from testkit import sipp as sippkit
 from testkit.demo_handler import DEMO_APP
 from testkit.pcaps import silence_pcm, tone_pcm, write_pcmu_pcap
-from testkit.sipraw import RawSip, invite
+from testkit.rawsip import RawSip
 from tests.node.conftest import HOST, wait_options, write_settings
 from tests.node.node_runner import Node, caller_scenario, run_node, sipp_counts, start_calls
 from tests.node.test_kamailio_dispatcher import expect_503
+from tests.sip.harness import SCENARIOS as SIP_SCENARIOS
 from veratur import kamailio
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow]
@@ -158,8 +160,8 @@ def test_restarted_worker_serves_again_and_sigterm_drains_without_orphans(tmp_pa
         node.proc.send_signal(signal.SIGTERM)
         node.wait_for(r"event=worker_state worker=1 state=d", 10)
         # Draining: Kamailio refuses new calls while the held ones finish.
-        with RawSip() as raw:
-            raw.send(invite(HOST, settings.sip.port, raw.host, raw.port), (HOST, settings.sip.port))
+        with RawSip(HOST, settings.sip.port) as raw:
+            raw.send(raw.invite_packet())
             answers = raw.collect(1, 5.0)
         assert answers.codes() == [503]
         assert held.wait(60) == 0, (logs / "held.log").read_text()[-3000:]
@@ -243,10 +245,7 @@ def test_whole_node_starts_every_component_and_stops_cleanly(tmp_path: Path, log
 def test_cancelled_calls_free_their_slot(tmp_path: Path, logs: Path) -> None:
     """Callers who give up while the worker rings (CANCEL -> 487 through Kamailio) leave no load behind."""
     config, settings = node_settings(tmp_path, workers=1, answer_delay_ms=3000)
-    sip_dir = Path(__file__).resolve().parent.parent / "sip" / "scenarios"
-    invite_part = (sip_dir / "invite.part").read_text().replace("@TEST@", "node-cancel")
-    scenario = tmp_path / "uac_cancel.xml"
-    scenario.write_text((sip_dir / "uac_cancel.xml").read_text().replace("@INVITE@", invite_part))
+    scenario = sippkit.render(SIP_SCENARIOS / "uac_cancel.xml", tmp_path, test="node-cancel")
     with run_node(config, settings, *NODE_ARGS, "--ivr-app", DEMO_APP) as node:
         cancels = start_calls(settings, scenario, logs, "cancel", calls=6, hold_ms=0, rate=6)
         assert cancels.wait(60) == 0, (logs / "cancel.log").read_text()[-3000:]
