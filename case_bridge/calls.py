@@ -96,6 +96,7 @@ class Calls:
                 return  # already closed: a replayed close changes nothing
             call.ended_at = ended_at or utcnow()
             call.disposition, call.transfer_target = disposition, transfer_target
+            call.duration_s = max(0.0, (call.ended_at - (call.answered_at or call.started_at)).total_seconds())
             for item in s.execute(select(Interaction).where(Interaction.call_id == call.id,
                                                             Interaction.channel == "phone")).scalars():
                 item.ended_at, item.outcome = call.ended_at, disposition

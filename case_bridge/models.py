@@ -23,7 +23,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 CHANNELS = ("phone", "web", "office", "kiosk", "call_center")
-ROLES = ("agent", "clerk", "admin")
+ROLES = ("agent", "clerk", "supervisor", "admin")
 STATUSES = ("open", "awaiting_citizen", "in_review", "appointment_scheduled", "resolved", "closed", "cancelled")
 
 
@@ -135,14 +135,45 @@ class CallRecord(Base):
     called: Mapped[str] = mapped_column(String(64), default="")
     node: Mapped[str] = mapped_column(String(64), default="")
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)   # every dashboard query ranges on it
     answered_at: Mapped[datetime | None] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()
     disposition: Mapped[str | None] = mapped_column(String(32))
     transfer_target: Mapped[str | None] = mapped_column(String(255))
     summary: Mapped[str | None] = mapped_column(Text)
+    # The call-detail figures (case_bridge/call_records.py), written by the engine when the call ends.
+    worker: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    duration_s: Mapped[float | None] = mapped_column(Float)           # answer -> end
+    turns_count: Mapped[int] = mapped_column(default=0, server_default="0")   # caller turns
+    speech_turns: Mapped[int] = mapped_column(default=0, server_default="0")
+    dtmf_turns: Mapped[int] = mapped_column(default=0, server_default="0")
+    no_match_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    no_input_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    barge_ins: Mapped[int] = mapped_column(default=0, server_default="0")
+    latency_p50_ms: Mapped[int | None] = mapped_column()
+    latency_max_ms: Mapped[int | None] = mapped_column()
+    transfer_reason: Mapped[str | None] = mapped_column(String(64))
 
     turns: Mapped[list[TranscriptTurn]] = relationship(order_by="TranscriptTurn.id")
+
+    __table_args__ = (Index("ix_call_records_disposition_started_at", "disposition", "started_at"),)
+
+
+class CallTally(Base):
+    """A per-call count by kind and key (foundation.vocabulary.TALLY_KINDS): intents seen, cities asked, and per
+    prompt how often it was asked / not understood / not answered. The dashboard's top-N and lost-caller figures
+    are sums over these rows, so they stay cheap without parsing transcripts."""
+
+    __tablename__ = "call_tallies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("call_records.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(default=1)
+
+    __table_args__ = (Index("ix_call_tallies_call_id_kind", "call_id", "kind"),
+                      Index("ix_call_tallies_kind_key", "kind", "key"))
 
 
 class Interaction(Base):
@@ -246,7 +277,7 @@ class NodeSecret(Base):
 
 
 __all__ = [
-    "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "Case", "CaseStatusChange", "Citizen", "Escalation",
+    "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "CallTally", "Case", "CaseStatusChange", "Citizen", "Escalation",
     "EscalationNote",
     "Interaction", "NodeSecret", "StaffUser", "Tramite", "TranscriptTurn", "UtcDateTime",
     "VerificationAttempt", "utcnow",

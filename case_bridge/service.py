@@ -44,6 +44,11 @@ Calls (the IVR engine, through ivr.call.recorder.CaseRecorder)
         Committed before it returns (the reply is spoken after). Same key twice -> stored once (returns False).
     close_call(call_id, disposition, *, transfer_target=None, ended_at=None) -> None
     get_call(call_id) -> CallView | None;  transcript(call_id, after_id=0) -> list[TurnView]
+Call-detail records and analytics (case_bridge/call_records.py, case_bridge/analytics.py)
+    record_call_stats(call_id, stats) -> None            per-call figures and tallies, sent by the engine at the end
+    search_calls(CallQuery, page=1, per_page=50) -> CallPage;  iter_calls(CallQuery);  call_detail(call_id)
+    dashboard(since, until) -> Dashboard                  every figure of the supervisor's dashboard for a period
+    live_calls(max_age_s) -> LiveView                     calls not yet ended, per node and worker; agent queue
 Escalation (the agent console's richer queue is case_bridge.escalation.EscalationDesk)
     escalate(call_id, *, reason="", target="") -> EscalationView      idempotent per call
     escalation_queue(include_taken=False) -> list[EscalationView];  get_escalation(id) -> EscalationView | None
@@ -63,6 +68,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from case_bridge.analytics import Analytics
+from case_bridge.call_records import CallRecords
 from case_bridge.calls import Calls
 from case_bridge.cases import Cases
 from case_bridge.catalog import TramiteCatalog
@@ -95,7 +102,7 @@ __all__ = [
 ]
 
 
-class CaseService(Cases, Calls, EscalationQueue, StaffDirectory, TramiteCatalog):
+class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDirectory, TramiteCatalog):
     """The citizen record's API: the topic classes over one `UnitOfWork`. Thread-safe; share one per process."""
 
     def __init__(self, engine: Engine, *, redis_url: str | None = None, ratelimit_prefix: str = "veratur") -> None:

@@ -25,3 +25,11 @@ EXPECT_KINDS: tuple[str, ...] = get_args(ExpectKind)
 CLOSED_EXPECT_KINDS: frozenset[str] = frozenset({"yes_no", "digits", "menu", "city"})
 
 DTMF_DIGITS = "0123456789*#ABCD"
+
+# Intents a dialogue answers when it did not understand the caller (counted as a no-match).
+NO_MATCH_INTENTS: frozenset[str] = frozenset({"no_match", "nlu_fallback", "out_of_scope"})
+
+# What a call-detail record tallies per call besides its counters: the intents seen, the cities asked (answers
+# to a city prompt), and per prompt (dialogue step) how often it was asked, not understood and not answered.
+TallyKind = Literal["intent", "city", "asked", "no_match", "no_input"]
+TALLY_KINDS: tuple[str, ...] = get_args(TallyKind)

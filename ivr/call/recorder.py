@@ -52,6 +52,7 @@ class CaseRecorder:
             "add_turn": service.add_turn,
             "link_call_case": service.link_call_case,
             "close_call": service.close_call,
+            "call_stats": service.record_call_stats,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -116,6 +117,10 @@ class CaseRecorder:
             log.warning(kv(event="link_case_malformed_folio", call_id=call_id))
             return
         await self._record("link_call_case", call_id=call_id, folio=folio)
+
+    async def call_stats(self, call_id: str, stats: dict[str, Any]) -> None:
+        """The call's detail figures (ivr.call.stats.CallStats.summary), sent once just before `call_ended`."""
+        await self._record("call_stats", call_id=call_id, stats={**stats, "worker": stats.get("worker") or self.name})
 
     async def call_ended(self, call_id: str, disposition: Disposition, transfer_target: str | None = None) -> None:
         await self._record("close_call", call_id=call_id, disposition=disposition, transfer_target=transfer_target,

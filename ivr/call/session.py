@@ -23,6 +23,7 @@ from ivr.call.escalation import EscalationIO, EscalationPhrases, case_headers, r
 from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
 from ivr.call.prompt import Prompt
 from ivr.call.records import CallRecorder, Disposition
+from ivr.call.stats import CallStats
 from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.metrics import EngineMetrics
 from ivr.speech.audio_ops import resample
@@ -106,6 +107,7 @@ class CallSession:
         self._shield_hangup = False                 # while True a hang-up does not cancel the conversation
         self.hangup_reason: str | None = None
         self.turn_latencies: list[float] = []   # seconds, end of caller input -> first reply audio queued
+        self.stats = CallStats()                  # the call-detail record's counters, sent at the end
         self.prompts_played: list[Prompt] = []
         self._inbox: asyncio.Queue[object] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,6 +175,13 @@ class CallSession:
                 await self.stream.aclose()
             except Exception:
                 log.exception("closing the recognizer failed %s", kv(call_id=self.call_id))
+        send_stats = getattr(self.recorder, "call_stats", None)   # optional: test recorders may not keep them
+        if send_stats is not None:
+            try:
+                await asyncio.wait_for(send_stats(self.call_id, self.stats.summary(self.turn_latencies)),
+                                       TEARDOWN_STEP_S)
+            except Exception:
+                log.exception("recorder.call_stats failed %s", kv(call_id=self.call_id))
         for step, coro in (("dialogue.end", self.dialogue.end(self.ctx)),
                            ("recorder.call_ended", self.recorder.call_ended(self.call_id, self.disposition,
                                                                            self.transfer_target))):
@@ -238,6 +247,7 @@ class CallSession:
     def _barge_in(self, prompt: Prompt, by: str) -> None:
         prompt.interrupt()
         self.metrics.barge_ins.inc()
+        self.stats.barge_ins += 1
         log.info("barge-in %s", kv(call_id=self.call_id, by=by, played_ms=prompt.played_ms))
 
     # ---- output -------------------------------------------------------------------------------------------
@@ -291,13 +301,17 @@ class CallSession:
             if reply.hangup or reply.expect.kind == "none":
                 await self._say_closing(*reply.texts)
                 raise _CallOver("completed")
+            self.stats.ask(reply.transcript_texts or reply.texts)
             turn = await self._ask(reply.texts, reply.expect, reply.barge_in)
             while turn is None or (turn.text is not None and not turn.text and not turn.dtmf):
                 if turn is None:
                     turn = await self._reprompt_no_input(reply)
                 else:
                     turn = await self._reprompt_no_match(reply, asr=True)
+            expect_kind = reply.expect.kind
             reply = await self._dialogue(turn, secret=reply.expect.secret)
+            self.stats.caller_turn(dtmf=bool(turn and turn.dtmf), expect_kind=expect_kind,
+                                   text=turn.text if turn else None, intent=reply.intent)
             if reply.intent in NO_MATCH_INTENTS and not reply.transfer:
                 reply = await self._taper_no_match(reply)
             else:
@@ -344,6 +358,7 @@ class CallSession:
     async def _taper_no_match(self, reply: DialogueReply) -> DialogueReply:
         self.no_match += 1
         self.metrics.no_match.inc()
+        self.stats.missed("no_match")
         if self.no_match >= self.turns_cfg.max_no_match:
             return DialogueReply(texts=(self.phrases.not_understood,), transfer=True, intent=reply.intent,
                                  transfer_reason="no_match")
@@ -358,11 +373,13 @@ class CallSession:
             dataclasses.replace(reply, texts=(self.phrases.not_understood, reply.texts[-1] if reply.texts else "")))
         if tapered.transfer:
             await self._transfer(tapered.texts, "no_match")
+        self.stats.reask()
         return await self._ask(tapered.texts, reply.expect, reply.barge_in)
 
     async def _reprompt_no_input(self, reply: DialogueReply) -> CallerTurn | None:
         self.no_input += 1
         self.metrics.no_input.inc()
+        self.stats.missed("no_input")
         log.info("no input %s", kv(call_id=self.call_id, count=self.no_input))
         if self.no_input >= self.turns_cfg.max_no_input:
             await self._transfer((), "no_input")
@@ -373,6 +390,7 @@ class CallSession:
             texts = (self.phrases.still_there, self.phrases.dtmf_menu)
         else:
             texts = (self.phrases.dtmf_menu, self.phrases.offer_agent)
+        self.stats.reask()
         return await self._ask(texts, reply.expect, reply.barge_in)
 
     async def _ask(self, texts: Sequence[str], expect: Expect, allow_barge_in: bool) -> CallerTurn | None:
@@ -458,6 +476,7 @@ class CallSession:
 
     async def _transfer(self, texts: Sequence[str], reason: str = "caller_request") -> NoReturn:
         """Hand the call to an agent (ivr.call.escalation): REFER or bridge, with the callback offer on failure."""
+        self.stats.transfer_reason = reason
         io = EscalationIO(call_id=self.call_id, folio=lambda: self.ctx.case_folio, caller=self.leg.info.caller,
                           say=self._say_closing, ask=self._ask_escalation, leg=self.leg, recorder=self.recorder,
                           on_bridged=self._on_bridged, gone=self._gone, shield_hangup=self._set_shield)
