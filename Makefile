@@ -15,8 +15,13 @@ run: setup
 	$(VERATUR) up
 
 ## Everything CI runs: lint, then the whole suite with real peers (sipp, pjsua2, Vosk, Rasa, PostgreSQL, Chromium).
+## The model is trained (once per content) before pytest so no test's timeout pays for it. Two pytest processes:
+## most SIP tests wait for prompts in real time, so two cores serve two of them; tests/conftest.py keeps a file's
+## tests in one process and every test of the real Rasa in one process (one Rasa stack per run).
+PYTEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
+	$(VERATUR) train
+	$(PY) -m pytest -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint:
 	.venv/bin/ruff check .
