@@ -5,6 +5,9 @@ each step in order — `--say TEXT` (espeak-ng, es-419, resampled to 8 kHz), `--
 (RFC 4733) — waiting after each for the reply, records everything received and prints a per-turn timeline:
 when the caller stopped speaking/keying and when the reply's first non-silent audio arrived (turn latency).
 
+`--barge S:FILE` plays FILE S seconds after the previous reply (or the greeting) began, without waiting for it
+to end (barge-in); its turn records when the portal's audio stopped (`portal_stopped`).
+
 Library use: `await place_calls(uri, [steps], ...)` returns `CallResult`s (timeline + recording). One process
 holds at most 4 calls (the pjsua2 wheel's limit); benchmarks run several processes (`--calls K --json`).
 Times are taken where the audio leaves/enters pjmedia: the last speech frame handed to the RTP stream, and the
@@ -50,12 +53,13 @@ DEFAULT_VOICE = "es-419"
 ESPEAK_RATE_WPM = 160
 CACHE_DIR = Path(tempfile.gettempdir()) / "veratur-caller-tts"
 
-StepKind = Literal["say", "wav", "dtmf", "pause"]
+StepKind = Literal["say", "wav", "dtmf", "pause", "barge"]
+BARGE_QUIET_S = 0.5                 # this much silence after the caller started = the portal stopped talking
 
 
 @dataclass(frozen=True)
 class Step:
-    """One caller turn: speech (text or WAV), DTMF digits, or a pause in seconds."""
+    """One caller turn: speech (text or WAV), DTMF digits, a pause in seconds, or "DELAY_S:FILE" (barge)."""
 
     kind: StepKind
     value: str
@@ -72,6 +76,7 @@ class Turn:
     reply_start: float | None            # first voiced frame received after caller_end
     reply_end: float | None
     latency_ms: float | None
+    portal_stopped: float | None = None  # barge turns: last portal voice before a BARGE_QUIET_S pause
 
 
 @dataclass
@@ -240,9 +245,23 @@ def prepare(steps: list[Step], voice: str = DEFAULT_VOICE) -> list[tuple[Step, b
             out.append((step, speak(step.value, voice)))
         elif step.kind == "wav":
             out.append((step, read_wav_file(Path(step.value))))
+        elif step.kind == "barge":
+            out.append((step, read_wav_file(Path(barge_parts(step.value)[1]))))
         else:
             out.append((step, b""))
     return out
+
+
+def barge_parts(value: str) -> tuple[float, str]:
+    """"DELAY_S:FILE" -> (delay, file); ValueError for anything else."""
+    delay, sep, path = value.partition(":")
+    try:
+        seconds = float(delay)
+    except ValueError:
+        seconds = -1.0
+    if not sep or not path or not 0 <= seconds <= 120:
+        raise ValueError(f"--barge {value!r}: expected DELAY_S:FILE with 0 <= DELAY_S <= 120")
+    return seconds, path
 
 
 async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *, headers: dict[str, str] | None
@@ -263,13 +282,20 @@ async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *,
     silence_s = prompt_silence_ms / 1000
     try:
         first = await listener.wait_voice_after(t0, reply_timeout_s)
+        anchor = first
         if first is not None:
             result.greeting_start = first - t0
-            result.greeting_end = await listener.wait_silence_after(first, silence_s, 60.0) - t0
-        for step, pcm in script:
+            if not (script and script[0][0].kind == "barge"):
+                result.greeting_end = await listener.wait_silence_after(first, silence_s, 60.0) - t0
+        for i, (step, pcm) in enumerate(script):
             if listener.hangup is not None:
                 break
-            result.turns.append(await _play_step(leg, listener, step, pcm, t0, silence_s, reply_timeout_s))
+            # A barge-in step starts while the reply before it is still playing: do not wait for that reply's end.
+            barge_next = i + 1 < len(script) and script[i + 1][0].kind == "barge"
+            turn = await _play_step(leg, listener, step, pcm, t0, silence_s, reply_timeout_s, anchor=anchor,
+                                    wait_end=not barge_next)
+            anchor = None if turn.reply_start is None else t0 + turn.reply_start
+            result.turns.append(turn)
         if wait_s > 0 and listener.hangup is None:
             await asyncio.sleep(wait_s)
     finally:
@@ -288,7 +314,12 @@ async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *,
 
 
 async def _play_step(leg: SipLeg, listener: _Listener, step: Step, pcm: bytes, t0: float, silence_s: float,
-                     reply_timeout_s: float) -> Turn:
+                     reply_timeout_s: float, *, anchor: float | None = None, wait_end: bool = True) -> Turn:
+    portal_stopped: float | None = None
+    if step.kind == "barge":
+        delay, _ = barge_parts(step.value)
+        start_at = (anchor if anchor is not None else time.monotonic()) + delay
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     sent_start = time.monotonic()
     if step.kind == "pause":
         await asyncio.sleep(float(step.value))
@@ -302,15 +333,18 @@ async def _play_step(leg: SipLeg, listener: _Listener, step: Step, pcm: bytes, t
             caller_end = time.monotonic()
     else:
         leg.play(pcm)
+        if step.kind == "barge":
+            stopped = await listener.wait_silence_after(sent_start, BARGE_QUIET_S, 60.0)
+            portal_stopped = stopped - t0
         await leg.wait_playout()
         caller_end = max(sent_start, leg.last_tx_at + FRAME_MS / 1000 - trailing_silence_s(pcm))
     reply = await listener.wait_voice_after(caller_end, reply_timeout_s)
     reply_end = None
-    if reply is not None:
+    if reply is not None and wait_end:
         reply_end = await listener.wait_silence_after(reply, silence_s, 60.0) - t0
     latency = (reply - caller_end) * 1000 if reply is not None else None
     return Turn(step.kind, step.value, sent_start - t0, caller_end - t0,
-                None if reply is None else reply - t0, reply_end, latency)
+                None if reply is None else reply - t0, reply_end, latency, portal_stopped)
 
 
 def caller_edge(bind_address: str = "127.0.0.1") -> SipEdge:
@@ -357,6 +391,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="play a WAV file as one turn")
     parser.add_argument("--dtmf", action=_StepAction, const="dtmf", dest="steps", metavar="DIGITS",
                         help="send RFC 4733 digits as one turn")
+    parser.add_argument("--barge", action=_StepAction, const="barge", dest="steps", metavar="S:FILE",
+                        help="play FILE S seconds after the previous reply began, over it (barge-in)")
     parser.add_argument("--pause", action=_StepAction, const="pause", dest="steps", metavar="S",
                         help="stay silent S seconds")
     parser.add_argument("--record", type=Path, metavar="OUT.wav", help="write the received audio here")
