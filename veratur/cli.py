@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
     "db": ("veratur.db_cli", "database schema: `db upgrade`, `db check`"),
     "catalog": ("dialogs.catalog_check", "tourism and trámite catalogs: validate, find, lookups, generate"),
+    # The suite is built on the test toolkit's human recordings (testkit.human_speech), below which veratur sits.
+    "eval": ("testkit.voice_eval.cli", "`eval calls`: voice regression scripts as real calls; success, latency, WER"),
 }
 
 
