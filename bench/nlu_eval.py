@@ -264,7 +264,9 @@ def report(outcomes: list[Outcome], failures: int) -> dict[str, Any]:
     print(f"{'category':<16}{'turns':>6}{'intent':>9}{'ent F1':>9}{'reply':>9}")
     for name in sorted(per):
         t = per[name]
-        print(f"{name:<16}{t.n:>6}{t.intent / t.n:>9.1%}{t.f1:>9.1%}{t.reply / t.n:>9.1%}")
+        # a category with no expected entity has no meaningful F1: show its spurious ones instead
+        f1 = f"{t.f1:>9.1%}" if t.tp + t.fn else f"{str(t.fp) + ' FP':>9}"
+        print(f"{name:<16}{t.n:>6}{t.intent / t.n:>9.1%}{f1}{t.reply / t.n:>9.1%}")
     print(f"{'ALL':<16}{total.n:>6}{total.intent / total.n:>9.1%}{total.f1:>9.1%}{total.reply / total.n:>9.1%}")
     print(f"turn latency (webhook + parse in parallel, {CONCURRENCY} conversations at once): "
           f"p50 {percentile(total.latencies, 0.5):.0f} ms, p95 {percentile(total.latencies, 0.95):.0f} ms")
@@ -333,6 +335,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--raw", type=Path, help="also save every turn's parse and reply here (for --rescore)")
     parser.add_argument("--rescore", type=Path, help="score a --raw file again (no Rasa; after a scorer or set fix)")
+    parser.add_argument("--startup-timeout", type=float, default=600.0,
+                        help="seconds to wait for rasa run (a loaded shared machine needs minutes)")
     parser.add_argument("--folio", help="with --url: the folio of a case whose PIN is --pin")
     parser.add_argument("--pin")
     args = parser.parse_args()
@@ -355,7 +359,7 @@ def main() -> int:
             folio, pin = seed_demo(env)
             model = args.model or ensure_model()
             print(f"model {model.name}")
-            stack = RasaStack(model, env=env, log_dir=Path(tmp)).start()
+            stack = RasaStack(model, env=env, log_dir=Path(tmp)).start(timeout=args.startup_timeout)
             url = stack.url
         values = {"demo_folio": folio, "demo_pin": pin, "demo_folio_words": digits_words(folio),
                   "demo_pin_words": digits_words(pin)}
