@@ -99,6 +99,23 @@ class AsrConfig(_Section):
     preroll_ms: int = Field(300, ge=0, le=2000)
 
 
+class RecognitionServiceConfig(_Section):
+    # in_worker: each worker decodes in-process (loads its own model copy). builtin: `veratur up` runs one recognition
+    # service per node holding each model once, and the workers stream to it. external: the workers stream to a
+    # vosk-server (or another node's service) at `url`, speaking only the base vosk-server protocol.
+    mode: Literal["in_worker", "builtin", "external"] = "in_worker"
+    url: str = "ws://127.0.0.1:2700"
+    threads: int = Field(2, ge=1, le=64)          # decoding pool of the built-in service (one per core)
+    max_streams: int = Field(128, ge=1, le=10000)
+
+    @field_validator("url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("a ws:// or wss:// URL")
+        return value
+
+
 class TtsConfig(_Section):
     voice: str = "roa/es-419"
     rate: int = Field(165, ge=60, le=400)
@@ -166,6 +183,7 @@ class Settings(_Section):
     sip: SipConfig = SipConfig()
     media: MediaConfig = MediaConfig()
     asr: AsrConfig = AsrConfig()
+    recognition_service: RecognitionServiceConfig = RecognitionServiceConfig()
     tts: TtsConfig = TtsConfig()
     turns: TurnsConfig = TurnsConfig()
     dialogue: DialogueConfig = DialogueConfig()

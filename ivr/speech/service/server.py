@@ -1,0 +1,226 @@
+"""The recognition service: many streams over WebSocket, each model loaded once, decoding in a bounded pool.
+
+Each connection is one stream with its own `Decoder` (a Vosk recognizer, a Whisper utterance buffer); messages of
+one stream are decoded in order, one at a time, so a slow stream only waits for itself. The pool is sized to the
+cores: more threads than cores only makes every stream slower. A stream over the limit is refused at once
+(close code 1013, try again later) rather than queued behind the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from foundation.logs import kv
+from foundation.vocabulary import EXPECT_KINDS
+from ivr.speech.expect import Expect
+from ivr.speech.recognizer import Decoder
+from ivr.speech.service.protocol import (
+    MAX_MESSAGE_BYTES,
+    ClientConfig,
+    ProtocolError,
+    final_message,
+    parse_text,
+)
+
+log = logging.getLogger("ivr.speech.service")
+
+DecoderFactory = Callable[[int], Decoder]
+"""Builds one stream's decoder at a sample rate (runs in the pool: building a Vosk recognizer takes ~130 ms)."""
+
+IDLE_TIMEOUT_S = 120.0       # a stream silent this long is closed (a worker streams only speech, but pings)
+TRY_AGAIN_LATER = 1013
+PARTIAL_EVERY_MS = 200
+
+
+@dataclass
+class ServiceStats:
+    streams_open: int = 0
+    streams_total: int = 0
+    streams_refused: int = 0
+    audio_s: float = 0.0
+    decode_s: float = 0.0
+    errors: int = 0
+    by_engine: dict[str, int] = field(default_factory=dict)
+
+
+class RecognitionServer:
+    def __init__(self, engines: dict[str, DecoderFactory], *, default_engine: str, threads: int,
+                 max_streams: int, default_sample_rate: int = 8000) -> None:
+        if default_engine not in engines:
+            raise ValueError(f"default engine {default_engine!r} is not loaded")
+        self.engines = engines
+        self.default_engine = default_engine
+        self.max_streams = max_streams
+        self.default_sample_rate = default_sample_rate
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr")
+        self.stats = ServiceStats()
+        self._server: Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (0 picks a free one)."""
+        self._server = await serve(self._handle, host, port, max_size=MAX_MESSAGE_BYTES, compression=None,
+                                   ping_interval=20, ping_timeout=20)
+        sockets = list(self._server.sockets)
+        return int(sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self.stats.streams_open >= self.max_streams:
+            self.stats.streams_refused += 1
+            await ws.close(TRY_AGAIN_LATER, "too many streams")
+            return
+        self.stats.streams_open += 1
+        self.stats.streams_total += 1
+        stream = _Stream(self)
+        try:
+            await stream.serve(ws)
+        except ConnectionClosed:
+            pass
+        except ProtocolError as exc:
+            await ws.close(1008, str(exc)[:100])
+        except Exception:
+            self.stats.errors += 1
+            log.exception("recognition stream failed %s", kv(peer=_peer(ws)))
+            await ws.close(1011, "decoder failed")
+        finally:
+            self.stats.streams_open -= 1
+            stream.close()
+
+
+class _Stream:
+    def __init__(self, server: RecognitionServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.sample_rate = server.default_sample_rate
+        self.engine = server.default_engine
+        self.phrases: list[str] | None = None
+        self.expect: Expect | None = None
+        self.decoder: Decoder | None = None
+        self._partial = ""
+        self._since_partial = 0
+
+    async def serve(self, ws: ServerConnection) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(ws.recv(), IDLE_TIMEOUT_S)
+            except TimeoutError:
+                await ws.close(1000, "idle")
+                return
+            if isinstance(message, bytes):
+                if len(message) % 2:
+                    raise ProtocolError("audio: whole 16-bit samples")
+                await ws.send(await self._run(self._accept, message))
+                continue
+            kind, config = parse_text(message)
+            if kind == "config":
+                assert config is not None
+                await self._run(self._configure, config)
+                continue
+            await ws.send(await self._run(self._final))
+            if kind == "eof":
+                await ws.close(1000, "eof")
+                return
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.loop.run_in_executor(self.server.pool, fn, *args)
+
+    # -- on a pool thread -----------------------------------------------------------------------------------
+    def _decoder(self) -> Decoder:
+        if self.decoder is None:
+            self.decoder = self.server.engines[self.engine](self.sample_rate)
+            self.server.stats.by_engine[self.engine] = self.server.stats.by_engine.get(self.engine, 0) + 1
+            if self.phrases:
+                self.decoder.set_phrases(self.phrases)
+            if self.expect is not None and hasattr(self.decoder, "set_expect"):
+                self.decoder.set_expect(self.expect)
+        return self.decoder
+
+    def _configure(self, config: ClientConfig) -> None:
+        rebuild = False
+        if config.sample_rate and config.sample_rate != self.sample_rate:
+            self.sample_rate, rebuild = config.sample_rate, True
+        if config.engine and config.engine != self.engine:
+            if config.engine not in self.server.engines:
+                raise ProtocolError(f"engine {config.engine!r} is not loaded here")
+            self.engine, rebuild = config.engine, True
+        if rebuild:
+            self.close()
+        if config.phrases_given:
+            self.phrases = config.phrase_list
+            if self.decoder is not None:
+                self.decoder.set_phrases(self.phrases)        # grammar switch, no reconnect
+        if config.expect is not None:
+            self.expect = _expect(config.expect)
+            if self.decoder is not None and hasattr(self.decoder, "set_expect"):
+                self.decoder.set_expect(self.expect)
+
+    def _accept(self, pcm: bytes) -> str:
+        dec = self._decoder()
+        t0 = time.perf_counter()
+        segment = dec.accept(pcm)
+        self._since_partial += len(pcm)
+        if segment is not None:
+            reply = final_message(segment, None)
+            self._partial, self._since_partial = "", 0
+        else:
+            # A partial re-decodes the lattice: recompute it every PARTIAL_EVERY_MS of audio, not per message
+            # (clients send 20-100 ms chunks; vosk-server recomputes it every time).
+            if self._since_partial >= self.sample_rate * 2 * PARTIAL_EVERY_MS // 1000:
+                self._partial, self._since_partial = dec.partial(), 0
+            reply = _partial(self._partial)
+        self.server.stats.decode_s += time.perf_counter() - t0
+        self.server.stats.audio_s += len(pcm) / (2 * self.sample_rate)
+        return reply
+
+    def _final(self) -> str:
+        self._partial, self._since_partial = "", 0
+        if self.decoder is None:
+            return final_message("", None)
+        t0 = time.perf_counter()
+        text, confidence = self.decoder.final()
+        self.server.stats.decode_s += time.perf_counter() - t0
+        return final_message(text, confidence)
+
+    def close(self) -> None:
+        if self.decoder is not None:
+            try:
+                self.decoder.close()
+            finally:
+                self.decoder = None
+
+
+def _partial(text: str) -> str:
+    return json.dumps({"partial": text}, ensure_ascii=False)
+
+
+def _expect(raw: dict[str, Any]) -> Expect:
+    kind = raw.get("kind", "free")
+    phrases = raw.get("phrases") or ()
+    try:
+        return Expect(kind=kind if kind in EXPECT_KINDS else "free",
+                      phrases=tuple(str(p)[:200] for p in phrases)[:2000] if isinstance(phrases, list) else (),
+                      max_digits=max(1, min(int(raw.get("max_digits", 1)), 32)),
+                      terminator=str(raw.get("terminator", "#"))[:1] or "#")
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("expect: bad value") from exc
+
+
+def _peer(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except Exception:
+        return "-"
