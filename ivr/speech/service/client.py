@@ -22,6 +22,7 @@ from typing import Any, Literal
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from foundation.config import Settings
 from foundation.logs import kv
 from ivr.metrics import EngineMetrics
 from ivr.speech.expect import Expect
@@ -199,3 +200,18 @@ def describe(recognizer: Any) -> str:
     if isinstance(recognizer, RemoteRecognizer):
         return f"service {recognizer.url} ({recognizer.protocol})"
     return type(recognizer).__name__
+
+
+def service_recognizer(settings: Settings, config: StreamConfig,
+                       metrics: EngineMetrics | None = None) -> tuple[RemoteRecognizer, Executor] | None:
+    """The worker's recognizer when `recognition_service.mode` is builtin or external (None: decode in-worker),
+    with the pool its streams wait in: one thread per call, since a remote decode only waits on a socket."""
+    from concurrent.futures import ThreadPoolExecutor
+    cfg = settings.recognition_service
+    if cfg.mode == "in_worker":
+        return None
+    pool = ThreadPoolExecutor(max_workers=settings.sip.max_calls_per_worker + 1, thread_name_prefix="asr-remote")
+    engine = settings.asr.engine if settings.asr.engine in ("vosk", "whisper") else None
+    recognizer = RemoteRecognizer(cfg.url, pool, config, protocol="veratur" if cfg.mode == "builtin" else "vosk",
+                                  engine=engine, metrics=metrics)
+    return recognizer, pool
