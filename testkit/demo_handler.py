@@ -4,17 +4,22 @@ It exists so the SIP edge can be tested and benchmarked alone (no ASR model, no 
 greeting (a short melody), answers every DTMF digit with a short tone and, on '#', sends the keyed digits back
 as RFC 4733; it answers every caller utterance (energy VAD, trailing silence) with a reply tone. The digit 0
 transfers the call to the agent queue (REFER). It hangs up after MAX_CALL_S or on the digits '**'.
-Every digit received is logged (`demo dtmf digit=...`).
+Every digit received is logged (`demo dtmf digit=...`) and, like every utterance heard, transfer outcome and
+call end, written to the probe file `<data_dir>/demo-probe.jsonl`, one JSON object a line: what reached the
+session, for tests to assert on instead of log wording (`testkit.worker.Worker.probe`).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +40,26 @@ MIN_SPEECH_MS = 200
 END_SILENCE_MS = 400
 MAX_CALL_S = 120.0
 AMPLITUDE = 0.3
+
+
+PROBE_FILE = "demo-probe.jsonl"
+
+
+class Probe:
+    """Appends what reached the call handler to a JSON-lines file (None path: records nothing)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def record(self, call_id: str, event: str, **fields: Any) -> None:
+        if self.path is None:
+            return
+        line = json.dumps({"call_id": call_id, "event": event, **fields}, ensure_ascii=False)
+        with self.path.open("a", encoding="utf-8") as out:      # one write per line: readers never see half
+            out.write(line + "\n")
+
+
+NO_PROBE = Probe(None)
 
 
 def tone(freq_hz: float, seconds: float, sample_rate: int) -> bytes:
@@ -88,7 +113,7 @@ async def _echo_digits(leg: CallLeg, digits: str) -> None:
         await asyncio.sleep(0.25)
 
 
-async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
+async def demo_call(leg: CallLeg, transfer_target: str | None = None, probe: Probe = NO_PROBE) -> None:
     """Greeting, then echo DTMF and answer speech with a tone until the caller hangs up; the digit 0
     transfers the call to `transfer_target` (REFER with X-Veratur-Case and User-to-User headers)."""
     rate = leg.sample_rate
@@ -107,10 +132,12 @@ async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
             break
         if isinstance(event, HangupIn):
             log.info("demo call ended %s", kv(call_id=call_id, reason=event.reason, keyed=keyed or "-"))
+            probe.record(call_id, "ended", reason=event.reason, keyed=keyed)
             return
         if isinstance(event, DtmfIn):
             keyed += event.digit
             log.info("demo dtmf %s", kv(call_id=call_id, digit=event.digit))
+            probe.record(call_id, "dtmf", digit=event.digit)
             if keyed.endswith("**"):
                 break
             leg.clear_playback()
@@ -118,6 +145,7 @@ async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
                 result = await leg.transfer(transfer_target, {
                     "X-Veratur-Case": "DEMO-0001", "User-to-User": "56455241545552;encoding=hex"})
                 log.info("demo transfer %s", kv(call_id=call_id, ok=result.ok, code=result.status_code))
+                probe.record(call_id, "transfer", ok=result.ok, code=result.status_code)
                 if result.ok:
                     return
                 continue
@@ -132,7 +160,9 @@ async def demo_call(leg: CallLeg, transfer_target: str | None = None) -> None:
             for frame in event.frames:
                 if utterance.push(frame_dbfs(frame.pcm) > VOICED_DBFS) and not leg.queued_playback_ms():
                     log.info("demo utterance %s", kv(call_id=call_id))
+                    probe.record(call_id, "utterance")
                     leg.play(tone(REPLY_TONE_HZ, REPLY_S, rate))
+    probe.record(call_id, "ended", reason="handler", keyed=keyed)
     await leg.hangup()
 
 
@@ -142,4 +172,5 @@ DEMO_APP = "testkit.demo_handler:factory"
 
 def factory(settings: Settings) -> Callable[[CallLeg], Awaitable[None]]:
     """`veratur ivr --app testkit.demo_handler:factory`: the SIP-only handler, transfers to the agent queue."""
-    return functools.partial(demo_call, transfer_target=settings.escalation.agent_queue_uri)
+    return functools.partial(demo_call, transfer_target=settings.escalation.agent_queue_uri,
+                             probe=Probe(settings.data_dir / PROBE_FILE))

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from foundation.paths import REPO_ROOT
-from testkit.demo_handler import DEMO_APP
+from testkit.demo_handler import DEMO_APP, PROBE_FILE
 from testkit.ports import free_tcp_port
 
 VERATUR = REPO_ROOT / ".venv" / "bin" / "veratur"
@@ -82,6 +82,24 @@ class Worker:
 
     def log_since(self, offset: int) -> str:
         return self.log()[offset:]
+
+    def probe(self, since: int = 0) -> list[dict[str, object]]:
+        """What reached the demo handler (testkit.demo_handler's probe file), from record index `since`:
+        dicts with call_id, event (dtmf, utterance, transfer, ended) and its fields."""
+        path = self.tmp / PROBE_FILE
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines[since:] if line.strip()]
+
+    def probe_mark(self) -> int:
+        """The index the next probe record will have (pass it to `probe(since=...)`)."""
+        return len(self.probe())
+
+    def probed(self, event: str, since: int = 0, field: str | None = None) -> list[object]:
+        """The probe records of `event` since `since` (or just their `field`)."""
+        found = [r for r in self.probe(since) if r["event"] == event]
+        return [r.get(field) for r in found] if field else list(found)
 
     def metrics(self) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"

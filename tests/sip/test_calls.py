@@ -22,6 +22,7 @@ def _dbfs(pcm: bytes) -> float:
 
 
 def test_test_caller_hears_greeting_and_digits_round_trip(worker: Worker, tmp_path: Path) -> None:
+    mark = worker.probe_mark()
     record = tmp_path / "call.wav"
     results, proc = caller(worker.uri, "--dtmf", "12#", "--say", "hola, quiero información", "--record",
                            str(record), "--wait", "0.5")
@@ -34,10 +35,8 @@ def test_test_caller_hears_greeting_and_digits_round_trip(worker: Worker, tmp_pa
         assert wav.getframerate() == 8000
         greeting = wav.readframes(8000)                      # the first second
     assert _dbfs(greeting) > -25
-    # RFC 4733 digits reached the session (it logs them) and came back (the demo echoes them on '#').
-    log = worker.log()
-    for digit in "12#":
-        assert f"digit={digit}" in log
+    # RFC 4733 digits reached the session (its probe) and came back to the caller (the demo echoes them on '#').
+    assert worker.probed("dtmf", mark, "digit") == ["1", "2", "#"]
     assert result["dtmf_received"] == "12#"
     dtmf_turn, speech_turn = result["turns"]
     assert dtmf_turn["reply_start"] is not None              # the per-digit tone
@@ -54,16 +53,15 @@ def test_tcp_transport_call(worker: Worker) -> None:
 
 
 def test_sipp_speech_rfc4733_and_sip_info_digits(worker: Worker, media: dict[str, str], tmp_path: Path) -> None:
-    offset = worker.log_size()
+    offset, mark = worker.log_size(), worker.probe_mark()
     proc = sipp("uac_media", worker.hostport, tmp_path, media, test="media")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     worker.wait_idle()
     log = worker.log_since(offset)
-    assert "caller=******4567" in log and "2281234567" not in log      # the caller number is masked
-    assert "demo utterance" in log                                        # PCMU from the SDP port was heard
-    keyed = [line.rsplit("digit=", 1)[1] for line in log.splitlines() if "demo dtmf" in line]
-    assert keyed == ["5", "9", "7"]                                       # RFC 4733 then SIP INFO
-    assert "reason=bye" in log
+    assert "caller=******4567" in log and "2281234567" not in log      # the log masks the caller number
+    assert worker.probed("utterance", mark)                               # PCMU from the SDP port was heard
+    assert worker.probed("dtmf", mark, "digit") == ["5", "9", "7"]        # RFC 4733 then SIP INFO
+    assert worker.probed("ended", mark, "reason") == ["bye"]
 
 
 def test_cancel_while_ringing_cleans_up(worker: Worker, tmp_path: Path, serves) -> None:  # type: ignore[no-untyped-def]
@@ -86,31 +84,31 @@ def test_call_without_rtp_is_hung_up(worker: Worker, tmp_path: Path, serves) -> 
 
 
 def test_refer_transfer_with_case_headers(worker: Worker, media: dict[str, str], tmp_path: Path) -> None:
-    offset = worker.log_size()
+    mark = worker.probe_mark()
     subs = {"DTMF_PCAP": media["DTMF0_PCAP"], "SIPFRAG": "200 OK", "AFTER_NOTIFY": "@PORTAL_BYE@"}
     proc = sipp("uac_refer", worker.hostport, tmp_path, subs, test="refer")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]    # REFER had X-Veratur-Case
-    assert "demo transfer" in worker.log_since(offset) and "ok=True code=200" in worker.log_since(offset)
+    assert [(r["ok"], r["code"]) for r in worker.probed("transfer", mark)] == [(True, 200)]  # type: ignore[index]
     m = worker.wait_idle()
     assert m['veratur_calls_total{disposition="transferred"}'] >= 1
 
 
 def test_refer_refused_by_target_keeps_the_call(worker: Worker, media: dict[str, str], tmp_path: Path) -> None:
-    offset = worker.log_size()
+    mark = worker.probe_mark()
     subs = {"DTMF_PCAP": media["DTMF0_PCAP"], "SIPFRAG": "486 Busy Here", "AFTER_NOTIFY": "@CALLER_BYE@"}
     proc = sipp("uac_refer", worker.hostport, tmp_path, subs, test="refer-486")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]    # our BYE found the call up
-    assert "ok=False code=486" in worker.log_since(offset)
+    assert [(r["ok"], r["code"]) for r in worker.probed("transfer", mark)] == [(False, 486)]  # type: ignore[index]
     worker.wait_idle()
 
 
 def test_refer_without_final_notify_times_out(worker: Worker, media: dict[str, str], tmp_path: Path) -> None:
-    offset = worker.log_size()
+    mark = worker.probe_mark()
     subs = {"DTMF_PCAP": media["DTMF0_PCAP"], "HOLD_MS": "2600"}   # transfer timeout 2 s, media timeout 4 s
     proc = sipp("uac_refer_no_notify", worker.hostport, tmp_path, subs, test="refer-timeout")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]    # the call stayed up for our BYE
     worker.wait_idle()
-    assert "ok=False code=408" in worker.log_since(offset)
+    assert [(r["ok"], r["code"]) for r in worker.probed("transfer", mark)] == [(False, 408)]  # type: ignore[index]
 
 
 def test_fifth_concurrent_call_gets_486(worker: Worker, serves) -> None:  # type: ignore[no-untyped-def]
