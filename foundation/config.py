@@ -45,6 +45,10 @@ class SipConfig(_Section):
     media_timeout_s: float = Field(30.0, gt=0, le=3600)     # no inbound RTP this long -> BYE
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600)    # SIGTERM: let calls end this long, then BYE
     remote_workers: list[str] = []     # scale-out: "IP:PORT" of workers on other nodes, also behind our Kamailio
+    # Behind Kamailio, the only sources a worker takes calls from ([] = bind_address: this node's Kamailio; a
+    # worker-only node lists the front node's address). Without Kamailio the worker uses allowed_peers.
+    front_doors: list[str] = []
+    user_agent: str = Field("Veratur", min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")
 
     @field_validator("remote_workers")
     @classmethod
@@ -65,7 +69,7 @@ class SipConfig(_Section):
         ipaddress.ip_address(value)
         return value
 
-    @field_validator("allowed_peers")
+    @field_validator("allowed_peers", "front_doors")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for net in value:

@@ -105,7 +105,7 @@ class Worker:
                  pj_log_level: int = 1) -> None:
         self.settings = settings
         self.index = index
-        self.node = f"{settings.node_name}/w{index}"
+        self.node = f"{settings.node_name}/w{index}"     # veratur.supervisor.worker_node_name: keep them equal
         self.metrics = EngineMetrics()
         self.metrics_port = metrics_port
         config = EdgeConfig.from_settings(settings, port, self.node)

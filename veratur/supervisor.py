@@ -5,7 +5,9 @@ menu) together with the action server; then the IVR workers and the web app; the
 answer SIP OPTIONS. When the front door answers, the SIP URI and web URLs are printed.
 
 A child that dies is restarted with exponential backoff; a dead worker is first taken out of Kamailio's
-rotation so only its own calls are lost. A worker that stops answering OPTIONS (frozen) is killed and restarted.
+rotation so only its own calls are lost, and those are closed: Kamailio ends their dialogs (the caller gets a BYE
+at once instead of silence until its own media timeout) and their call records get `ended_at` and disposition
+`lost`. A worker that stops answering OPTIONS (frozen) is killed and restarted.
 Ctrl-C / SIGTERM: workers are drained in Kamailio (no new calls), asked to stop (each lets its calls end for up
 to `sip.shutdown_grace_s`), then everything else stops. Every child runs in its own process group with a
 parent-death signal, so nothing is left behind even if the supervisor itself is killed.
@@ -24,6 +26,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -32,6 +36,9 @@ from foundation.logs import kv
 from foundation.paths import REPO_ROOT
 from veratur import kamailio
 from veratur.health import http_ok, sip_options
+
+if TYPE_CHECKING:
+    from case_bridge.service import CaseService
 
 log = logging.getLogger("veratur.supervisor")
 
@@ -47,8 +54,15 @@ STOP_MARGIN_S = 10.0             # after SIGTERM (and a worker's grace period) b
 PR_SET_PDEATHSIG = 1
 DUPLICATE_SIGNAL_S = 1.0         # a repeated stop signal within this time is the same request
 KAMCMD_ATTEMPTS = 3
+LOST_CALLS_ATTEMPTS = 5          # closing a dead worker's call records: the database may be down for a while
+LOST_CALLS_RETRY_S = 2.0
 
 Probe = Callable[[], Awaitable[bool]]
+
+
+def worker_node_name(node_name: str, index: int) -> str:
+    """The node name worker `index` records its calls under (ivr.worker.Worker.node)."""
+    return f"{node_name}/w{index}"
 
 
 class StartupError(Exception):
@@ -124,6 +138,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._fast_stop = False
         self._stop_requested_at = 0.0
+        self._case_service: CaseService | None = None
         self.registry = CollectorRegistry()
         self.child_up = Gauge("veratur_child_up", "1 while the child process is running and healthy", ["child"],
                               registry=self.registry)
@@ -333,6 +348,8 @@ class Supervisor:
                       file=sys.stderr, flush=True)
             if spec.worker_index is not None:
                 await self._set_worker_state(spec.worker_index, "ip")
+                self._spawn(self._close_lost_calls(spec.worker_index, datetime.now(UTC)),
+                            f"lost-calls-{spec.name}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             if self._stopping.is_set():
@@ -401,6 +418,35 @@ class Supervisor:
                                                                   state=state, attempt=attempt, error=exc))
                 await asyncio.sleep(0.2)
 
+    async def _close_lost_calls(self, index: int, died_at: datetime) -> None:
+        """The calls a dead worker held: end their dialogs in Kamailio, close their call records as lost."""
+        child = self.children.get("kamailio")
+        if child is not None and child.proc is not None and child.proc.returncode is None:
+            try:
+                ended = await kamailio.end_worker_dialogs(self.kamailio_paths,
+                                                          kamailio.worker_uri(self.settings, index))
+                log.info("dead worker's dialogs ended %s", kv(event="dialogs_ended", worker=index, dialogs=ended))
+            except kamailio.KamailioError as exc:
+                log.warning("dead worker's dialogs not ended %s", kv(event="dialogs_end_failed", worker=index,
+                                                                     error=exc))
+        node = worker_node_name(self.settings.node_name, index)
+        for attempt in range(1, LOST_CALLS_ATTEMPTS + 1):
+            try:
+                closed = await asyncio.to_thread(self._close_lost_records, node, died_at)
+            except Exception as exc:  # any driver error: the database may come back
+                log.warning("lost calls not closed %s", kv(event="lost_calls_failed", worker=index, attempt=attempt,
+                                                          error=f"{type(exc).__name__}: {exc}"[:200]))
+                await asyncio.sleep(LOST_CALLS_RETRY_S * attempt)
+                continue
+            log.info("lost calls closed %s", kv(event="lost_calls_closed", worker=index, calls=closed))
+            return
+
+    def _close_lost_records(self, node: str, died_at: datetime) -> int:
+        from case_bridge.service import CaseService
+        if self._case_service is None:
+            self._case_service = CaseService.from_settings(self.settings)
+        return self._case_service.close_calls_of_node(node, "lost", started_before=died_at, ended_at=died_at)
+
     # ---------------------------------------------------------------- stop
     @staticmethod
     def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
@@ -445,6 +491,8 @@ class Supervisor:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._case_service is not None:
+            self._case_service.close()
         log.info("node stopped %s", kv(event="node_stopped", node=self.settings.node_name))
 
     # ---------------------------------------------------------------- presentation

@@ -6,7 +6,7 @@ import ipaddress
 from ivr.sip.endpoint import EdgeConfig
 
 RETRY_AFTER_S = 5
-"""Sent with 486/503 so a caller's proxy retries later instead of at once."""
+"""Sent with 503 so a caller's proxy retries later instead of at once."""
 
 
 def admit(config: EdgeConfig, source_host: str, *, draining: bool, active_calls: int) -> tuple[int, str]:
@@ -22,5 +22,6 @@ def admit(config: EdgeConfig, source_host: str, *, draining: bool, active_calls:
     if draining:
         return 503, "shutting down"
     if active_calls >= config.max_calls:
-        return 486, "worker full"
+        # 503 + Retry-After (RFC 3261 21.5.4), not 486: the caller is not busy, this worker is.
+        return 503, "worker full"
     return 0, ""

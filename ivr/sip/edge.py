@@ -6,8 +6,10 @@ makes every pjsua call — the event loop sends it commands (`ivr.sip.owner_thre
 destroyed before `libDestroy()`. Media ports are pooled and reused, never deleted while the endpoint runs
 (`ivr.sip.media_port.MediaPortPool`), and disowned after `libDestroy()`.
 
-Policy at the door (`ivr.sip.admission`): an INVITE from outside `sip.allowed_peers` gets 403; when the worker holds its maximum or
-is draining for shutdown, 486/503 with Retry-After (the PyPI wheel itself refuses a 5th call with a bare 486).
+Policy at the door (`ivr.sip.admission`): an INVITE from outside the allowed peers (behind Kamailio: only the
+front doors) gets 403; when the worker holds its maximum or is draining for shutdown, 503 with Retry-After. The
+PyPI wheel itself refuses a call beyond its 4 compiled-in slots with a bare 486 before any callback runs; behind
+Kamailio that cannot happen (maxload = the slots, and only the front door may call a worker).
 An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled). A call with no inbound RTP
 for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe).
 """
@@ -270,7 +272,7 @@ class SipEdge:
         ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
         ep_cfg.uaConfig.threadCnt = 0               # SIP events only on this thread (libHandleEvents)
         ep_cfg.uaConfig.mainThreadOnly = True
-        ep_cfg.uaConfig.userAgent = f"Veratur/{cfg.node}"
+        ep_cfg.uaConfig.userAgent = cfg.user_agent     # product only: no node, worker or version disclosed
         ep_cfg.logConfig.level = cfg.pj_log_level
         ep_cfg.logConfig.consoleLevel = cfg.pj_log_level
         ep_cfg.logConfig.msgLogging = cfg.pj_log_level >= 4

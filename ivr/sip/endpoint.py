@@ -42,15 +42,20 @@ class EdgeConfig:
     escalation_mode: str = "refer"
     follow_refer: bool = False                      # a phone (the test caller) follows REFERs; the portal refuses
     node: str = "veratur"
+    user_agent: str = "Veratur"                     # User-Agent/Server product string (sip.user_agent)
     pj_log_level: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings, port: int, node: str) -> EdgeConfig:
         sip = settings.sip
+        # Behind Kamailio a worker takes calls only from the front doors: a caller reaching the worker's port
+        # directly would bypass the front door's rate limit and checks.
+        peers = (sip.front_doors or [sip.bind_address]) if sip.use_kamailio else sip.allowed_peers
         return cls(
             bind_address=sip.bind_address, port=port, transports=tuple(sip.transports),
             public_address=sip.public_address, max_calls=sip.max_calls_per_worker,
-            allowed_peers=tuple(ipaddress.ip_network(n, strict=False) for n in sip.allowed_peers),
+            allowed_peers=tuple(ipaddress.ip_network(n, strict=False) for n in peers),
+            user_agent=sip.user_agent,
             rtp_port_start=sip.rtp_port_start, rtp_port_range=sip.rtp_port_range,
             sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
             answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import pjsua2 as pj
 
+from foundation.logs import mask_phone
 from ivr.call.leg import TransferResult
 from ivr.sip.leg import SipLeg
 from ivr.sip.media_port import LegMediaPort
@@ -31,13 +33,31 @@ class EdgeCallbacks(Protocol):
     def on_transfer_status(self, call: PjCall, prm: pj.OnCallTransferStatusParam) -> None: ...
 
 
+MAX_PJ_LOG_CHARS = 240
+_LONG_DIGITS = re.compile(r"\d{7,}")            # phone numbers (and CURP-free): masked to the last 4 digits
+
+
+def summarize_pj_log(message: str, *, whole: bool = False) -> str:
+    """A pjsip log entry made safe for the log: pjsip appends the whole offending packet (From,
+    P-Asserted-Identity with the caller's number, any size) to the first line of an error. Keep that first line,
+    bounded, with digit runs masked; `whole` (operator asked for pjsip message logging) keeps every line, masked."""
+    text = message.strip()
+    if not whole:
+        first, _, rest = text.partition("\n")
+        dropped = rest.count("\n") + 1 if rest else 0
+        text = first[:MAX_PJ_LOG_CHARS] + ("..." if len(first) > MAX_PJ_LOG_CHARS else "")
+        if dropped:
+            text += f" [{dropped} lines of the message not logged]"
+    return _LONG_DIGITS.sub(lambda m: mask_phone(m.group()), text)
+
+
 class PjLogWriter(pj.LogWriter):
     """pjsip's log lines into Python logging (stderr), never onto stdout where the worker prints its URI."""
 
     def write(self, entry: pj.LogEntry) -> None:
         try:
             level = logging.ERROR if entry.level <= 1 else logging.WARNING if entry.level == 2 else logging.DEBUG
-            pjlog.log(level, "%s", entry.msg.rstrip())
+            pjlog.log(level, "%s", summarize_pj_log(entry.msg, whole=entry.level >= 4))
         except Exception:
             pass
 

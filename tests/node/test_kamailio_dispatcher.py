@@ -93,7 +93,12 @@ async def test_dead_worker_fails_over_and_is_marked_inactive(tmp_path: Path, log
             stop_group(workers[0])          # worker 0 dies before any call
             calls = uac(settings, logs, "uac", calls=4, hold_ms=500, rate=4)
             assert await asyncio.to_thread(calls.wait, 60) == 0, (logs / "uac.log").read_text()[-3000:]
+            # OPTIONS probing (not the failed INVITEs) takes it out: within a ping interval and a probe timeout.
+            deadline = asyncio.get_running_loop().time() + kamailio.DS_PING_INTERVAL_S + kamailio.FR_TIMER_MS / 1000 + 2
             states = await kamailio.worker_states(k.paths)
+            while not states["w0"][0].startswith(("I", "T")) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.3)
+                states = await kamailio.worker_states(k.paths)
             assert states["w0"][0].startswith(("I", "T")), states
             assert states["w1"][0].startswith("A"), states
             await wait_loads(k, {"w0": 0, "w1": 0})

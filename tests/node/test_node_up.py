@@ -205,7 +205,8 @@ def test_scaleout_front_door_dispatches_to_another_nodes_workers(tmp_path: Path,
     handler: what is tested here is routing across nodes, and the engine is covered by the tests above.)"""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    config_b, settings_b = node_settings(tmp_path / "b", workers=2, bind_address="127.0.0.2")
+    config_b, settings_b = node_settings(tmp_path / "b", workers=2, bind_address="127.0.0.2",
+                                         front_doors=["127.0.0.1/32"])     # A's Kamailio is B's front door
     remote = [f"127.0.0.2:{settings_b.sip.worker_port(i)}" for i in range(2)]
     config_a, settings_a = node_settings(tmp_path / "a", workers=1, remote_workers=remote)
     scenario = caller(tmp_path)
