@@ -39,6 +39,8 @@ bench: setup
 	$(PY) bench/status_api.py
 	$(PY) bench/actions.py
 	$(PY) bench/catalog.py
+	$(PY) bench/catalog_search.py
+	$(PY) bench/nlu_eval.py --failures 30
 
 clean:
 	rm -rf var .stamps dialogs/models
