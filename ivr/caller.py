@@ -266,7 +266,8 @@ def barge_parts(value: str) -> tuple[float, str]:
 
 async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *, headers: dict[str, str] | None
                    = None, wait_s: float = 2.0, reply_timeout_s: float = REPLY_TIMEOUT_S,
-                   prompt_silence_ms: int = PROMPT_END_SILENCE_MS, hangup: bool = True) -> CallResult:
+                   prompt_silence_ms: int = PROMPT_END_SILENCE_MS, hangup: bool = True,
+                   last_reply_end: bool = True) -> CallResult:
     """One call on a started edge: greeting, each step with its reply, `wait_s` of listening, BYE."""
     result = CallResult(uri=uri)
     started = time.monotonic()
@@ -292,8 +293,9 @@ async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *,
                 break
             # A barge-in step starts while the reply before it is still playing: do not wait for that reply's end.
             barge_next = i + 1 < len(script) and script[i + 1][0].kind == "barge"
+            last = i == len(script) - 1
             turn = await _play_step(leg, listener, step, pcm, t0, silence_s, reply_timeout_s, anchor=anchor,
-                                    wait_end=not barge_next)
+                                    wait_end=not barge_next and (last_reply_end or not last))
             anchor = None if turn.reply_start is None else t0 + turn.reply_start
             result.turns.append(turn)
         if wait_s > 0 and listener.hangup is None:
@@ -357,7 +359,7 @@ def caller_edge(bind_address: str = "127.0.0.1") -> SipEdge:
 async def place_calls(uri: str, steps: list[Step], *, calls: int = 1, voice: str = DEFAULT_VOICE,
                       headers: dict[str, str] | None = None, wait_s: float = 2.0,
                       reply_timeout_s: float = REPLY_TIMEOUT_S, stagger_s: float = 0.2,
-                      bind_address: str = "127.0.0.1") -> list[CallResult]:
+                      bind_address: str = "127.0.0.1", last_reply_end: bool = True) -> list[CallResult]:
     """Place `calls` concurrent calls (at most 4 per process) running the same steps; their results."""
     if not 1 <= calls <= PJSUA_MAX_CALLS:
         raise ValueError(f"one caller process holds 1..{PJSUA_MAX_CALLS} calls")
@@ -368,7 +370,7 @@ async def place_calls(uri: str, steps: list[Step], *, calls: int = 1, voice: str
         async def one(i: int) -> CallResult:
             await asyncio.sleep(i * stagger_s)
             return await run_call(edge, uri, script, headers=headers, wait_s=wait_s,
-                                  reply_timeout_s=reply_timeout_s)
+                                  reply_timeout_s=reply_timeout_s, last_reply_end=last_reply_end)
         return list(await asyncio.gather(*(one(i) for i in range(calls))))
     finally:
         await edge.stop(0)
@@ -400,6 +402,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice", default=DEFAULT_VOICE, help="espeak-ng voice (default es-419)")
     parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra INVITE header")
     parser.add_argument("--reply-timeout", type=float, default=REPLY_TIMEOUT_S, metavar="S")
+    parser.add_argument("--no-last-reply-end", dest="last_reply_end", action="store_false",
+                        help="after the last turn, listen only --wait S (do not wait for its reply to end)")
     parser.add_argument("--calls", type=int, default=1, help=f"concurrent identical calls (1..{PJSUA_MAX_CALLS})")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines (for bench/)")
     parser.set_defaults(steps=[])
@@ -416,7 +420,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         results = asyncio.run(place_calls(args.uri, args.steps, calls=args.calls, voice=args.voice,
                                           headers=headers, wait_s=args.wait, reply_timeout_s=args.reply_timeout,
-                                          bind_address=settings.sip.bind_address))
+                                          bind_address=settings.sip.bind_address,
+                                          last_reply_end=args.last_reply_end))
     except (ValueError, RuntimeError, OSError, SipError) as exc:
         print(f"veratur call: {exc}", file=sys.stderr)
         return 2

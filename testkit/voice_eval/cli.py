@@ -56,7 +56,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     asr = settings.asr.model_dump(mode="json")
     with tempfile.TemporaryDirectory(prefix="voice-eval-") as tmp:
-        work = args.work or Path(tmp)
+        # Kept audio must outlive the temporary directory.
+        work = args.work or (Path("var/voice-eval/work") if args.keep_audio else Path(tmp))
 
         def progress(r: ScriptResult) -> None:
             print(format_text([r]).splitlines()[0], flush=True)

@@ -36,10 +36,11 @@ def started_node(work: Path, *, rasa_url: str | None, database_url: str | None, 
 
 
 def run_scripts(scripts: list[Script], target: Target, work: Path, *, keep_audio: bool = False,
-                progress: Callable[[ScriptResult], None] | None = None) -> list[ScriptResult]:
+                quick: bool = False, progress: Callable[[ScriptResult], None] | None = None) -> list[ScriptResult]:
     results = []
     for i, script in enumerate(scripts):
-        result = run_script(script, target, work / f"{i + 1:02d}-{script.name}", keep_audio=keep_audio)
+        result = run_script(script, target, work / f"{i + 1:02d}-{script.name}", keep_audio=keep_audio,
+                            quick=quick)
         results.append(result)
         if progress:
             progress(result)
