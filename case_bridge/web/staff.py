@@ -14,7 +14,7 @@ log = logging.getLogger("case_bridge.web.staff")
 routes = web.RouteTableDef()
 
 # Where each role lands after signing in; the agent console and admin register their own pages at these paths.
-HOME_BY_ROLE = {"clerk": "/oficina", "agent": "/agente", "admin": "/admin"}
+HOME_BY_ROLE = {"clerk": "/oficina", "agent": "/agente", "supervisor": "/supervision", "admin": "/admin"}
 
 
 def setup(app: web.Application) -> None:
