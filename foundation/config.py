@@ -92,9 +92,20 @@ class MediaConfig(_Section):
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] = ["PCMU", "PCMA"]
 
 
+class WhisperAsrConfig(_Section):
+    model: str = "whisper-base"                   # placed by `veratur models fetch`, or a CTranslate2 Whisper dir
+    beam_size: int = Field(1, ge=1, le=10)
+    window: Literal["utterance", "full"] = "utterance"   # utterance: the encoder sees the utterance, not 30 s
+    max_decode_s: float = Field(4.0, gt=0, le=60)        # a result later than this is dropped (no-match)
+    cpu_threads: int = Field(1, ge=1, le=16)             # per decode; decodes run in parallel up to the pool size
+    initial_prompt: str | None = None             # off: with a prompt Whisper wrote text on silence and noise
+
+
 class AsrConfig(_Section):
-    engine: Literal["vosk"] = "vosk"
+    # auto: Vosk when `model` is in place, else Whisper when its model is, else keypad only.
+    engine: Literal["vosk", "whisper", "auto"] = "auto"
     model: str = "es"
+    whisper: WhisperAsrConfig = WhisperAsrConfig()
     # The Spanish model cannot always be fetched (offline install): keypad_only starts the node with speech
     # recognition off (DTMF menus still work) and says so loudly; fail refuses to start.
     on_missing_model: Literal["fail", "keypad_only"] = "keypad_only"

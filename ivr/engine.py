@@ -28,10 +28,10 @@ from ivr.call.session import CallSession, SessionPhrases
 from ivr.dialogue.interface import Dialogue
 from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
+from ivr.speech.choice import build, choose
 from ivr.speech.endpointing import EndpointConfig
-from ivr.speech.recognizer import KeypadOnlyRecognizer, SpeechRecognizer, StreamConfig, VoskRecognizer
+from ivr.speech.recognizer import SpeechRecognizer, StreamConfig
 from ivr.speech.tts import EspeakSynthesizer, SpeechSynthesizer
-from voice_models import ModelError, locate
 
 log = logging.getLogger("ivr.engine")
 
@@ -137,20 +137,14 @@ class Engine:
         closers: list[Callable[[], Awaitable[None]]] = []
         try:
             if recognizer is None:
-                try:
-                    model_dir = locate(settings.asr.model)
-                except ModelError as exc:
-                    if settings.asr.on_missing_model == "fail":
-                        raise
-                    log.error("speech recognition OFF, keypad only: %s %s", exc,
-                              kv(fix="veratur models fetch, or asr.model: <dir>"))
-                    recognizer = KeypadOnlyRecognizer(stream_config(settings), metrics)
-            if recognizer is None:
-                executor = ThreadPoolExecutor(max_workers=settings.asr.max_parallel_decoders,
-                                              thread_name_prefix="vosk")
-                model = await loop.run_in_executor(executor, VoskRecognizer.load_model, model_dir)
-                recognizer = VoskRecognizer(model, executor, stream_config(settings), metrics)
-                log.info("vosk model loaded %s", kv(path=model_dir, s=round(time.perf_counter() - t0, 2)))
+                choice = choose(settings)
+                if choice.engine != "keypad":
+                    executor = ThreadPoolExecutor(max_workers=settings.asr.max_parallel_decoders,
+                                                  thread_name_prefix=f"asr-{choice.engine}")
+                recognizer = await loop.run_in_executor(executor, build, choice, settings, stream_config(settings),
+                                                        metrics, executor)
+                log.info("recognizer ready %s", kv(engine=choice.engine, path=choice.model_dir or "-",
+                                                   s=round(time.perf_counter() - t0, 2)))
             if synthesizer is None:
                 own_tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate,
                                             sample_rate=settings.media.sample_rate,

@@ -13,6 +13,7 @@ from foundation.logs import setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("veratur.supervisor", "start and supervise the whole node (Kamailio, workers, Rasa, actions, web)"),
     "ivr": ("ivr.worker", "run one pjsua2 IVR worker process"),
+    "asr": ("ivr.speech.asr_cli", "`asr transcribe WAV...`: what the live recognizer hears; `asr which`"),
     "asr-service": ("ivr.recognition_service", "run the node's recognition service (vosk-server protocol)"),
     "web": ("veratur.webapp", "run the web app (portal, clerk, agent console, admin, REST, /metrics)"),
     "actions": ("dialogs.actions.server", "run the Rasa action server (rasa-sdk)"),

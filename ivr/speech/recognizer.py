@@ -184,7 +184,7 @@ class RecognizeStream:
     def set_expect(self, expect: Expect) -> None:
         """Adapt to the next answer: grammar for a closed set, endpointing threshold by kind."""
         self.endpointer.set_expect(expect)
-        self._inbox.put_nowait((_PHRASES, grammar_for(expect)))
+        self._inbox.put_nowait((_PHRASES, expect))
 
     def push_frame(self, frame: AudioFrame) -> None:
         if self.closed:
@@ -353,7 +353,13 @@ class RecognizeStream:
                 self._since_partial = 0
                 out.append(Partial(""))
             elif kind == _PHRASES:
-                dec.set_phrases(arg)
+                # A free-text decoder (Whisper) maps its text onto the expected answer; a grammar decoder (Vosk)
+                # takes the phrase list.
+                set_expect = getattr(dec, "set_expect", None)
+                if set_expect is not None:
+                    set_expect(arg)
+                else:
+                    dec.set_phrases(grammar_for(arg))
             elif kind == _CLOSE:
                 dec.close()
                 self._decoder = None

@@ -16,6 +16,7 @@ from voice_models import ModelError
 def _settings(tmp_path: Path, mode: str):  # type: ignore[no-untyped-def]
     return load_settings(environ={
         "VERATUR__ASR__MODEL": str(tmp_path / "no-such-model"),
+        "VERATUR__ASR__WHISPER__MODEL": str(tmp_path / "no-such-whisper"),
         "VERATUR__ASR__ON_MISSING_MODEL": mode,
         "VERATUR__DATA_DIR": str(tmp_path),
     })

@@ -1,0 +1,141 @@
+"""Closed answers from free text: a recognizer without grammars (Whisper) writes what it heard ("Cero, uno, dos.",
+"21 74", "Sí, claro.", "Papantla"); the dialogue expects a digit string, "sí"/"no", a menu word or a city name.
+`map_answer(text, expect)` turns the first into the second when it can, and leaves the text alone when the caller
+said something else (asked for an agent, said "no sé"), so the dialogue still sees it. Pure functions.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from ivr.speech.expect import Expect
+
+_DIGIT_WORDS = {
+    "cero": "0", "uno": "1", "una": "1", "un": "1", "dos": "2", "tres": "3", "cuatro": "4", "cinco": "5",
+    "seis": "6", "siete": "7", "ocho": "8", "nueve": "9",
+}
+# Numbers a caller may say while reading digits in pairs ("veinte", "treinta y cuatro", "diez").
+_TEENS = {
+    "diez": 10, "once": 11, "doce": 12, "trece": 13, "catorce": 14, "quince": 15, "dieciseis": 16,
+    "diecisiete": 17, "dieciocho": 18, "diecinueve": 19, "veinte": 20, "veintiuno": 21, "veintidos": 22,
+    "veintitres": 23, "veinticuatro": 24, "veinticinco": 25, "veintiseis": 26, "veintisiete": 27,
+    "veintiocho": 28, "veintinueve": 29,
+}
+_TENS = {"treinta": 30, "cuarenta": 40, "cincuenta": 50, "sesenta": 60, "setenta": 70, "ochenta": 80,
+         "noventa": 90}
+_YES = {"si", "claro", "correcto", "afirmativo", "exacto", "asi es", "de acuerdo", "esta bien", "ok", "okay",
+        "sale", "va", "por supuesto", "eso es"}
+_NO = {"no", "negativo", "no es correcto", "incorrecto", "para nada", "nel"}
+_FILLERS = {"e", "eh", "este", "mmm", "em", "pues", "a", "ver", "es", "el", "mi", "numero", "folio", "y", "o",
+            "guion", "espacio", "son", "los", "digitos"}
+FUZZY_CUTOFF = 0.8        # difflib ratio a city or menu word must reach to count as that phrase
+
+
+def fold(text: str) -> str:
+    """Lower case, accents and punctuation removed, spaces collapsed (how answers are compared)."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    plain = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    return " ".join(re.findall(r"[a-z0-9ñ]+", plain))
+
+
+def clean_text(text: str) -> str:
+    """Recognizer text as the dialogue gets it: lower case, accents kept, punctuation removed."""
+    return " ".join(re.findall(r"[\wáéíóúüñ]+", text.lower()))
+
+
+def digits_in(text: str) -> tuple[str, int]:
+    """(digit string, words that were neither digits nor fillers) read from `text`: "cero uno dos" -> "012",
+    "21 74" -> "2174", "veinte treinta y cuatro" -> "2034", "ocho mil" -> ("8", 1)."""
+    words = fold(text).split()
+    out: list[str] = []
+    other = 0
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w.isdigit():
+            out.append(w)
+        elif w in _DIGIT_WORDS:
+            out.append(_DIGIT_WORDS[w])
+        elif w in _TEENS:
+            out.append(str(_TEENS[w]))
+        elif w in _TENS:
+            value = _TENS[w]
+            if i + 2 < len(words) and words[i + 1] == "y" and words[i + 2] in _DIGIT_WORDS:
+                value += int(_DIGIT_WORDS[words[i + 2]])
+                i += 2
+            out.append(str(value))
+        elif w not in _FILLERS:
+            other += 1
+        i += 1
+    return "".join(out), other
+
+
+def yes_no(text: str) -> str | None:
+    """"sí" or "no" when the answer is one (a "no" anywhere wins: "sí, no, no es correcto"), else None."""
+    folded = fold(text)
+    words = folded.split()
+    if not words:
+        return None
+    if "no" in words or any(p in folded for p in _NO if " " in p):
+        return "no"
+    if any(w in _YES for w in words) or any(p in folded for p in _YES if " " in p):
+        return "sí"
+    return None
+
+
+def best_phrase(text: str, phrases: Sequence[str], cutoff: float = FUZZY_CUTOFF) -> str | None:
+    """The phrase of `phrases` the text names: contained word for word, else the closest by spelling among the
+    text's n-grams (n = the phrase's word count) when at least `cutoff` similar."""
+    folded = fold(text)
+    if not folded:
+        return None
+    words = folded.split()
+    best: tuple[float, int, str] | None = None
+    for phrase in phrases:
+        target = fold(phrase)
+        if not target:
+            continue
+        if re.search(rf"(?<![a-z0-9]){re.escape(target)}(?![a-z0-9])", folded):
+            score = 1.0
+        else:
+            n = len(target.split())
+            grams = [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
+            score = max(difflib.SequenceMatcher(None, target, g).ratio() for g in grams)
+        # Longer phrases win ties ("estado de mi trámite" over "trámite").
+        candidate = (score, len(target), phrase)
+        if score >= cutoff and (best is None or candidate[:2] > best[:2]):
+            best = candidate
+    return best[2] if best else None
+
+
+_NUMBER_NAMES = {v: k for k, v in _DIGIT_WORDS.items() if k not in ("una", "un")}
+
+
+def map_answer(text: str, expect: Expect) -> str:
+    """What the dialogue receives for `text` when it expects `expect` (see the module docstring)."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        return ""
+    kind = expect.kind
+    if kind == "digits":
+        digits, other = digits_in(cleaned)
+        # Mostly digits: the digit string. Words besides digits ("no lo tengo", "asesor"): the words.
+        if digits and other <= max(1, len(digits) // 4):
+            return digits
+        return cleaned
+    if kind == "yes_no":
+        answer = yes_no(cleaned)
+        if answer is not None:
+            return answer
+    if expect.phrases:
+        phrase = best_phrase(cleaned, expect.phrases)
+        if phrase is not None:
+            return phrase
+    if kind == "menu":
+        # "tres" where the prompt says "marque tres", or "3": the option's number as a word, as the menus match it.
+        digits, other = digits_in(cleaned)
+        if len(digits) == 1 and other <= 1:
+            return _NUMBER_NAMES[digits]
+    return cleaned

@@ -1,0 +1,305 @@
+"""Whisper speech recognition at end of utterance (CTranslate2 through faster-whisper's feature extractor and
+tokenizer), self-contained so a per-node recognition service can host it unchanged.
+
+- `WhisperModel`: the process's model (loaded once, ~1 s, ~300 MB), thread-safe; `transcribe()` decodes one
+  utterance with the guards below and returns a `WhisperResult`.
+- `WhisperDecoder`: one call's `ivr.speech.recognizer.Decoder`. It buffers the utterance the stream's VAD and
+  endpointer delimit (so only speech reaches it), decodes once at `final()`, and maps the text onto the answer
+  the prompt expects (`ivr.speech.answers`). No partials: barge-in is decided on voiced time.
+- `WhisperRecognizer`: the `SpeechRecognizer` provider over a shared model and the engine's bounded pool.
+
+Guards, because Whisper writes fluent text for any sound: one temperature (0) so no fallback loop re-decodes
+the same audio up to six times; a token budget proportional to the audio (the time cap per decode); results
+with a high no-speech probability, a low mean log-probability, a compressible (looping) text or a repeated
+n-gram are no-match (""). No initial prompt by default: with one, Whisper wrote text on silence and noise.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from foundation.logs import kv
+from ivr.metrics import EngineMetrics
+from ivr.speech.answers import clean_text, map_answer
+from ivr.speech.audio_ops import resample
+from ivr.speech.expect import Expect
+from ivr.speech.recognizer import Decoder, RecognizeStream, StreamConfig
+
+log = logging.getLogger("ivr.speech.whisper")
+
+WHISPER_RATE = 16000
+FRAMES_PER_S = 100               # mel frames per second (hop 160 at 16 kHz)
+FULL_WINDOW_FRAMES = 3000        # Whisper's 30 s window
+MAX_AUDIO_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperOptions:
+    language: str = "es"
+    beam_size: int = 1
+    # "utterance": the encoder sees the utterance plus `tail_pad_s` of silence instead of a 30 s window (measured
+    # in bench/asr.py: several times faster); "full": the standard 30 s window.
+    window: Literal["utterance", "full"] = "utterance"
+    tail_pad_s: float = 0.5
+    min_window_s: float = 1.0
+    max_decode_s: float = 4.0            # wall-time cap per utterance: results later than this are dropped
+    tokens_per_s: float = 15.0           # token budget: Spanish speech is ~8-10 tokens/s; loops run to the budget
+    min_tokens: int = 24
+    # A cut window makes Whisper repeat itself now and then; such a result is decoded once more on the 30 s window.
+    retry_full_on_loop: bool = False
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    min_audio_s: float = 0.2
+    initial_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperResult:
+    text: str                      # "" when rejected
+    raw: str                       # what Whisper wrote
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    tokens: int
+    audio_s: float
+    decode_s: float
+    rejected: str | None = None    # why the text was dropped: no_speech, low_logprob, loop, repetition, cap, short
+
+    @property
+    def confidence(self) -> float | None:
+        return float(np.exp(self.avg_logprob)) if self.text else None
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(gzip.compress(data)) if data else 0.0
+
+
+def collapse_repeats(text: str, *, min_n: int = 2) -> str:
+    """Drop immediate repetitions of a word sequence of `min_n`+ words ("modo de grabación modo de grabación" ->
+    "modo de grabación"): on a window cut to the utterance Whisper sometimes starts the sentence again."""
+    words = text.split()
+    keys = [re.sub(r"\W+", "", w.lower()) for w in words]
+    i = 0
+    while i < len(words):
+        for n in range(min_n, (len(words) - i) // 2 + 1):
+            if keys[i:i + n] == keys[i + n:i + 2 * n] and not all(k.isdigit() or k in _DIGITS for k in keys[i:i + n]):
+                end = i + 2 * n
+                while keys[i:i + n] == keys[end:end + n]:
+                    end += n
+                # a trailing partial repeat ("... el número que tengo es el número que") goes too
+                tail = end
+                while tail < len(words) and tail - end < n and (
+                        keys[tail] == keys[i + tail - end]
+                        or (tail == len(words) - 1 and keys[i + tail - end].startswith(keys[tail]))):
+                    tail += 1
+                if tail == len(words):
+                    end = tail
+                del words[i + n:end]
+                del keys[i + n:end]
+                break
+        else:
+            i += 1
+    return " ".join(words)
+
+
+def repeated_ngram(text: str, *, max_n: int = 4, times: int = 3) -> bool:
+    """True when some 1..max_n-word sequence occurs `times` times in a row ("CURP, CURP, CURP")."""
+    words = re.findall(r"\w+", text.lower())
+    for n in range(1, max_n + 1):
+        for i in range(0, len(words) - n * times + 1):
+            gram = words[i:i + n]
+            if all(words[i + k * n:i + (k + 1) * n] == gram for k in range(1, times)):
+                # Digit strings legitimately repeat ("cero cero cero"): those are answers, not loops.
+                if all(w.isdigit() or w in _DIGITS for w in gram):
+                    continue
+                return True
+    return False
+
+
+_DIGITS = {"cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"}
+
+
+class WhisperModel:
+    """A CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json, vocabulary.json)."""
+
+    def __init__(self, path: Path, *, options: WhisperOptions | None = None, cpu_threads: int = 1,
+                 parallel: int = 1, compute_type: str = "int8") -> None:
+        import ctranslate2
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from faster_whisper.tokenizer import Tokenizer
+        self.path = path
+        self.options = options or WhisperOptions()
+        self._ct2 = ctranslate2
+        self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
+                                                intra_threads=cpu_threads, inter_threads=parallel)
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        self.tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")), True,
+                                   task="transcribe", language=self.options.language)
+        self._prompts: dict[str | None, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def _prompt(self, initial: str | None) -> list[int]:
+        with self._lock:
+            cached = self._prompts.get(initial)
+            if cached is None:
+                tok = self.tokenizer
+                cached = []
+                if initial:
+                    cached = [tok.sot_prev, *tok.encode(" " + initial.strip())[-223:]]
+                cached += [*tok.sot_sequence, tok.no_timestamps]
+                self._prompts[initial] = cached
+            return cached
+
+    def transcribe(self, pcm: bytes, sample_rate: int, options: WhisperOptions | None = None) -> WhisperResult:
+        """Decode one utterance of s16le mono PCM (blocking; call from a pool thread)."""
+        opt = options or self.options
+        t0 = time.perf_counter()
+        first = self._transcribe(pcm, sample_rate, opt, t0)
+        if opt.window == "utterance" and opt.retry_full_on_loop and first.rejected in ("loop", "repetition"):
+            second = self._transcribe(pcm, sample_rate, replace(opt, window="full"), t0)
+            return second
+        return first
+
+    def _transcribe(self, pcm: bytes, sample_rate: int, opt: WhisperOptions, t0: float) -> WhisperResult:
+        audio_s = len(pcm) / (2 * sample_rate)
+        if audio_s < opt.min_audio_s:
+            return WhisperResult("", "", 0.0, 1.0, 0.0, 0, audio_s, 0.0, rejected="short")
+        if audio_s > MAX_AUDIO_S:
+            pcm = pcm[: int(MAX_AUDIO_S * sample_rate) * 2]
+            audio_s = MAX_AUDIO_S
+        audio = np.frombuffer(resample(pcm, sample_rate, WHISPER_RATE), dtype="<i2").astype(np.float32) / 32768.0
+        mel = self.features(audio, padding=0)
+        if opt.window == "full":
+            frames = FULL_WINDOW_FRAMES
+        else:
+            frames = int(max(opt.min_window_s, audio_s + opt.tail_pad_s) * FRAMES_PER_S)
+            frames = min(FULL_WINDOW_FRAMES, frames + frames % 2)
+        if mel.shape[-1] >= frames:
+            mel = mel[:, :frames]
+        else:
+            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
+        budget = max(opt.min_tokens, int(audio_s * opt.tokens_per_s))
+        prompt = self._prompt(opt.initial_prompt)
+        result = self.model.generate(features, [prompt], beam_size=opt.beam_size, max_length=len(prompt) + budget,
+                                     return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                                     suppress_tokens=[-1])[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        raw = self.tokenizer.decode(tokens).strip()
+        if opt.window == "utterance":
+            raw = collapse_repeats(raw)
+        n = len(result.sequences_ids[0])
+        # CTranslate2 scores are length-normalized cumulative log-probs; faster-whisper's average includes EOT.
+        avg_logprob = float(result.scores[0]) * n / (n + 1) if n else float(result.scores[0])
+        no_speech = float(result.no_speech_prob)
+        ratio = compression_ratio(raw)
+        decode_s = time.perf_counter() - t0
+        reason: str | None = None
+        if not raw:
+            reason = "empty"
+        elif no_speech > opt.no_speech_threshold and avg_logprob < opt.log_prob_threshold:
+            reason = "no_speech"
+        elif avg_logprob < opt.log_prob_threshold:
+            reason = "low_logprob"
+        elif ratio > opt.compression_ratio_threshold or len(tokens) >= budget:
+            reason = "loop"
+        elif repeated_ngram(raw):
+            reason = "repetition"
+        elif decode_s > opt.max_decode_s:
+            reason = "cap"
+        return WhisperResult("" if reason else raw, raw, avg_logprob, no_speech, ratio, len(tokens), audio_s,
+                             decode_s, rejected=reason)
+
+
+class WhisperDecoder:
+    """One call's `Decoder`: buffers the utterance, decodes at `final()`, maps closed answers."""
+
+    def __init__(self, model: WhisperModel, sample_rate: int, call_id: str = "-",
+                 metrics: EngineMetrics | None = None) -> None:
+        self._model = model
+        self._rate = sample_rate
+        self._call_id = call_id
+        self._metrics = metrics
+        self._buf = bytearray()
+        self._max_bytes = int(MAX_AUDIO_S * sample_rate) * 2
+        self._expect = Expect()
+        self.last: WhisperResult | None = None
+
+    def accept(self, pcm: bytes) -> str | None:
+        room = self._max_bytes - len(self._buf)
+        if room > 0:
+            self._buf += pcm[:room]
+        return None
+
+    def partial(self) -> str:
+        return ""
+
+    def final(self) -> tuple[str, float | None]:
+        pcm = bytes(self._buf)
+        self._buf.clear()
+        if not pcm:
+            return "", None
+        result = self._model.transcribe(pcm, self._rate)
+        self.last = result
+        text = map_answer(result.text, self._expect) if result.text else ""
+        log.info("whisper %s", kv(call_id=self._call_id, audio_s=round(result.audio_s, 2),
+                                  decode_s=round(result.decode_s, 3), tokens=result.tokens,
+                                  logprob=round(result.avg_logprob, 2), no_speech=round(result.no_speech_prob, 2),
+                                  rejected=result.rejected or "-", kind=self._expect.kind,
+                                  chars=len(text)))
+        return text, result.confidence
+
+    def reset(self) -> None:
+        self._buf.clear()
+
+    def set_expect(self, expect: Expect) -> None:
+        self._expect = expect
+
+    def set_phrases(self, phrases: Sequence[str] | None) -> None:
+        self._expect = replace(self._expect, phrases=tuple(phrases or ()))
+
+    def close(self) -> None:
+        self._buf.clear()
+
+
+class WhisperRecognizer:
+    """The process's Whisper provider: one shared model, one buffering decoder per call, decoding in `executor`."""
+
+    name = "whisper"
+
+    def __init__(self, model: WhisperModel, executor: Executor, config: StreamConfig,
+                 metrics: EngineMetrics | None = None) -> None:
+        self.model = model
+        self._executor = executor
+        self._config = config
+        self._metrics = metrics
+
+    def stream(self, call_id: str, sample_rate: int) -> RecognizeStream:
+        def factory() -> Decoder:
+            return WhisperDecoder(self.model, sample_rate, call_id, self._metrics)
+        s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
+                            metrics=self._metrics)
+        s.start()
+        return s
+
+
+def transcribe_text(model: WhisperModel, pcm: bytes, sample_rate: int) -> str:
+    """Free-speech text of a recording as the live recognizer writes it (for `veratur asr transcribe`)."""
+    return clean_text(model.transcribe(pcm, sample_rate).text)
+
+
+def load_options(raw: dict[str, Any] | None) -> WhisperOptions:
+    return WhisperOptions(**(raw or {}))
