@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 STAMPS=.stamps
 mkdir -p "$STAMPS" var
 
-APT_PACKAGES="sip-tester espeak-ng sox kamailio chromium tshark libsndfile1 asterisk-core-sounds-es-wav asterisk-core-sounds-es"
+APT_PACKAGES="sip-tester espeak-ng sox kamailio chromium tshark libsndfile1 asterisk-core-sounds-es-wav asterisk-core-sounds-es prometheus"
 want=$(echo "$APT_PACKAGES" | sha1sum | cut -c1-12)
 missing=()
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
