@@ -28,6 +28,7 @@ from testkit.voice_eval.script import Script, ScriptTurn
 CALL_TIMEOUT_S = 240
 RECORD_WAIT_S = 15.0
 LONG_UTTERANCE_S = 20.0
+TRANSFER_WAIT_S = 15          # the transfer prompt plays out, then the REFER, the agent's answer and a few seconds
 SECRET_MARKS = ("[verificación]", "[DTMF ****]")
 
 
@@ -170,7 +171,7 @@ def run_script(script: Script, target: Target, work: Path, *, keep_audio: bool =
         recording = work / "received.wav"
         started = datetime.now(UTC).replace(tzinfo=None)
         proc = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "veratur"), "call", target.uri, "--json",
-                               "--wait", "3", "--reply-timeout", "20", "--record", str(recording),
+                               "--wait", str(TRANSFER_WAIT_S if "transfer" in expect else 3), "--reply-timeout", "20", "--record", str(recording),
                                *(["--no-last-reply-end"] if quick else []), *args],
                               capture_output=True, text=True, timeout=CALL_TIMEOUT_S, cwd=REPO_ROOT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
