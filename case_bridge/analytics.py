@@ -260,17 +260,21 @@ class _Queries:
                        .where(Interaction.channel == "phone").group_by(Interaction.case_id)
                        .having(and_(func.min(Interaction.started_at) >= self.since,
                                     func.min(Interaction.started_at) < self.until)).subquery())
-        later = union_all(
-            select(Interaction.case_id.label("case_id"), Interaction.channel.label("channel"),
-                   Interaction.started_at.label("at")).where(Interaction.channel.in_(OTHER_CHANNELS)),
-            select(CaseStatusChange.case_id, CaseStatusChange.channel, CaseStatusChange.at)
-            .where(CaseStatusChange.channel.in_(OTHER_CHANNELS))).subquery()
         phone_cases = int(self.conn.execute(select(func.count()).select_from(first_phone)).scalar_one())
-        rows = self.conn.execute(
-            select(later.c.channel, first_phone.c.first, func.min(later.c.at))
-            .join(first_phone, first_phone.c.case_id == later.c.case_id)
-            .where(later.c.at > first_phone.c.first)
-            .group_by(later.c.case_id, later.c.channel, first_phone.c.first)).all()
+        # later contacts are joined on case_id (indexed) from the phone cases only, never scanned whole
+        rows: list[Any] = []
+        for model, at in ((Interaction, Interaction.started_at), (CaseStatusChange, CaseStatusChange.at)):
+            rows += self.conn.execute(
+                select(model.case_id, model.channel, first_phone.c.first, func.min(at))
+                .join(first_phone, first_phone.c.case_id == model.case_id)
+                .where(model.channel.in_(OTHER_CHANNELS), at > first_phone.c.first)
+                .group_by(model.case_id, model.channel, first_phone.c.first)).all()
+        firsts: dict[tuple[int, str], tuple[Any, Any]] = {}
+        for case_id, channel, first, at in rows:   # per case and channel: the earlier of the two kinds
+            key = (int(case_id), str(channel))
+            if key not in firsts or _utc(at) < _utc(firsts[key][1]):
+                firsts[key] = (first, at)
+        rows = [(c, f, a) for (_, c), (f, a) in firsts.items()]
         gaps: dict[str, list[float]] = {}
         for channel, first, at in rows:
             gaps.setdefault(str(channel), []).append((_utc(at) - _utc(first)).total_seconds() / 3600)
