@@ -168,10 +168,11 @@ def run_script(script: Script, target: Target, work: Path, *, keep_audio: bool =
         turns = [ScriptTurn(t.kind, _fill(t.value, variables), t.barge_s) for t in script.turns]
         expect = json.loads(_fill(json.dumps(script.expect, ensure_ascii=False), variables))
         args, corrections = _caller_args(script, turns, work)
+        transfers = "transfer" in expect or expect.get("disposition") == "transferred"
         recording = work / "received.wav"
         started = datetime.now(UTC).replace(tzinfo=None)
         proc = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "veratur"), "call", target.uri, "--json",
-                               "--wait", str(TRANSFER_WAIT_S if "transfer" in expect else 3), "--reply-timeout", "20", "--record", str(recording),
+                               "--wait", str(TRANSFER_WAIT_S if transfers else 3), "--reply-timeout", "20", "--record", str(recording),
                                *(["--no-last-reply-end"] if quick else []), *args],
                               capture_output=True, text=True, timeout=CALL_TIMEOUT_S, cwd=REPO_ROOT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
