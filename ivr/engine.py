@@ -31,6 +31,7 @@ from ivr.metrics import EngineMetrics
 from ivr.speech.choice import build, choose
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.recognizer import SpeechRecognizer, StreamConfig
+from ivr.speech.service.client import service_recognizer
 from ivr.speech.tts import EspeakSynthesizer, SpeechSynthesizer
 
 log = logging.getLogger("ivr.engine")
@@ -132,10 +133,15 @@ class Engine:
         loop = asyncio.get_running_loop()
         menu = menu or load_menu()
         phrases = SessionPhrases()
-        executor = None
+        executor: ThreadPoolExecutor | None = None
         own_tts: EspeakSynthesizer | None = None
         closers: list[Callable[[], Awaitable[None]]] = []
         try:
+            remote = service_recognizer(settings, stream_config(settings), metrics) if recognizer is None else None
+            if remote is not None:
+                recognizer, executor = remote[0], remote[1]
+                log.info("recognizer ready %s", kv(engine="service", url=settings.recognition_service.url,
+                                                   mode=settings.recognition_service.mode))
             if recognizer is None:
                 choice = choose(settings)
                 if choice.engine != "keypad":

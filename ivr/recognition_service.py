@@ -16,9 +16,11 @@ from urllib.parse import urlparse
 
 from foundation.config import Settings
 from foundation.logs import kv
-from ivr.speech.recognizer import VoskDecoder, VoskRecognizer
+from ivr.speech.choice import load_whisper
+from ivr.speech.recognizer import Decoder, VoskDecoder, VoskRecognizer
 from ivr.speech.service.server import DecoderFactory, RecognitionServer
 from voice_models import ModelError, locate
+from voice_models.whisper import locate_whisper
 
 log = logging.getLogger("ivr.recognition_service")
 
@@ -29,33 +31,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_engines(settings: Settings) -> dict[str, DecoderFactory]:
-    """Every engine whose model is installed, keyed by name; the configured `asr.engine` first."""
+    """Every engine whose model is installed, keyed by name (Vosk first, as `asr.engine: auto` prefers it)."""
     engines: dict[str, DecoderFactory] = {}
     try:
-        model = VoskRecognizer.load_model(locate(settings.asr.model))
+        vosk_model = VoskRecognizer.load_model(locate(settings.asr.model))
     except ModelError as exc:
         log.warning("no Vosk model for the service %s", kv(model=settings.asr.model, error=str(exc)[:160]))
     else:
-        def vosk(rate: int, model: object = model) -> VoskDecoder:
+        def vosk(rate: int, model: object = vosk_model) -> Decoder:
             return VoskDecoder(model, rate)
         engines["vosk"] = vosk
-    whisper = _whisper_engine(settings)
-    if whisper is not None:
+    try:
+        whisper_dir = locate_whisper(settings.asr.whisper.model)
+    except ModelError as exc:
+        log.warning("no Whisper model for the service %s", kv(model=settings.asr.whisper.model, error=str(exc)[:160]))
+    else:
+        from ivr.speech.whisper import WhisperDecoder
+        whisper_model = load_whisper(settings, whisper_dir)
+
+        def whisper(rate: int) -> Decoder:
+            return WhisperDecoder(whisper_model, rate)
         engines["whisper"] = whisper
     return engines
-
-
-def _whisper_engine(settings: Settings) -> DecoderFactory | None:
-    """Whisper, when its module and model are installed (the speech issue's recognizer)."""
-    try:
-        from ivr.speech import whisper as whisper_module
-    except ImportError:
-        return None
-    loader = getattr(whisper_module, "load_service_engine", None)
-    if loader is None:
-        return None
-    factory: DecoderFactory | None = loader(settings)
-    return factory
 
 
 async def serve(settings: Settings, host: str, port: int) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -169,6 +170,11 @@ class Supervisor:
             specs += self._optional("actions", "dialogs.actions.server", ChildSpec(
                 "actions", self._veratur("actions"),
                 lambda: http_ok(f"http://127.0.0.1:{action_port}/health"), 120.0))
+        if s.recognition_service.mode == "builtin":
+            url = urlparse(s.recognition_service.url)
+            asr_host, asr_port = url.hostname or "127.0.0.1", url.port or 2700
+            specs += self._optional("asr-service", "ivr.recognition_service", ChildSpec(
+                "asr-service", self._veratur("asr-service"), self._tcp_probe(asr_host, asr_port), 180.0))
         workers_only = getattr(self.args, "workers_only", False)
         behind_kamailio = sip.use_kamailio or workers_only
         worker_ports = [sip.worker_port(i) for i in range(sip.workers)] if behind_kamailio else [sip.port]
@@ -194,6 +200,17 @@ class Supervisor:
             log.warning("component not started %s", kv(event="component_missing", child=name, module=module))
             return []
         return [spec]
+
+    @staticmethod
+    def _tcp_probe(host: str, port: int) -> Probe:
+        async def probe() -> bool:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.5)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+            return True
+        return probe
 
     @staticmethod
     def _sip_probe(host: str, port: int) -> Probe:
@@ -238,8 +255,9 @@ class Supervisor:
         await self._migrate_database()
         by_name = {spec.name: spec for spec in specs}
         try:
-            # Rasa first: its cold start is the longest; nothing waits for it.
-            for name in ("rasa", "actions"):
+            # Rasa first: its cold start is the longest; nothing waits for it, nor for the recognition
+            # service (until it answers, the workers' calls are keypad-only).
+            for name in ("rasa", "actions", "asr-service"):
                 if name in by_name:
                     self._supervise(by_name[name])
             workers = [spec for spec in specs if spec.worker_index is not None]

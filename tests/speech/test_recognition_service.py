@@ -12,8 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,3 +322,43 @@ def test_threads_do_not_leak_from_the_sync_client() -> None:
     before = threading.active_count()
     time.sleep(0.1)
     assert threading.active_count() <= before + 1
+
+
+@pytest.mark.sip
+def test_a_real_call_is_recognized_through_the_service(tmp_path: Path) -> None:
+    """A worker with `recognition_service.mode: builtin` loads no model: a real SIP call's speech is decoded by the
+    service process, and the caller's words land in the call's transcript."""
+    from case_bridge.service import CaseService
+    from testkit.db import migrated_sqlite
+    from testkit.worker import Worker, caller
+    port = free_port()
+    service = start_service_process(port)
+    db_url = migrated_sqlite(tmp_path / "cases.db")
+    wav = tmp_path / "hello.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(silence(200) + speech(HELLO) + silence(300))
+    worker = Worker(tmp_path, env={"VERATUR__ASR__MODEL": "ko-test", "VERATUR__DATABASE__URL": db_url,
+                                   "VERATUR__RECOGNITION_SERVICE__MODE": "builtin",
+                                   "VERATUR__RECOGNITION_SERVICE__URL": f"ws://127.0.0.1:{port}"},
+                    app="engine").start()
+    try:
+        results, proc = caller(worker.uri, "--wav", str(wav), "--wait", "0", "--reply-timeout", "20",
+                               timeout_s=150)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [result] = results
+        assert result["turns"][0]["reply_start"] is not None
+        cases = CaseService.from_url(db_url)
+        try:
+            said = [t.text for t in cases.transcript(str(result["call_id"])) if t.speaker == "caller"]
+        finally:
+            cases.close()
+        assert any(text and not text.startswith("[") for text in said), said   # recognized words, not keys
+    finally:
+        code = worker.stop()
+        service.kill()
+        service.wait(10)
+    assert code == 0, worker.log()[-3000:]
+    assert "recognizer ready" in worker.log() and "engine=service" in worker.log()

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Literal
 
 from websockets.exceptions import WebSocketException
@@ -203,10 +203,9 @@ def describe(recognizer: Any) -> str:
 
 
 def service_recognizer(settings: Settings, config: StreamConfig,
-                       metrics: EngineMetrics | None = None) -> tuple[RemoteRecognizer, Executor] | None:
+                       metrics: EngineMetrics | None = None) -> tuple[RemoteRecognizer, ThreadPoolExecutor] | None:
     """The worker's recognizer when `recognition_service.mode` is builtin or external (None: decode in-worker),
     with the pool its streams wait in: one thread per call, since a remote decode only waits on a socket."""
-    from concurrent.futures import ThreadPoolExecutor
     cfg = settings.recognition_service
     if cfg.mode == "in_worker":
         return None
