@@ -29,7 +29,7 @@ _YES = {"si", "claro", "correcto", "afirmativo", "exacto", "asi es", "de acuerdo
         "sale", "va", "por supuesto", "eso es"}
 _NO = {"no", "negativo", "no es correcto", "incorrecto", "para nada", "nel"}
 _FILLERS = {"e", "eh", "este", "mmm", "em", "pues", "a", "ver", "es", "el", "mi", "numero", "folio", "y", "o",
-            "guion", "espacio", "son", "los", "digitos"}
+            "guion", "espacio", "son", "los", "digitos", "la", "opcion", "marco", "marque", "por", "favor"}
 FUZZY_CUTOFF = 0.8        # difflib ratio a city or menu word must reach to count as that phrase
 
 

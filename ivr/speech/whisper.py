@@ -228,8 +228,9 @@ class WhisperDecoder:
     """One call's `Decoder`: buffers the utterance, decodes at `final()`, maps closed answers."""
 
     def __init__(self, model: WhisperModel, sample_rate: int, call_id: str = "-",
-                 metrics: EngineMetrics | None = None) -> None:
+                 metrics: EngineMetrics | None = None, options: WhisperOptions | None = None) -> None:
         self._model = model
+        self._options = options
         self._rate = sample_rate
         self._call_id = call_id
         self._metrics = metrics
@@ -252,7 +253,7 @@ class WhisperDecoder:
         self._buf.clear()
         if not pcm:
             return "", None
-        result = self._model.transcribe(pcm, self._rate)
+        result = self._model.transcribe(pcm, self._rate, self._options)
         self.last = result
         text = map_answer(result.text, self._expect) if result.text else ""
         log.info("whisper %s", kv(call_id=self._call_id, audio_s=round(result.audio_s, 2),

@@ -1,0 +1,63 @@
+"""Free recognizer text onto the answer the prompt expects (pure)."""
+from __future__ import annotations
+
+import pytest
+
+from ivr.speech.answers import best_phrase, digits_in, map_answer, yes_no
+from ivr.speech.expect import Expect
+
+DIGITS = Expect(kind="digits", max_digits=8)
+MENU = Expect(kind="menu", phrases=("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite",
+                                    "asesor"))
+CITY = Expect(kind="city", phrases=("Papantla", "Xalapa", "Coatepec", "Tlacotalpan", "Veracruz"))
+
+
+@pytest.mark.parametrize(("text", "digits"), [
+    ("Cero, uno, dos, tres.", "0123"),
+    ("2 1 7 4 5 6 7 6", "21745676"),
+    ("21 74 56 76", "21745676"),
+    ("veinte treinta y cuatro", "2034"),
+    ("mi folio es el 1 4 1 4 9 5 0 1", "14149501"),
+    ("diez, once, doce", "101112"),
+])
+def test_spoken_digits_become_the_digit_string(text: str, digits: str) -> None:
+    assert map_answer(text, DIGITS) == digits
+
+
+def test_words_that_are_not_digits_stay_words() -> None:
+    assert map_answer("No lo tengo, quiero un asesor.", DIGITS) == "no lo tengo quiero un asesor"
+    assert digits_in("ocho mil")[1] == 1
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("Sí.", "sí"), ("Sí, claro.", "sí"), ("Correcto", "sí"), ("No.", "no"), ("No, no es correcto.", "no"),
+    ("Así es", "sí"),
+])
+def test_yes_no(text: str, answer: str) -> None:
+    assert map_answer(text, Expect(kind="yes_no", phrases=("sí", "no", "repita", "asesor"))) == answer
+
+
+def test_yes_no_leaves_other_answers() -> None:
+    assert yes_no("Quiero hablar con alguien") is None
+    assert map_answer("Un asesor por favor", Expect(kind="yes_no", phrases=("sí", "no", "asesor"))) == "asesor"
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("Tres.", "tres"), ("3", "tres"), ("La opción 2", "dos"), ("Turismo, por favor.", "turismo"),
+    ("El estado de mi trámite", "estado de mi trámite"), ("Tramites", "trámites"),
+])
+def test_menu_words_and_option_numbers(text: str, answer: str) -> None:
+    assert map_answer(text, MENU) == answer
+
+
+@pytest.mark.parametrize(("text", "city"), [
+    ("¿Qué hay que ver en Papantla?", "Papantla"), ("Jalapa", "Xalapa"), ("Tlacotalpán", "Tlacotalpan"),
+    ("coatepek", "Coatepec"),
+])
+def test_city_names_match_fuzzily(text: str, city: str) -> None:
+    assert map_answer(text, CITY) == city
+
+
+def test_far_names_do_not_match() -> None:
+    assert best_phrase("Monterrey", CITY.phrases) is None
+    assert map_answer("Quiero ir a Monterrey", CITY) == "quiero ir a monterrey"

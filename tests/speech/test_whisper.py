@@ -1,0 +1,113 @@
+"""Whisper base on real human Spanish speech (Asterisk es_MX recordings) through the 8 kHz μ-law channel."""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ivr.speech.endpointing import EndpointConfig
+from ivr.speech.expect import Expect
+from ivr.speech.recognizer import Final, StreamConfig
+from ivr.speech.whisper import WhisperDecoder, WhisperModel, WhisperOptions, WhisperRecognizer, collapse_repeats
+from testkit import human_speech as hs
+from testkit.fakes import frames_of, noise, silence
+from voice_models import ModelError
+from voice_models.whisper import locate_whisper
+
+# The default options of config/veratur.yml (beam 1, window cut to the utterance); measured on this subset with
+# bench/asr.py: WER 16.7 %, folios 10/10. The issue's 10 % target is not reached by this configuration.
+WER_BOUND = 0.20
+
+
+def _model_dir() -> Path | None:
+    try:
+        return locate_whisper()
+    except ModelError:
+        return None
+
+
+pytestmark = [
+    pytest.mark.skipif(hs.missing_reason() is not None, reason=hs.missing_reason() or ""),
+    pytest.mark.skipif(_model_dir() is None, reason="Whisper base not placed: run `veratur models fetch`"),
+]
+
+
+@pytest.fixture(scope="session")
+def model() -> WhisperModel:
+    path = _model_dir()
+    assert path is not None
+    return WhisperModel(path, options=WhisperOptions())
+
+
+def test_wer_on_the_fixed_phrase_subset(model: WhisperModel) -> None:
+    # Accuracy without the wall-time cap: on a loaded machine the cap drops results (tested below).
+    opt = replace(model.options, max_decode_s=60.0)
+    subset = hs.phrase_subset()
+    hyps = [model.transcribe(hs.channel(r.pcm()), hs.RATE, opt).text for r in subset]
+    assert hs.wer([r.text for r in subset], hyps) <= WER_BOUND
+
+
+def test_spliced_folios_come_out_exact(model: WhisperModel) -> None:
+    decoder = WhisperDecoder(model, hs.RATE, options=replace(model.options, max_decode_s=60.0))
+    decoder.set_expect(Expect(kind="digits", max_digits=8))
+    heard = []
+    for folio in hs.folios(10):
+        decoder.accept(hs.channel(hs.splice_digits(folio, lead_ms=200, tail_ms=300)))
+        heard.append(decoder.final()[0])
+    assert heard == hs.folios(10)
+
+
+@pytest.mark.parametrize("kind", ["silence", "hiss"])
+async def test_silence_and_line_hiss_never_reach_the_decoder(model: WhisperModel, kind: str) -> None:
+    pool = ThreadPoolExecutor(1)
+    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450)))
+    stream = rec.stream("quiet", hs.RATE)
+    try:
+        audio = silence(3000) if kind == "silence" else noise(3000, -55.0)
+        for frame in frames_of(hs.mulaw_channel(audio)):
+            stream.push_frame(frame)
+        await asyncio.sleep(0.2)
+        assert stream.get_nowait() is None and stream.frames_decoded == 0
+    finally:
+        await stream.aclose()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["white", "pink"])
+def test_loud_noise_gives_no_text(model: WhisperModel, kind: str) -> None:
+    result = model.transcribe(hs.mulaw_channel(hs.noise_pcm(3000, -25.0, kind=kind)), hs.RATE)
+    assert result.text == "", result
+
+
+def test_a_decode_stays_within_its_token_budget_and_time_cap(model: WhisperModel) -> None:
+    babble = hs.mulaw_channel(hs.noise_pcm(20000, -20.0, kind="babble", seed=5))
+    opt = model.options
+    result = model.transcribe(babble, hs.RATE)
+    assert result.tokens <= max(opt.min_tokens, int(20.0 * opt.tokens_per_s))
+    # Over the cap the result is dropped: a late answer never reaches the dialogue.
+    assert result.decode_s <= opt.max_decode_s or (result.rejected is not None and result.text == "")
+
+
+async def test_stream_delivers_a_mapped_final_at_end_of_speech(model: WhisperModel) -> None:
+    pool = ThreadPoolExecutor(1)
+    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450)))
+    stream = rec.stream("digits", hs.RATE)
+    try:
+        stream.set_expect(Expect(kind="digits", max_digits=4))
+        for frame in frames_of(hs.channel(hs.splice_digits("2705", lead_ms=300, tail_ms=900))):
+            stream.push_frame(frame)
+        async with asyncio.timeout(60):
+            while not isinstance(event := await stream.get(), Final):
+                pass
+        assert event.text == "2705"
+    finally:
+        await stream.aclose()
+        pool.shutdown()
+
+
+def test_collapse_repeats_keeps_digit_strings() -> None:
+    assert collapse_repeats("modo de grabación modo de grabación") == "modo de grabación"
+    assert collapse_repeats("cero cero cero cero") == "cero cero cero cero"
