@@ -551,6 +551,7 @@ class Supervisor:
                          f"{base}/healthz{state}")
         lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
                      f"ports {s.metrics.port + 1}..{s.metrics.port + len(workers)}")
+        lines.append(f"  Speech:    {self._speech_line()}")
         if "rasa" in self.children:
             state = "ready" if self.children["rasa"].ready.is_set() else \
                 "starting (callers get the DTMF menu until it is ready)"
@@ -560,6 +561,21 @@ class Supervisor:
         lines.append("  Ctrl-C stops the node (calls are drained first; a second Ctrl-C does not wait).")
         print("\n".join(lines), flush=True)
         log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=sip.port, workers=len(workers)))
+
+    def _speech_line(self) -> str:
+        """Which recognizer the callers are heard by (the workers decide the same way at their start)."""
+        from ivr.speech.choice import choose
+        s = self.settings
+        try:
+            label = choose(s).label
+        except Exception as exc:            # asr.on_missing_model: fail, already reported by the workers
+            label = f"none ({exc})"
+        service = s.recognition_service
+        if service.mode == "builtin":
+            return f"{label}, one recognition service for the node at {service.url}"
+        if service.mode == "external":
+            return f"the vosk-server at {service.url} (external)"
+        return f"{label}, in each worker"
 
     async def _announce_later(self, name: str, message: str) -> None:
         """Print `message` when a child that was not ready at the banner becomes ready."""
