@@ -359,7 +359,12 @@ def main() -> int:
             folio, pin = seed_demo(env)
             model = args.model or ensure_model()
             print(f"model {model.name}")
-            stack = RasaStack(model, env=env, log_dir=Path(tmp)).start(timeout=args.startup_timeout)
+            try:
+                stack = RasaStack(model, env=env, log_dir=Path(tmp)).start(timeout=args.startup_timeout)
+            except RuntimeError:
+                for log in sorted(Path(tmp).glob("*.log")):
+                    print(f"--- {log.name}:\n" + log.read_text(errors="replace")[-1500:], file=sys.stderr)
+                raise
             url = stack.url
         values = {"demo_folio": folio, "demo_pin": pin, "demo_folio_words": digits_words(folio),
                   "demo_pin_words": digits_words(pin)}
