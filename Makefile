@@ -20,6 +20,7 @@ run: setup
 ## tests in one process and every test of the real Rasa in one process (one Rasa stack per run).
 PYTEST_WORKERS ?= 2
 test: setup lint
+	$(VERATUR) models fetch --model whisper-base --if-missing
 	$(VERATUR) train
 	$(PY) -m pytest -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
