@@ -123,6 +123,7 @@ TRAMITE_TEMPLATES = {
     "ask_tramite_where": [
         "¿dónde se hace la {t}?", "¿dónde saco mi {t}?", "en qué oficina tramito {t}",
         "¿a dónde voy para {t}?", "dónde tramito el {t}", "¿dónde puedo hacer el trámite de {t}?",
+        "¿se puede hacer el {t} por internet?",
     ],
     "ask_tramite_hours": [
         "¿qué horario tienen para {t}?", "horario de atención de {t}", "¿a qué hora abren para el {t}?",
@@ -140,7 +141,8 @@ TRAMITE_NO_ENTITY = {
                                  "qué papeles me piden"],
     "ask_tramite_cost": ["¿y cuánto cuesta?", "¿cuánto cuesta?", "¿y cuánto se paga?", "cuál es el costo",
                          "¿y el precio?", "cuánto hay que pagar"],
-    "ask_tramite_where": ["¿y dónde se hace?", "¿dónde lo tramito?", "¿a qué oficina voy?", "y dónde queda la oficina"],
+    "ask_tramite_where": ["¿y dónde se hace?", "¿dónde lo tramito?", "¿a qué oficina voy?", "y dónde queda la oficina",
+                          "¿se puede hacer en línea?"],
     "ask_tramite_hours": ["¿y qué horario tienen?", "¿a qué hora abren?", "¿qué días atienden?", "y el horario",
                           "hasta qué hora atienden"],
     "ask_tramite_info": ["información de trámites", "quiero información de un trámite", "trámites",
@@ -518,24 +520,6 @@ STATIC_MORE = {
                      "quiero saber el resultado del partido", "¿me recomienda un doctor?"],
 }
 
-START_TEMPLATES = [
-    "quiero iniciar el trámite de {t} por teléfono", "quiero solicitar {t}", "¿puedo pedir la {t} por teléfono?",
-    "ábrame una solicitud de {t}", "quiero empezar el trámite de la {t} ahorita por teléfono",
-    "iniciar la solicitud de {t}", "quiero que me levanten la solicitud de {t}", "¿me ayuda a iniciar la {t}?",
-    "quiero dar de alta una solicitud de {t}", "inicie mi trámite de {t} por favor",
-]
-START_PLAIN = ["quiero iniciar un trámite ahorita", "¿se puede empezar un trámite por teléfono?",
-               "quiero abrir un trámite", "ábrame un folio", "quiero meter una solicitud", "iniciar un trámite nuevo",
-               "quiero hacer mi solicitud por teléfono", "¿me puede levantar una solicitud?"]
-OUT_OF_SCOPE_MORE = [
-    "¿cuánto cuesta una noche de hotel en el puerto?", "¿dónde queda el seguro social?", "quiero pagar el predial",
-    "¿cuánto cobran de luz este mes?", "¿me da el teléfono de la comisión federal?", "¿cómo saco la visa americana?",
-    "quiero sacar cita en el imss", "¿dónde pago mi recibo del agua?", "¿qué restaurante me recomienda?",
-    "quiero saber mi saldo del banco", "¿a cómo está el kilo de tortilla?", "¿a qué hora pasa el camión de la basura?",
-    "¿cuándo depositan la beca?", "quiero poner una queja contra mi vecino", "me duele la cabeza, ¿qué tomo?",
-    "quiero rentar una casa", "¿cuánto cuesta el pasaje de autobús?", "¿venden terrenos?",
-]
-
 VERB_TRAMITE = [
     "dar de baja mi carro", "dar de baja las placas", "me robaron las placas", "se me perdieron las placas",
     "perdí la tarjeta de circulación", "se me perdió la licencia", "me robaron la licencia", "registrar a mi bebé",
@@ -625,14 +609,14 @@ def main() -> None:
         rows += plain + [speaker.dress(p, rng.random() < 0.5) for p in plain]
         blocks[intent] = rows
     blocks["inform_tramite"] = [r for tpl in INFORM_TRAMITE for r in said(tpl, 3, tramite_fill)]
-    blocks["start_tramite"] = STATIC["start_tramite"] + START_PLAIN + [
-        r for tpl in START_TEMPLATES for r in said(tpl, 2, tramite_fill)] + [
-        speaker.dress(p, rng.random() < 0.5, indirect=False) for p in START_PLAIN]
+    blocks["start_tramite"] = STATIC["start_tramite"] + [
+        f"quiero iniciar el trámite de {speaker.tram(next(trams), False)} por teléfono" for _ in range(4)] + [
+        f"quiero solicitar {speaker.tram(next(trams), False)}" for _ in range(4)]
     blocks["inform_number"] = STATIC["inform_number"] + number_examples(rng, 30)
     for intent, rows in STATIC.items():
         if intent in blocks:
             continue
-        more = STATIC_MORE.get(intent, []) + (OUT_OF_SCOPE_MORE if intent == "out_of_scope" else [])
+        more = STATIC_MORE.get(intent, [])
         base = rows + more
         # the recognizer's spelling of the same turns, and a hesitant opening for the requests
         extra = [asr_form(r) for r in base]
