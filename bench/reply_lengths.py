@@ -27,7 +27,7 @@ from rasa_sdk.executor import CollectingDispatcher  # noqa: E402
 from case_bridge.migrate import upgrade  # noqa: E402
 from case_bridge.service import CaseService  # noqa: E402
 from dialogs.actions.resources import Resources  # noqa: E402
-from dialogs.actions.status import ActionStatusReport, ValidateStatusForm  # noqa: E402
+from dialogs.actions.status import ValidateStatusForm  # noqa: E402
 from dialogs.actions.tourism import TOPIC_BY_INTENT, ActionTourismAnswer  # noqa: E402
 from dialogs.actions.tramites import FIELD_BY_INTENT, ActionTramiteInfo  # noqa: E402
 from dialogs.catalog import load_cities, load_tramites  # noqa: E402
@@ -75,9 +75,7 @@ async def status_reply(res: Resources, tmp: Path) -> str:
     folio, pin = seed_demo(svc)
     form = ValidateStatusForm(Resources(res.cities, res.tramites, svc))
     d = CollectingDispatcher()
-    slots = await form.validate_verification(pin, d, tracker(pin, "inform_number", [], {"folio": folio}), {})
-    # the same turn goes on with the report's question (more help, or the rest of what is missing)
-    await ActionStatusReport().run(d, tracker(pin, "inform_number", [], slots), {})
+    await form.validate_verification(pin, d, tracker(pin, "inform_number", [], {"folio": folio}), {})
     svc.close()
     return " ".join(m.get("text") or "" for m in d.messages)
 

@@ -61,18 +61,13 @@ def status_text(res_tramites: Any, case: Any) -> tuple[str, str | None]:
     if case.appointment_office and case.appointment_at:
         parts.append(f"Tiene cita en {case.appointment_office}.")
     finish = list(case.tramite.finish_channels)
-    how = None
     if case.status not in ("completed", "closed", "cancelled", "rejected"):
         if "web" in finish:
-            how = f"{FINISH_WEB}."
+            parts.append(f"{FINISH_WEB}.")
         elif "office" in finish:
             offices = list(case.tramite.offices) or ([entry.where] if entry is not None else [])
             if offices:
-                how = f"Termínelo en la oficina: {uncap(offices[0].split('. ')[0].rstrip('.'))}."
-    if how and rest:        # the turn also offers the rest: how to finish comes with it, after the list
-        rest = f"{rest} {how}"
-    elif how:
-        parts.append(how)
+                parts.append(f"Termínelo en la oficina: {uncap(offices[0].split('. ')[0].rstrip('.'))}.")
     return " ".join(p.strip() for p in parts if p), rest
 
 
