@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +17,9 @@ from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.staff")
 
-_DUMMY_HASH = hashing.hash_pin("0000")   # verified against when a username is unknown
+# Verified against when a username is unknown, at the password cost, so a failed login takes as long for an unknown
+# user as for a known one (a PIN-cost dummy made unknown usernames ~10x faster: usernames could be told apart).
+DUMMY_PASSWORD_HASH = hashing.hash_secret(secrets.token_hex(16))
 
 
 class StaffDirectory:
@@ -58,7 +61,7 @@ class StaffDirectory:
     def authenticate(self, username: str, password: str) -> StaffView | None:
         with self.uow.session() as s, s.begin():
             user = s.execute(select(StaffUser).where(StaffUser.username == username)).scalar_one_or_none()
-            ok = hashing.verify_secret(password, user.password_hash if user else _DUMMY_HASH)
+            ok = hashing.verify_secret(password, user.password_hash if user else DUMMY_PASSWORD_HASH)
             if user is None or not ok or not user.active:
                 log.info(kv(event="staff_login_failed"))
                 return None

@@ -182,13 +182,15 @@ def test_cli_fetch_and_list(server: tuple[str, Path], tmp_path: Path, capsys: py
     (www / "m.zip").write_bytes(data)
     parser = argparse.ArgumentParser()
     models_cli.add_arguments(parser)
-    args = parser.parse_args(["fetch", "--url", f"{base}/m.zip", "--sha256", hashlib.sha256(data).hexdigest(),
+    # --model es: the default model of `models fetch` is Whisper base now (asr.engine auto)
+    args = parser.parse_args(["fetch", "--model", "es", "--url", f"{base}/m.zip", "--sha256", hashlib.sha256(data).hexdigest(),
                               "--dir", str(tmp_path)])
     assert models_cli.run(Settings(), args) == 0
     assert (tmp_path / NAME / "am" / "final.mdl").is_file()
-    args = parser.parse_args(["fetch", "--if-missing", "--url", f"{base}/nothing.zip", "--dir", str(tmp_path)])
+    args = parser.parse_args(["fetch", "--model", "es", "--if-missing", "--url", f"{base}/nothing.zip",
+                              "--dir", str(tmp_path)])
     assert models_cli.run(Settings(), args) == 0                  # already there: no download attempted
-    args = parser.parse_args(["fetch", "--url", f"{base}/m.zip", "--dir", str(tmp_path / "other")])
+    args = parser.parse_args(["fetch", "--model", "es", "--url", f"{base}/m.zip", "--dir", str(tmp_path / "other")])
     assert models_cli.run(Settings(), args) == 1                  # not the pinned official archive
     assert "expected 39817833" in capsys.readouterr().err
     assert models_cli.run(Settings(), parser.parse_args(["list"])) == 0
