@@ -34,9 +34,9 @@ from testkit.fakes import frames_of
 from testkit.sounds import silence, speech
 from voice_models import locate
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
-HELLO = "안녕하세요 만나서 반갑습니다"
+HELLO = "안녕하세요 반갑습니다"
 MENU = ("안녕하세요", "감사합니다", "상담원")
 
 
@@ -71,7 +71,10 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def remote(url: str, pool: ThreadPoolExecutor, protocol: str = "veratur") -> RemoteRecognizer:
-    return RemoteRecognizer(url, pool, stream_config(Settings()), protocol=protocol)  # type: ignore[arg-type]
+    # A generous reply timeout: the suite runs beside Rasa and other real peers on 2 cores, where a decode of the
+    # Korean test model can queue behind others for many seconds (production keeps the default).
+    return RemoteRecognizer(url, pool, stream_config(Settings()), protocol=protocol,  # type: ignore[arg-type]
+                            reply_timeout_s=90.0)
 
 
 async def push(stream: RecognizeStream, pcm: bytes) -> None:
@@ -81,7 +84,7 @@ async def push(stream: RecognizeStream, pcm: bytes) -> None:
             await asyncio.sleep(0.002)
 
 
-async def final_of(stream: RecognizeStream, limit_s: float = 60.0) -> tuple[Final, list[Any]]:
+async def final_of(stream: RecognizeStream, limit_s: float = 150.0) -> tuple[Final, list[Any]]:
     events: list[Any] = []
     async with asyncio.timeout(limit_s):
         while True:
@@ -156,7 +159,7 @@ async def test_twenty_concurrent_streams_all_get_their_final(service: tuple[Reco
         for s in streams:
             s.set_expect(Expect(kind="menu", phrases=MENU))
         await asyncio.gather(*(push(s, thanks_pcm) for s in streams))
-        finals = await asyncio.gather(*(final_of(s, limit_s=120) for s in streams))
+        finals = await asyncio.gather(*(final_of(s, limit_s=240) for s in streams))
         assert all("감사합니다" in f.text.split() for f, _ in finals)
         assert server.stats.streams_total == 20 and server.stats.errors == 0
     finally:

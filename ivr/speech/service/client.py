@@ -151,8 +151,10 @@ class RemoteRecognizer:
     """The `SpeechRecognizer` over a recognition service (the node's own, or any vosk-server)."""
 
     def __init__(self, url: str, executor: Executor, config: StreamConfig, *, protocol: Protocol = "veratur",
-                 engine: str | None = None, metrics: EngineMetrics | None = None) -> None:
+                 engine: str | None = None, metrics: EngineMetrics | None = None,
+                 reply_timeout_s: float = 15.0) -> None:
         self.url = url
+        self.reply_timeout_s = reply_timeout_s
         self.protocol = protocol
         self.engine = engine
         self._executor = executor
@@ -171,7 +173,8 @@ class RemoteRecognizer:
             if not self.available:
                 return NoSpeechDecoder()
             try:
-                decoder = RemoteDecoder(self.url, sample_rate, protocol=self.protocol, engine=self.engine)
+                decoder = RemoteDecoder(self.url, sample_rate, protocol=self.protocol, engine=self.engine,
+                                        reply_timeout_s=self.reply_timeout_s)
             except ServiceUnavailable as exc:
                 self._failed(call_id, exc)
                 raise
