@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,30 +22,11 @@ from typing import Any
 import yaml
 
 from ivr.call.escalation import decode_uui
+from testkit.ports import free_port_block
 
 HOST = "127.0.0.1"
 BANNER = "is up."
 AGENT_SCENARIO = Path(__file__).with_name("agent.xml")
-
-
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_block(count: int, low: int = 21000, high: int = 59000) -> int:
-    """First of `count` consecutive ports free on UDP and TCP (other runs share the machine)."""
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(500):
-        base = rng.randrange(low, high - count)
-        if all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports found")
 
 
 def node_config(work: Path, *, rasa_url: str | None, database_url: str | None, agent_port: int, workers: int = 1,
