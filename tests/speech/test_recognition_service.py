@@ -15,6 +15,7 @@ import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -327,10 +328,33 @@ def test_threads_do_not_leak_from_the_sync_client() -> None:
     assert threading.active_count() <= before + 1
 
 
+class _FreeSpeechDialogue(BaseHTTPRequestHandler):
+    """Stands in for Rasa's REST channel (the real Rasa path is tests/dialogs): every turn asks for free speech,
+    so the Korean test model is not held to the Spanish menu's grammar, which the DTMF fallback would impose."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/model/parse"):
+            body: Any = {"intent": {"name": "greet", "confidence": 0.9}, "entities": []}
+        else:
+            body = [{"text": "Diga lo que necesita.", "custom": {"expect": {"kind": "free"}}}]
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
 @pytest.mark.sip
 def test_a_real_call_is_recognized_through_the_service(tmp_path: Path) -> None:
     """A worker with `recognition_service.mode: builtin` loads no model: a real SIP call's speech is decoded by the
     service process, and the caller's words land in the call's transcript."""
+    dialogue = ThreadingHTTPServer(("127.0.0.1", 0), _FreeSpeechDialogue)
+    threading.Thread(target=dialogue.serve_forever, daemon=True).start()
     from case_bridge.service import CaseService
     from testkit.db import migrated_sqlite
     from testkit.worker import Worker, caller
@@ -345,6 +369,7 @@ def test_a_real_call_is_recognized_through_the_service(tmp_path: Path) -> None:
         out.writeframes(silence(200) + speech(HELLO) + silence(300))
     worker = Worker(tmp_path, env={"VERATUR__ASR__MODEL": "ko-test", "VERATUR__DATABASE__URL": db_url,
                                    "VERATUR__RECOGNITION_SERVICE__MODE": "builtin",
+                                   "VERATUR__DIALOGUE__RASA_URL": f"http://127.0.0.1:{dialogue.server_port}",
                                    "VERATUR__RECOGNITION_SERVICE__URL": f"ws://127.0.0.1:{port}"},
                     app="engine").start()
     try:
@@ -363,5 +388,6 @@ def test_a_real_call_is_recognized_through_the_service(tmp_path: Path) -> None:
         code = worker.stop()
         service.kill()
         service.wait(10)
+        dialogue.shutdown()
     assert code == 0, worker.log()[-3000:]
     assert "recognizer ready" in worker.log() and "engine=service" in worker.log()

@@ -26,7 +26,7 @@ from foundation.config import Settings
 from foundation.logs import kv
 from ivr.metrics import EngineMetrics
 from ivr.speech.expect import Expect
-from ivr.speech.recognizer import Decoder, NoSpeechDecoder, RecognizeStream, StreamConfig
+from ivr.speech.recognizer import Decoder, NoSpeechDecoder, RecognizeStream, StreamConfig, grammar_for
 from ivr.speech.service.protocol import EOF_MESSAGE, RESET_MESSAGE, config_message, parse_reply
 
 log = logging.getLogger("ivr.speech.service.client")
@@ -91,6 +91,8 @@ class RemoteDecoder:
         self._expect = expect
         if self.protocol == "veratur":
             self._reconfigure()
+        else:                                  # a plain vosk-server knows grammars only, not expectations
+            self.set_phrases(grammar_for(expect))
 
     def close(self) -> None:
         ws, self._ws = self._ws, None

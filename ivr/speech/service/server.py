@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from foundation.logs import kv
 from foundation.vocabulary import EXPECT_KINDS
 from ivr.speech.expect import Expect
-from ivr.speech.recognizer import Decoder
+from ivr.speech.recognizer import Decoder, grammar_for
 from ivr.speech.service.protocol import (
     MAX_MESSAGE_BYTES,
     ClientConfig,
@@ -108,6 +108,7 @@ class _Stream:
         self.sample_rate = server.default_sample_rate
         self.engine = server.default_engine
         self.phrases: list[str] | None = None
+        self.phrases_given = False             # the client set a phrase list itself (plain vosk-server clients)
         self.expect: Expect | None = None
         self.decoder: Decoder | None = None
         self._partial = ""
@@ -143,11 +144,26 @@ class _Stream:
         if self.decoder is None:
             self.decoder = self.server.engines[self.engine](self.sample_rate)
             self.server.stats.by_engine[self.engine] = self.server.stats.by_engine.get(self.engine, 0) + 1
-            if self.phrases:
-                self.decoder.set_phrases(self.phrases)
-            if self.expect is not None and hasattr(self.decoder, "set_expect"):
-                self.decoder.set_expect(self.expect)
+            self._apply_answer()
         return self.decoder
+
+    def _apply_answer(self) -> None:
+        """Tell the decoder what answer comes next: a free-text decoder (Whisper) maps its text onto the
+        expectation; a grammar decoder (Vosk) takes the client's phrase list or, when the client sent only an
+        expectation (the worker's RemoteDecoder does), the grammar that expectation implies."""
+        dec = self.decoder
+        if dec is None:
+            return
+        set_expect = getattr(dec, "set_expect", None)
+        if set_expect is not None:
+            if self.phrases:
+                dec.set_phrases(self.phrases)
+            if self.expect is not None:
+                set_expect(self.expect)
+        elif self.phrases_given:
+            dec.set_phrases(self.phrases)
+        else:
+            dec.set_phrases(grammar_for(self.expect) if self.expect is not None else None)
 
     def _configure(self, config: ClientConfig) -> None:
         rebuild = False
@@ -160,13 +176,11 @@ class _Stream:
         if rebuild:
             self.close()
         if config.phrases_given:
-            self.phrases = config.phrase_list
-            if self.decoder is not None:
-                self.decoder.set_phrases(self.phrases)        # grammar switch, no reconnect
+            self.phrases, self.phrases_given = config.phrase_list, bool(config.phrase_list)
         if config.expect is not None:
             self.expect = _expect(config.expect)
-            if self.decoder is not None and hasattr(self.decoder, "set_expect"):
-                self.decoder.set_expect(self.expect)
+        if config.phrases_given or config.expect is not None:
+            self._apply_answer()                              # grammar switch, no reconnect
 
     def _accept(self, pcm: bytes) -> str:
         dec = self._decoder()
