@@ -111,6 +111,10 @@ class AsrConfig(_Section):
     on_missing_model: Literal["fail", "keypad_only"] = "keypad_only"
     max_parallel_decoders: int = Field(2, ge=1, le=64)
     vad_energy_threshold_db: float = Field(-40.0, ge=-90.0, le=0.0)
+    # silero: a speech detector (Silero VAD, shipped with faster-whisper) decides voiced frames above an energy
+    # floor 10 dB under vad_energy_threshold_db; energy: the threshold alone (also the fallback if Silero is absent).
+    vad: Literal["energy", "silero"] = "silero"
+    vad_speech_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     preroll_ms: int = Field(300, ge=0, le=2000)
 
 

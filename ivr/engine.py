@@ -32,6 +32,7 @@ from ivr.speech.choice import build, choose
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.recognizer import SpeechRecognizer, StreamConfig
 from ivr.speech.service.client import service_recognizer
+from ivr.speech.speech_vad import preload_silero
 from ivr.speech.tts import EspeakSynthesizer, SpeechSynthesizer
 
 log = logging.getLogger("ivr.engine")
@@ -94,6 +95,8 @@ def stream_config(settings: Settings) -> StreamConfig:
     return StreamConfig(
         vad_threshold_db=settings.asr.vad_energy_threshold_db,
         preroll_ms=settings.asr.preroll_ms,
+        vad=settings.asr.vad,
+        vad_speech_threshold=settings.asr.vad_speech_threshold,
         endpoint=EndpointConfig(silence_ms_free=settings.turns.endpoint_silence_ms_free,
                                 silence_ms_closed=settings.turns.endpoint_silence_ms_closed))
 
@@ -151,6 +154,8 @@ class Engine:
                                                         metrics, executor)
                 log.info("recognizer ready %s", kv(engine=choice.engine, path=choice.model_dir or "-",
                                                    s=round(time.perf_counter() - t0, 2)))
+            if settings.asr.vad == "silero":    # the speech VAD's model, shared by every call's stream
+                await loop.run_in_executor(None, preload_silero)
             if synthesizer is None:
                 own_tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate,
                                             sample_rate=settings.media.sample_rate,

@@ -1,6 +1,6 @@
 """Streaming speech recognition: frames in, typed events out.
 
-`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.speech.vad`) on every frame, keeps a pre-roll of
+`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.speech.vad` over `ivr.speech.speech_vad`) on every frame, keeps a pre-roll of
 quiet audio, and sends audio to the decoder only while the caller is in an utterance, so silence costs one
 energy computation per frame and no decoding. The endpointer (`ivr.speech.endpointing`) ends utterances. Decoding runs
 off the event loop in the engine's bounded thread pool, one batch at a time per stream (a recognizer is never
@@ -28,6 +28,7 @@ from ivr.speech.audio_ops import energy_db
 from ivr.speech.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
 from ivr.speech.expect import Expect
 from ivr.speech.frames import FRAME_MS, AudioFrame
+from ivr.speech.speech_vad import VadKind, make_voicing
 from ivr.speech.vad import CallerState, CallerTurnTracker
 
 log = logging.getLogger("ivr.speech.recognizer")
@@ -122,6 +123,8 @@ class StreamConfig:
     vad_threshold_db: float
     preroll_ms: int
     endpoint: EndpointConfig
+    vad: VadKind = "energy"          # silero: speech detector on top of the energy floor (ivr.speech.speech_vad)
+    vad_speech_threshold: float = 0.5
 
 
 _AUDIO, _FINAL, _RESET, _PHRASES, _CLOSE = range(5)
@@ -139,6 +142,8 @@ class RecognizeStream:
         self.call_id = call_id
         self._metrics = metrics
         self.vad = CallerTurnTracker(config.vad_threshold_db)
+        self.voicing = make_voicing(config.vad, sample_rate, energy_threshold_db=config.vad_threshold_db,
+                                    speech_threshold=config.vad_speech_threshold)
         self.endpointer = Endpointer(config.endpoint)
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=max(0, config.preroll_ms // FRAME_MS))
         self._inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
@@ -192,7 +197,7 @@ class RecognizeStream:
         self.frames_in += 1
         now = self._now = frame.timestamp
         vad = self.vad
-        transition = vad.push(energy_db(frame.pcm), now)
+        transition = vad.push_voiced(self.voicing.voiced(frame.pcm, energy_db(frame.pcm)), now)
         if not vad.in_utterance:
             if transition is not None:          # STARTING -> QUIET: a blip; forget what it fed the decoder
                 self._inbox.put_nowait((_RESET, None))

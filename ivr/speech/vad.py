@@ -3,7 +3,8 @@
 No I/O and no clock of their own: every call passes the time (seconds, any monotonic origin) and per-frame
 facts, so the logic is unit-tested with plain numbers.
 
-Caller states, fed one 20 ms frame at a time with "voiced or not" (energy above the VAD threshold):
+Caller states, fed one 20 ms frame at a time with "voiced or not" (energy above the VAD threshold, or the speech
+detector's verdict, `ivr.speech.speech_vad`):
 
     QUIET --voiced--> STARTING --voiced for start_ms--> SPEAKING --unvoiced past hangover--> STOPPING
       ^                  |  (unvoiced past hangover: a click, back to QUIET)        ^            |
@@ -57,8 +58,12 @@ class CallerTurnTracker:
 
     def push(self, energy_db: float, now: float) -> VadTransition | None:
         """Account one frame of `energy_db` ending at `now`; return the state change it causes, if any."""
+        return self.push_voiced(self.is_voiced(energy_db), now)
+
+    def push_voiced(self, voiced: bool, now: float) -> VadTransition | None:
+        """Account one frame ending at `now` that a detector (`ivr.speech.speech_vad`) called voiced or not."""
         before = self.state
-        if self.is_voiced(energy_db):
+        if voiced:
             self.silence_ms = 0
             self.last_voiced_at = now
             if self.state is CallerState.QUIET:

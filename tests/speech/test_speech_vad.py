@@ -1,0 +1,71 @@
+"""The speech VAD (Silero, from faster-whisper's package) on human Spanish speech and on noise, through the stream."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ivr.speech.audio_ops import energy_db
+from ivr.speech.endpointing import EndpointConfig
+from ivr.speech.frames import frame_bytes
+from ivr.speech.recognizer import EndOfSpeech, RecognizeStream, SpeechStarted, StreamConfig
+from ivr.speech.speech_vad import EnergyVoicing, SileroVoicing, make_voicing, shared_silero
+from testkit import human_speech as hs
+from testkit.fakes import ScriptedDecoder, frames_of
+
+pytestmark = pytest.mark.skipif(hs.missing_reason() is not None, reason=hs.missing_reason() or "")
+FB = frame_bytes(hs.RATE)
+
+
+def voiced_frames(det: SileroVoicing | EnergyVoicing, pcm: bytes) -> list[bool]:
+    return [det.voiced(pcm[i:i + FB], energy_db(pcm[i:i + FB])) for i in range(0, len(pcm) - FB + 1, FB)]
+
+
+def test_silero_hears_human_speech_and_not_loud_noise() -> None:
+    det = SileroVoicing(shared_silero(), hs.RATE)
+    speech = voiced_frames(det, hs.channel(hs.pad(hs.recording("vm-goodbye").pcm(), 400, 600)))
+    assert sum(speech) * 20 >= 300                       # several hundred ms of the phrase are speech
+    assert not any(speech[:15])                          # the 300 ms lead-in of silence is not
+    for kind in ("white", "pink"):
+        det.reset()
+        noise = hs.mulaw_channel(hs.noise_pcm(3000, -25.0, kind=kind))
+        # far above the energy threshold, and still not speech
+        assert sum(voiced_frames(det, noise)) * 20 <= 100, kind
+        assert all(voiced_frames(EnergyVoicing(-40.0), noise))
+
+
+def test_silero_endpoint_is_on_the_speech_under_noise() -> None:
+    # 10 dB SNR white noise: the energy VAD never sees the end; Silero ends within a few frames of it.
+    pcm = hs.recording("vm-goodbye").pcm()
+    noisy = hs.channel(hs.pad(pcm, 400, 1500), snr_db=10.0)
+    silero = voiced_frames(SileroVoicing(shared_silero(), hs.RATE), noisy)
+    energy = voiced_frames(EnergyVoicing(-40.0), noisy)
+    speech_end = (400 + len(pcm) // (2 * hs.RATE // 1000)) // 20
+    last = max(i for i, v in enumerate(silero) if v)
+    assert abs(last - speech_end) <= 10                   # within 200 ms
+    assert energy[-1]                                     # energy: still "speaking" at the end of the noise
+
+
+def test_make_voicing_falls_back_to_energy_for_other_rates() -> None:
+    assert isinstance(make_voicing("silero", 48000, energy_threshold_db=-40.0), EnergyVoicing)
+    assert isinstance(make_voicing("energy", 8000, energy_threshold_db=-40.0), EnergyVoicing)
+
+
+async def test_stream_with_silero_ends_the_utterance_under_noise() -> None:
+    shared_silero()
+    cfg = StreamConfig(-40.0, 300, EndpointConfig(900, 450), vad="silero")
+    stream = RecognizeStream(lambda: ScriptedDecoder([]), None, cfg, sample_rate=hs.RATE)
+    assert isinstance(stream.voicing, SileroVoicing)
+    stream.start()
+    try:
+        noisy = hs.channel(hs.pad(hs.recording("vm-goodbye").pcm(), 400, 2000), snr_db=10.0)
+        for frame in frames_of(noisy):
+            stream.push_frame(frame)
+        events = []
+        async with asyncio.timeout(5):
+            while not isinstance(ev := await stream.get(), EndOfSpeech):
+                events.append(ev)
+        assert any(isinstance(e, SpeechStarted) for e in events)
+        assert stream.utterances_ended == 1
+    finally:
+        await stream.aclose()
