@@ -177,6 +177,11 @@ class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     secret_key_file: Path = Path("var/web-secret.key")
+    # web processes `veratur up` runs on the one port (SO_REUSEPORT); 0 = one per core the node may use
+    processes: int = Field(0, ge=0, le=64)
+
+    def process_count(self) -> int:
+        return self.processes or max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
 class MetricsConfig(_Section):
