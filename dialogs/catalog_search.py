@@ -261,11 +261,15 @@ class _Index:
             for other in self.by_trigram.get(gram, ()):
                 if other[0] == word[0]:
                     counts[other] += 1
-        best, best_sim = None, FUZZY_MIN_SIM
+        # Ties are common ("casar": "casa" and "casarse" both 0.67) and set order changes with the process's
+        # hash seed: break them by the catalog word that extends the one said (an inflection), then the closer
+        # length, then the word itself, so every process ranks alike.
+        best, best_key = None, (FUZZY_MIN_SIM - 1e-9, False, 0, "")
         for other, shared in counts.items():
             sim = 2 * shared / (len(grams) + len(_trigrams(other)))
-            if sim >= best_sim:
-                best, best_sim = other, sim
+            key = (round(sim, 9), other.startswith(word), -abs(len(other) - len(word)), other)
+            if sim >= FUZZY_MIN_SIM and key > best_key:
+                best, best_key = other, key
         return self.full_words[best] if best else None
 
     def rank(self, text: str, k: int) -> list[Candidate]:

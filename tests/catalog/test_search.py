@@ -2,6 +2,9 @@
 bench/catalog_search.py; these pin the behaviours the actions rely on)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,14 @@ def test_question_between_two_and_three(real: TramiteCatalog) -> None:
 def test_synthetic_catalog_by_meaning(synthetic: TramiteCatalog, said: str, expected: str) -> None:
     ids = [c.tramite.id for c in search(synthetic, said, k=3)]
     assert expected in ids, ids
+
+
+def test_a_misheard_word_ranks_the_same_in_every_process() -> None:
+    """A misheard word can tie between two catalog words ("casar": "casa" and "casarse"); the tie is broken by
+    the words themselves, not by set order, which changes with the hash seed of the process."""
+    code = ("from dialogs.catalog import load_tramites\nfrom dialogs.catalog_search import search\n"
+            "print(search(load_tramites(), 'nos queremos casar por el civil')[0].tramite.id)")
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+            for seed in (1, 2, 3)}
+    assert seen == {"matrimonio-civil"}
