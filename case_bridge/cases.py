@@ -16,8 +16,8 @@ from case_bridge.calls import phone_interaction
 from case_bridge.errors import CaseBridgeError, CaseNotFound, ChannelNotAllowed, InvalidInput, StaleCase, UnknownTramite
 from case_bridge.folio import MalformedFolio
 from case_bridge.models import STATUSES, Case, CaseStatusChange, Citizen, Interaction, Tramite, utcnow
-from case_bridge.ratelimit import FOLIO_MAX_FAILURES
-from case_bridge.snapshots import STATUS_ROW, case_view, check_channel, status_view
+from case_bridge.ratelimit import FOLIO_MAX_FAILURES, Lock
+from case_bridge.snapshots import STATUS_BY_FOLIO, case_view, check_channel, status_view
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork, case_snapshot, load_call, load_case
 from case_bridge.views import LOCAL_TZ, CaseView, CitizenInfo, OpenedCase, StatusResult
 from foundation.logs import kv, mask_curp
@@ -25,6 +25,25 @@ from foundation.logs import kv, mask_curp
 log = logging.getLogger("case_bridge.cases")
 
 _DUMMY_PIN_HASH = hashing.hash_pin("0000")   # verified against when a folio is unknown: same timing either way
+
+
+def verification_keys(folio: str, client: str | None) -> list[str]:
+    """The lockout counters one verification of `folio` by `client` reads and counts."""
+    return [f"folio:{folio}"] + ([f"client:{client}"] if client else [])
+
+
+def locked_result(locks: list[Lock]) -> StatusResult:
+    return StatusResult("locked", retry_after_s=max(lock.retry_after_s for lock in locks), attempts_left=0,
+                        message="demasiados intentos; espere e intente más tarde")
+
+
+def check_pin(pin: str, stored: str | None) -> bool:
+    """The PIN against the case's hash. An unknown folio verifies the dummy hash, never cached, so it costs what
+    a wrong PIN costs (a folio's existence can't be read from the timing)."""
+    if stored is None:
+        hashing.verify_secret(pin.strip(), _DUMMY_PIN_HASH)
+        return False
+    return hashing.VERIFIED_PINS.verify(pin.strip(), stored)
 
 
 class Cases:
@@ -93,11 +112,10 @@ class Cases:
             return StatusResult("malformed", message=str(exc))
         if not pin and not curp_last4:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
-        keys = [f"folio:{folio}"] + ([f"client:{client}"] if client else [])
+        keys = verification_keys(folio, client)
         locks = self.uow.limiter.check_many(keys)
         if any(lock.locked for lock in locks):
-            return StatusResult("locked", retry_after_s=max(lock.retry_after_s for lock in locks), attempts_left=0,
-                                message="demasiados intentos; espere e intente más tarde")
+            return locked_result(locks)
         case, row = None, None
         if timeline:
             with self.uow.session() as s:
@@ -107,23 +125,32 @@ class Cases:
                 stored_pin, curp = (case.pin_hash, case.citizen.curp if case.citizen else None) if case else (None, None)
         else:
             # the status-only hot path (phone line, status API): one Core statement on an autocommit connection
-            # (no BEGIN/ROLLBACK round trips), no ORM objects
+            # (no BEGIN/ROLLBACK round trips), no ORM objects; the web tier on PostgreSQL uses
+            # case_bridge.status_lookup instead (the same steps on the event loop)
             with self.uow.reader() as conn:
-                row = conn.execute(STATUS_ROW.where(Case.folio == folio)).first()
+                row = conn.execute(STATUS_BY_FOLIO, {"folio": folio}).first()
             stored_pin, curp = (row.pin_hash, row.curp) if row else (None, None)
         verified = False
         if pin is not None:
-            verified = hashing.verify_secret(pin.strip(), stored_pin or _DUMMY_PIN_HASH) and stored_pin is not None
+            verified = check_pin(pin, stored_pin)
         elif curp_last4 is not None and curp:
             verified = secrets.compare_digest(curp[-4:].upper(), curp_last4.strip().upper()[-4:])
         view = None
         if verified:
             view = case_view(case) if timeline and case is not None else status_view(row)
         if view is not None:
-            for key, lock in zip(keys, locks, strict=True):
-                if lock.failures:
-                    self.uow.limiter.succeed(key)
+            self.clear_failures(keys, locks)
             return StatusResult("ok", case=view)
+        return self.count_denial(folio, keys)
+
+    def clear_failures(self, keys: list[str], locks: list[Lock]) -> None:
+        """After a verified lookup: forget the earlier failures of its keys (not an active lock)."""
+        for key, lock in zip(keys, locks, strict=True):
+            if lock.failures:
+                self.uow.limiter.succeed(key)
+
+    def count_denial(self, folio: str, keys: list[str]) -> StatusResult:
+        """After a failed verification: count it on every key (folio and client); locked once a limit is hit."""
         worst = None
         for key in keys:
             lock = self.uow.limiter.fail(key)

@@ -75,10 +75,12 @@ async def sip_options(host: str, port: int, timeout_s: float = 2.0, retransmit_s
         transport.close()
 
 
-async def http_ok(url: str, timeout_s: float = 2.0, accept_any: bool = False) -> bool:
-    """True when GET url answers 2xx (with accept_any: any answer below 500, i.e. the server is up)."""
+async def http_ok(url: str, timeout_s: float = 2.0, accept_any: bool = False, uds: str | None = None) -> bool:
+    """True when GET url answers 2xx (with accept_any: any answer below 500, i.e. the server is up). `uds`: over
+    that Unix socket (url then only gives the path)."""
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
+        transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
+        async with httpx.AsyncClient(timeout=timeout_s, transport=transport) as client:
             response = await client.get(url)
         return response.status_code < 500 if accept_any else 200 <= response.status_code < 300
     except (httpx.HTTPError, OSError):

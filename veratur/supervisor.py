@@ -186,12 +186,28 @@ class Supervisor:
                 self._sip_probe(host, port), WORKER_READY_TIMEOUT_S, worker_index=index,
                 stop_timeout_s=grace + STOP_MARGIN_S))
         if not self.args.no_web and not workers_only:
-            health_url = f"http://{s.web.host}:{s.web.port}/healthz"
-            specs += self._optional("web", "veratur.webapp", ChildSpec(
-                "web", self._veratur("web"), lambda: http_ok(health_url), 120.0))
+            specs += self._web_specs()
         if sip.use_kamailio and not workers_only:
             kamailio.find_binary()
             specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
+        return specs
+
+    def _web_specs(self) -> list[ChildSpec]:
+        """web.processes aiohttp processes on one port (SO_REUSEPORT when more than one; the kernel spreads the
+        connections). Each is probed on its own Unix socket, since a probe of the shared port reaches any of them.
+        Sessions, CSRF tokens and rate limits hold across them: signed cookies under the one key file, counters in
+        Redis (or the database). The first ("web") loads the catalog and the demo case; the others don't."""
+        from veratur.webapp import health_socket
+
+        count = self.settings.web.process_count()
+        specs: list[ChildSpec] = []
+        for index in range(count):
+            argv = self._veratur("web", "--index", str(index), *(["--reuse-port"] if count > 1 else []),
+                                 *(["--no-migrate"] if index else []))
+            sock = str(health_socket(self.settings, index))
+            specs += self._optional("web", "veratur.webapp", ChildSpec(
+                "web" if index == 0 else f"web-{index}", argv,
+                lambda sock=sock: http_ok("http://web/healthz", uds=sock), 120.0))   # type: ignore[misc]
         return specs
 
     @staticmethod
@@ -261,7 +277,8 @@ class Supervisor:
                 if name in by_name:
                     self._supervise(by_name[name])
             workers = [spec for spec in specs if spec.worker_index is not None]
-            for spec in workers + ([by_name["web"]] if "web" in by_name else []):
+            webs = [spec for spec in specs if spec.name == "web" or spec.name.startswith("web-")]
+            for spec in workers + webs:
                 self._supervise(spec)
             if not await self._wait_ready([spec.name for spec in workers]):
                 return 1
@@ -547,8 +564,9 @@ class Supervisor:
         if "web" in self.children:
             base = f"http://{s.web.host}:{s.web.port}"
             state = "" if self.children["web"].ready.is_set() else " (starting)"
+            procs = sum(1 for name in self.children if name == "web" or name.startswith("web-"))
             lines.append(f"  Web:       {base}/ (citizen portal), {base}/oficina (office clerks), "
-                         f"{base}/healthz{state}")
+                         f"{base}/healthz{state}; {procs} process(es) on the port")
         lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
                      f"ports {s.metrics.port + 1}..{s.metrics.port + len(workers)}")
         lines.append(f"  Speech:    {self._speech_line()}")

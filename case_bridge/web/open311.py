@@ -19,16 +19,25 @@ from typing import Any
 from aiohttp import web
 
 from case_bridge.errors import ChannelNotAllowed, InvalidInput, UnknownTramite
-from case_bridge.views import CaseView, CitizenInfo, TramiteInfo
+from case_bridge.status_lookup import StatusLookup
+from case_bridge.views import CaseView, CitizenInfo, StatusResult, TramiteInfo
 from case_bridge.web.security import SERVICE, client_key
 
 PREFIX = "/open311/v2"
 MAX_JSON_BYTES = 16 * 1024
 routes = web.RouteTableDef()
+LOOKUP = web.AppKey("status_lookup", StatusLookup)
 
 
 def setup(app: web.Application) -> None:
     app.add_routes(routes)
+    lookup = StatusLookup.for_service(app[SERVICE])
+    if lookup is not None:     # PostgreSQL + Redis: the lookup runs on the event loop (no thread per request)
+        app[LOOKUP] = lookup
+
+        async def _close(_app: web.Application) -> None:
+            await lookup.close()
+        app.on_cleanup.append(_close)
 
 
 def json_error(code: int, description: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -120,8 +129,13 @@ async def get_request(request: web.Request) -> web.Response:
     pin = request.headers.get("X-Veratur-PIN") or request.query.get("pin", "")
     if not pin:
         return json_error(401, "se necesita el PIN del folio (cabecera X-Veratur-PIN)")
-    result = await asyncio.to_thread(request.app[SERVICE].status_for, request.match_info["folio"], pin=pin[:20],
-                                     client=client_key(request), timeline=False)
+    lookup = request.app.get(LOOKUP)
+    result: StatusResult
+    if lookup is not None:
+        result = await lookup.status(request.match_info["folio"], pin=pin[:20], client=client_key(request))
+    else:
+        result = await asyncio.to_thread(request.app[SERVICE].status_for, request.match_info["folio"],
+                                         pin=pin[:20], client=client_key(request), timeline=False)
     if result.reason == "malformed":
         return json_error(400, f"folio mal formado: {result.message}")
     if result.reason == "locked":

@@ -13,6 +13,7 @@ stateless. It holds the CSRF token, the signed-in staff user, and the one folio 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -46,12 +47,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def load_secret(path: Path) -> bytes:
-    """The key that signs session cookies: created (0600) on first start, then read."""
+    """The key that signs session cookies: created (0600) on first start, then read. Several web processes may
+    start at once: the key is written to a private temporary file and linked into place, so one key wins and no
+    process can read a half-written file."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):     # another process linked its key first: use that one
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return bytes.fromhex(path.read_text().strip())
 
 

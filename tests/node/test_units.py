@@ -65,6 +65,18 @@ def test_plan_without_kamailio_is_one_worker_on_the_front_port(tmp_path: Path) -
     assert "--port" in specs[0].argv and str(s.sip.port) in specs[0].argv
 
 
+def test_plan_runs_web_processes_on_one_port(tmp_path: Path) -> None:
+    s = settings(tmp_path, sip__use_kamailio="false", web__processes="3")
+    webs = [spec for spec in supervisor.Supervisor(s, args(no_web=False)).plan() if spec.name.startswith("web")]
+    assert [spec.name for spec in webs] == ["web", "web-1", "web-2"]
+    assert all("--reuse-port" in spec.argv for spec in webs)
+    assert [spec.argv[spec.argv.index("--index") + 1] for spec in webs] == ["0", "1", "2"]
+    assert ["--no-migrate" in spec.argv for spec in webs] == [False, True, True]   # only the first seeds
+    one = settings(tmp_path, sip__use_kamailio="false", web__processes="1")
+    (web,) = [spec for spec in supervisor.Supervisor(one, args(no_web=False)).plan() if spec.name.startswith("web")]
+    assert "--reuse-port" not in web.argv
+
+
 def test_workers_only_plan(tmp_path: Path) -> None:
     s = settings(tmp_path, sip__workers="2")
     specs = supervisor.Supervisor(s, args(workers_only=True, no_web=False)).plan()
