@@ -3,7 +3,7 @@
 `Cases.status_for(..., timeline=False)` does the same in a worker thread. Run from aiohttp, that costs a thread
 hop per request, and the loop thread then waits for the GIL while worker threads run SQLAlchemy code (the p99 of
 100 ms measured in issue 19). Here, on the loop itself: one Redis EVALSHA for both lockout counters (the script
-`ratelimit.CHECK_SCRIPT`), one statement on a small pool of autocommit psycopg async connections (prepared by
+`ratelimit.CHECK_SCRIPT`, sent by the lean client `resp.LeanRedis`), one statement on a small pool of autocommit psycopg async connections (prepared by
 psycopg after a few uses), the PIN through `hashing.VERIFIED_PINS` (as the synchronous path does).
 
 Only the common case is re-implemented here: an unlocked key and a correct PIN. Everything that changes state,
@@ -15,6 +15,7 @@ live in the database).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 from psycopg.rows import namedtuple_row
 from redis.exceptions import RedisError
 from sqlalchemy.dialects import postgresql
@@ -33,6 +33,7 @@ from case_bridge.db import PG_CONNECT_TIMEOUT_S, PG_STATEMENT_TIMEOUT_MS
 from case_bridge.errors import DatabaseUnavailable, InvalidInput
 from case_bridge.folio import MalformedFolio
 from case_bridge.ratelimit import CHECK_SCRIPT, REDIS_TIMEOUT_S
+from case_bridge.resp import LeanRedis
 from case_bridge.service import CaseService
 from case_bridge.snapshots import STATUS_BY_FOLIO, status_view
 from case_bridge.views import StatusResult
@@ -48,6 +49,7 @@ _COMPILED = STATUS_BY_FOLIO.compile(dialect=postgresql.dialect(paramstyle="pyfor
 _SQL = str(_COMPILED)
 _PARAMS = dict(_COMPILED.params)     # the subquery's LIMIT 1 is a bound parameter too
 _TIMES = ("appointment_at", "created_at", "updated_at", "at")
+_CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
 
 
 class _Pool:
@@ -85,9 +87,7 @@ class StatusLookup:
                  check_keys: Callable[[list[str]], list[str]]) -> None:
         self._service = service
         self._pool = _Pool(conninfo, POOL_SIZE)
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S,
-                                              socket_connect_timeout=REDIS_TIMEOUT_S)
-        self._check = self._redis.register_script(CHECK_SCRIPT)
+        self._redis = LeanRedis(redis_url, REDIS_TIMEOUT_S)
         self._check_keys = check_keys
 
     @classmethod
@@ -95,12 +95,14 @@ class StatusLookup:
         limiter = service.limiter
         if service.engine.dialect.name != "postgresql" or not limiter.redis_url:
             return None
+        if not LeanRedis.supports(limiter.redis_url):    # rediss:// (TLS): the thread path's redis-py
+            return None
         conninfo = service.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(service, conninfo, limiter.redis_url, limiter.check_keys)
 
     async def close(self) -> None:
         await self._pool.close()
-        await self._redis.aclose()
+        await self._redis.close()
 
     async def status(self, folio_text: str, *, pin: str, client: str | None) -> StatusResult:
         """What `service.status_for(folio_text, pin=pin, client=client, timeline=False)` answers."""
@@ -112,7 +114,8 @@ class StatusLookup:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
         keys = verification_keys(folio, client)
         try:
-            locks = self._service.limiter.parse_check(await self._check(keys=self._check_keys(keys)))
+            raw = await self._redis.evalsha(CHECK_SCRIPT, _CHECK_SHA, self._check_keys(keys))
+            locks = self._service.limiter.parse_check(raw)
         except (RedisError, OSError) as exc:
             log.warning(kv(event="status_lookup_redis_down", error=type(exc).__name__))
             return await asyncio.to_thread(self._service.status_for, folio, pin=pin, client=client, timeline=False)
