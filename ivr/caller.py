@@ -53,13 +53,15 @@ DEFAULT_VOICE = "es-419"
 ESPEAK_RATE_WPM = 160
 CACHE_DIR = Path(tempfile.gettempdir()) / "veratur-caller-tts"
 
-StepKind = Literal["say", "wav", "dtmf", "pause", "barge"]
+StepKind = Literal["say", "wav", "dtmf", "pause", "until", "barge"]
+UNTIL_MAX_S = 1800.0               # --until gives up after this long (the caller then goes on)
 BARGE_QUIET_S = 0.5                 # this much silence after the caller started = the portal stopped talking
 
 
 @dataclass(frozen=True)
 class Step:
-    """One caller turn: speech (text or WAV), DTMF digits, a pause in seconds, or "DELAY_S:FILE" (barge)."""
+    """One caller turn: speech (text or WAV), DTMF digits, a pause in seconds, silence until a file exists (a
+    test says when to go on), or "DELAY_S:FILE" (barge)."""
 
     kind: StepKind
     value: str
@@ -326,6 +328,11 @@ async def _play_step(leg: SipLeg, listener: _Listener, step: Step, pcm: bytes, t
     if step.kind == "pause":
         await asyncio.sleep(float(step.value))
         return Turn(step.kind, step.value, sent_start - t0, time.monotonic() - t0, None, None, None)
+    if step.kind == "until":
+        flag = Path(step.value)
+        while not flag.exists() and time.monotonic() - sent_start < UNTIL_MAX_S:
+            await asyncio.sleep(0.2)
+        return Turn(step.kind, step.value, sent_start - t0, time.monotonic() - t0, None, None, None)
     if step.kind == "dtmf":
         caller_end = sent_start
         for i, digit in enumerate(step.value):
@@ -397,6 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="play FILE S seconds after the previous reply began, over it (barge-in)")
     parser.add_argument("--pause", action=_StepAction, const="pause", dest="steps", metavar="S",
                         help="stay silent S seconds")
+    parser.add_argument("--until", action=_StepAction, const="until", dest="steps", metavar="FILE",
+                        help=f"stay silent until FILE exists (at most {UNTIL_MAX_S:.0f} s): a test's cue to go on")
     parser.add_argument("--record", type=Path, metavar="OUT.wav", help="write the received audio here")
     parser.add_argument("--wait", type=float, default=2.0, metavar="S", help="listen S seconds after the last turn")
     parser.add_argument("--voice", default=DEFAULT_VOICE, help="espeak-ng voice (default es-419)")

@@ -115,10 +115,16 @@ def _train_lock() -> Iterator[None]:
 
 
 def rasa_env() -> dict[str, str]:
-    """Environment for Rasa subprocesses: no telemetry, quiet TensorFlow, caches inside dialogs/."""
+    """Environment for Rasa subprocesses: no telemetry, quiet TensorFlow, caches inside dialogs/.
+
+    One training cache for every project trained here (the live one and every admin candidate, whatever their
+    working directory): Rasa caches each pipeline component by the fingerprint of its inputs, so a candidate that
+    changes only NLU examples reuses the trained dialogue policies, and one that changes only responses reuses
+    everything but the domain."""
     env = dict(os.environ)
     env.update(RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2", SQLALCHEMY_SILENCE_UBER_WARNING="1",
                PYTHONWARNINGS="ignore", LOG_LEVEL_LIBRARIES="ERROR", MPLCONFIGDIR=str(DIALOGS_DIR / ".rasa"))
+    env.setdefault("RASA_CACHE_DIRECTORY", str(DIALOGS_DIR / ".rasa" / "cache"))
     return env
 
 
