@@ -329,9 +329,7 @@ async def _play_step(leg: SipLeg, listener: _Listener, step: Step, pcm: bytes, t
         await asyncio.sleep(float(step.value))
         return Turn(step.kind, step.value, sent_start - t0, time.monotonic() - t0, None, None, None)
     if step.kind == "until":
-        flag = Path(step.value)
-        while not flag.exists() and time.monotonic() - sent_start < UNTIL_MAX_S:
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(_wait_for_file, Path(step.value), UNTIL_MAX_S)
         return Turn(step.kind, step.value, sent_start - t0, time.monotonic() - t0, None, None, None)
     if step.kind == "dtmf":
         caller_end = sent_start
@@ -384,6 +382,12 @@ async def place_calls(uri: str, steps: list[Step], *, calls: int = 1, voice: str
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
+def _wait_for_file(flag: Path, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 class _StepAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
