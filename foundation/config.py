@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+REGISTRATION_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class RegistrationConfig(_Section):
+    """One registration of the node at a PBX or SIP trunk (Kamailio's uac module sends the REGISTERs).
+
+    The password is never in this file: `password_env` names an environment variable or `password_file` a file
+    (first line) holding it; it is read only when the front door's registration table is written."""
+
+    name: str = Field(pattern=REGISTRATION_NAME)         # our id (logs, metrics, /healthz); also the Contact user
+    registrar: str                                        # sip:HOST[:PORT] the REGISTER goes to (its domain)
+    user: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    auth_user: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_file: Path | None = None
+    realm: str | None = None                              # None: whatever realm the registrar challenges with
+    expires: int = Field(300, ge=10, le=86400)
+    outbound_proxy: str | None = None                     # sip:HOST[:PORT] to send the REGISTER through
+    transport: Literal["udp", "tcp"] = "udp"
+
+    @field_validator("registrar", "outbound_proxy")
+    @classmethod
+    def _sip_hostport(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.fullmatch(r"sip:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", value):
+            raise ValueError(f"{value!r} is not sip:HOST[:PORT] (no user part, no parameters)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RegistrationConfig:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password_env and password_file")
+        return self
+
+    @property
+    def domain(self) -> str:
+        """HOST[:PORT] of the registrar (the To/From domain and the REGISTER's Request-URI)."""
+        return self.registrar[len("sip:"):]
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str:
+        """The secret, read now from the environment or the file; ConfigError naming the source if absent."""
+        env = os.environ if environ is None else environ
+        if self.password_env is not None:
+            value = env.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"sip.registrations[{self.name}].password_env: ${self.password_env} is not set")
+            return value
+        assert self.password_file is not None
+        try:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"sip.registrations[{self.name}].password_file: cannot read: {exc.strerror}") from exc
+        if not lines or not lines[0]:
+            raise ConfigError(f"sip.registrations[{self.name}].password_file: the first line is empty")
+        return lines[0]
+
+
 class SipConfig(_Section):
     bind_address: str = "127.0.0.1"
     public_address: str | None = None
@@ -38,6 +98,9 @@ class SipConfig(_Section):
     max_calls_per_worker: int = Field(PJSUA_MAX_CALLS, ge=1, le=PJSUA_MAX_CALLS)
     use_kamailio: bool = True
     new_calls_per_second: int = Field(20, ge=1, le=1000)
+    # One source address may use this much of it (a flood from one address leaves the rest to others; a carrier
+    # trunk that sends every call from one address needs it raised to new_calls_per_second).
+    new_calls_per_source_per_second: int = Field(10, ge=1, le=1000)
     allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
     rtp_port_start: int = Field(20000, ge=1024, le=65000)
     rtp_port_range: int = Field(2000, ge=10, le=40000)
@@ -49,6 +112,10 @@ class SipConfig(_Section):
     # worker-only node lists the front node's address). Without Kamailio the worker uses allowed_peers.
     front_doors: list[str] = []
     user_agent: str = Field("Veratur", min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")
+    # Registrations at a PBX / trunk, kept by Kamailio's uac module (the front door: survives worker restarts).
+    registrations: list[RegistrationConfig] = []
+    registration_check_s: int = Field(10, ge=1, le=300)    # uac timer: how often expiring ones are refreshed
+    registration_retry_s: int = Field(60, ge=5, le=3600)   # a failed registration is retried this long after
 
     @field_validator("remote_workers")
     @classmethod
@@ -61,6 +128,14 @@ class SipConfig(_Section):
                 ipaddress.ip_address(host.strip("[]"))
             except ValueError:
                 raise ValueError(f"{item!r}: {host!r} is not an IP address") from None
+        return value
+
+    @field_validator("registrations")
+    @classmethod
+    def _unique_names(cls, value: list[RegistrationConfig]) -> list[RegistrationConfig]:
+        names = [r.name for r in value]
+        if len(set(names)) != len(names):
+            raise ValueError("registration names must be unique")
         return value
 
     @field_validator("bind_address")

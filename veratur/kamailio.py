@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.config import Settings
+from veratur import registrations
 
 DISPATCHER_SET = 1
 ALG_CALL_LOAD = 10
@@ -61,6 +62,11 @@ class KamailioPaths:
     @property
     def dispatcher_list(self) -> Path:
         return self.root / "dispatcher.list"
+
+    @property
+    def db_dir(self) -> Path:
+        """db_text tables (the uac module's `uacreg`: registrations at a PBX/trunk, passwords inside: mode 0600)."""
+        return self.root / "db"
 
     @property
     def run_dir(self) -> Path:
@@ -179,6 +185,7 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         max_message=MAX_MESSAGE_BYTES,
         dlg_profile=DIALOG_PROFILE,
         dlg_timeout=hash_expire,
+        uac=registrations.render_modules(settings, paths.db_dir, module_dir=module_dir),
     ).lstrip()
 
 
@@ -187,6 +194,7 @@ def write_config(settings: Settings, paths: KamailioPaths | None = None) -> Kama
     paths = paths or KamailioPaths.for_settings(settings)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.dispatcher_list.write_text(render_dispatcher_list(settings), encoding="utf-8")
+    registrations.write_table(settings, paths.db_dir)
     paths.cfg.write_text(render_config(settings, paths), encoding="utf-8")
     return paths
 
@@ -303,7 +311,7 @@ loadmodule "ipops.so"
 loadmodule "pipelimit.so"
 loadmodule "dispatcher.so"
 loadmodule "dialog.so"
-
+{uac}
 ####### Module parameters #########
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
 
@@ -493,6 +501,15 @@ failure_route[DISPATCH_FAILURE] {{
     }}
     # Any other final failure (404, 480, 488, ...) goes back to the caller as it is; the slot is freed.
     ds_load_unset();
+}}
+
+# Every reply Kamailio receives passes here first: the registrar's refusals of our REGISTERs are logged (the
+# registration's name and the registrar's status and reason only; never the user, which may be a phone number).
+reply_route {{
+    # 401/407 is the normal first answer to every REGISTER (digest challenge): uac itself logs a failed retry.
+    if ($rm == "REGISTER" && $rs >= 300 && $rs != 401 && $rs != 407) {{
+        xlog("L_WARN", "event=registration_reply status=$rs reason=$(rr{{s.substr,0,40}}) registrar=$si:$sp\n");
+    }}
 }}
 
 event_route[dispatcher:dst-down] {{

@@ -32,10 +32,10 @@ from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from foundation.config import Settings
+from foundation.config import ConfigError, Settings
 from foundation.logs import kv
 from foundation.paths import REPO_ROOT
-from veratur import kamailio
+from veratur import kamailio, registrations
 from veratur.health import http_ok, sip_options
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ DUPLICATE_SIGNAL_S = 1.0         # a repeated stop signal within this time is th
 KAMCMD_ATTEMPTS = 3
 LOST_CALLS_ATTEMPTS = 5          # closing a dead worker's call records: the database may be down for a while
 LOST_CALLS_RETRY_S = 2.0
+REGISTRATION_POLL_MAX_S = 5.0    # uac.reg_dump at least this often while registrations are configured
 
 Probe = Callable[[], Awaitable[bool]]
 
@@ -145,6 +146,13 @@ class Supervisor:
                               registry=self.registry)
         self.child_restarts = Counter("veratur_child_restarts_total", "Restarts of a child process", ["child"],
                                       registry=self.registry)
+        self.registrations = registrations.RegistrationMonitor(settings)
+        self.registration_up = Gauge("veratur_sip_registration_up",
+                                     "1 while the registration at the PBX/trunk is registered", ["registration"],
+                                     registry=self.registry)
+        self.registration_failures = Gauge("veratur_sip_registration_failed_attempts",
+                                           "Failed REGISTER attempts seen since start", ["registration"],
+                                           registry=self.registry)
 
     # ---------------------------------------------------------------- plan
     def _veratur(self, *command: str) -> list[str]:
@@ -259,10 +267,10 @@ class Supervisor:
         except kamailio.KamailioError as exc:
             raise StartupError(str(exc)) from None
         if any(spec.name == "kamailio" for spec in specs):
-            paths = kamailio.write_config(self.settings, self.kamailio_paths)
             try:
+                paths = kamailio.write_config(self.settings, self.kamailio_paths)
                 await kamailio.check_config(paths)
-            except kamailio.KamailioError as exc:
+            except (kamailio.KamailioError, ConfigError) as exc:
                 raise StartupError(str(exc)) from None
             for spec in specs:
                 if spec.name == "kamailio":
@@ -286,6 +294,8 @@ class Supervisor:
                 self._supervise(by_name["kamailio"])
                 if not await self._wait_ready(["kamailio"]):
                     return 1
+                if self.settings.sip.registrations:
+                    self._spawn(self._watch_registrations(), "registrations")
             self._print_banner()
             self._spawn(self._announce_later("rasa", f"Dialogue: Rasa is ready at {self.settings.dialogue.rasa_url}"),
                         "announce-rasa")
@@ -436,8 +446,35 @@ class Supervisor:
                 continue                        # an over-long line: drop it rather than stop pumping
             if not line:
                 return
+            if name == "kamailio" and self.registrations.configured:
+                self.registrations.note_log_line(line)
             sys.stderr.buffer.write(prefix + line)
             sys.stderr.buffer.flush()
+
+    async def _watch_registrations(self) -> None:
+        """Poll the front door's registrations: metrics, state-change log lines, the file /healthz reads."""
+        interval = min(REGISTRATION_POLL_MAX_S, float(self.settings.sip.registration_check_s))
+        path = registrations.state_file(self.settings)
+
+        async def rpc(*args: str) -> str:
+            return await kamailio.kamcmd(self.kamailio_paths, *args)
+        announced: set[str] = set()
+        while not self._stopping.is_set():
+            try:
+                await self.registrations.poll(rpc)
+            except kamailio.KamailioError as exc:
+                log.warning("registration state unknown %s", kv(event="registration_poll_failed", error=exc))
+            for name, item in self.registrations.snapshot().items():
+                if item["state"] == "registered" and name not in announced:
+                    announced.add(name)
+                    print(f"Registration: {name} registered at {item['registrar']}", flush=True)
+                self.registration_up.labels(name).set(1 if item["state"] == "registered" else 0)
+                self.registration_failures.labels(name).set(float(str(item["failed_attempts"])))
+            with contextlib.suppress(OSError):
+                self.registrations.write(path)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+
 
     async def _set_worker_state(self, index: int, state: str) -> None:
         child = self.children.get("kamailio")
@@ -570,6 +607,9 @@ class Supervisor:
         lines.append(f"  Metrics:   http://{sip.bind_address}:{s.metrics.port}/metrics (supervisor), workers on "
                      f"ports {s.metrics.port + 1}..{s.metrics.port + len(workers)}")
         lines.append(f"  Speech:    {self._speech_line()}")
+        for name, reg in self.registrations.configured.items():
+            lines.append(f"  Registers: {name} at {reg.registrar} (state in /healthz and "
+                         f"veratur_sip_registration_up; a failure is logged with its reason)")
         if "rasa" in self.children:
             state = "ready" if self.children["rasa"].ready.is_set() else \
                 "starting (callers get the DTMF menu until it is ready)"

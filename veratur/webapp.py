@@ -43,6 +43,7 @@ from case_bridge.web.security import (
 )
 from foundation.config import Settings
 from foundation.logs import kv, scrub
+from veratur import registrations
 
 log = logging.getLogger("veratur.web")
 
@@ -56,6 +57,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "veratur.flows.web",            # role admin: dialog-flow administration
 )
 MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read
+REGISTRATION_STATE_MAX_AGE_S = 30.0  # the supervisor rewrites the state every <= 5 s; older means it is gone
 BASE_TEMPLATES = Path(__file__).resolve().parent.parent / "case_bridge" / "web" / "templates"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "case_bridge" / "web" / "static"
 JSON_PREFIXES = ("/open311/", "/api/")
@@ -137,11 +139,21 @@ async def _context(request: web.Request) -> dict[str, Any]:
 
 async def healthz(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
+    body: dict[str, Any] = {"status": "ok", "database": "ok"}
+    settings = request.app[SETTINGS]
+    if settings.sip.registrations:
+        # Written by the supervisor (veratur.registrations); a registration down degrades, it does not fail.
+        state = registrations.read_state_file(settings, REGISTRATION_STATE_MAX_AGE_S)
+        regs: dict[str, Any] = state["registrations"] if state else {  # type: ignore[assignment]
+            r.name: {"state": "unknown"} for r in settings.sip.registrations}
+        body["registrations"] = regs
+        if any(item.get("state") != "registered" for item in regs.values()):
+            body["status"] = "degraded"
     try:
         await asyncio.to_thread(svc.list_tramites)
     except DatabaseUnavailable:
-        return web.json_response({"status": "degraded", "database": "unreachable"}, status=503)
-    return web.json_response({"status": "ok", "database": "ok"})
+        return web.json_response({**body, "status": "degraded", "database": "unreachable"}, status=503)
+    return web.json_response(body)
 
 
 def build_app(settings: Settings, service: CaseService | None = None, *, secret: bytes | None = None,
