@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 from redis.asyncio.connection import parse_url
@@ -19,6 +20,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 def encode(*parts: bytes | str | int) -> bytes:
     items = [p if isinstance(p, bytes) else str(p).encode() for p in parts]
     return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in items)
+
+
+def _quiet(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Reply(Exception):
@@ -44,7 +50,7 @@ async def _read(reader: asyncio.StreamReader) -> Any:
 
 
 class LeanRedis:
-    """`await client.call(b"EVALSHA", ...)`; `evalsha(script, sha, keys)` with the NOSCRIPT fallback."""
+    """`await client.call("ECHO", "x")`; `await client.evalsha(script, sha, keys)` with the NOSCRIPT fallback."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self._opts = parse_url(url)
@@ -92,7 +98,12 @@ class LeanRedis:
                 if not self._pending:
                     raise RedisError("a reply nobody asked for")
                 future = self._pending.popleft()
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(reply, _Reply):
+                    text = str(reply)
+                    future.set_exception(NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text))
+                else:
                     future.set_result(reply)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, RedisError) as exc:
             self._drop(exc)
@@ -114,6 +125,17 @@ class LeanRedis:
             _, writer = self._conn or await self._connect()
         except (OSError, TimeoutError) as exc:
             raise RedisError(f"cannot reach Redis: {type(exc).__name__}") from exc
+        return await self._send(writer, parts)
+
+    def begin(self, *parts: bytes | str | int) -> asyncio.Future[Any]:
+        """The command written now when connected, its reply awaited later (the status lookup sends its database
+        query meanwhile: both replies then wake the process once instead of twice). Not connected yet: a task
+        that connects first."""
+        if self._conn is None:
+            return asyncio.ensure_future(self.call(*parts))
+        return self._send(self._conn[1], parts)
+
+    def _send(self, writer: asyncio.StreamWriter, parts: tuple[bytes | str | int, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(future)
@@ -121,23 +143,25 @@ class LeanRedis:
         # one timer handle per call (cheaper than asyncio.wait_for); late replies would be out of step with the
         # callers from then on, so a timeout drops the connection
         timer = loop.call_later(self._timeout, self._expire, future)
-        try:
-            reply = await future
-        finally:
-            timer.cancel()
-        if isinstance(reply, _Reply):
-            raise NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else ResponseError(str(reply))
-        return reply
+        future.add_done_callback(lambda _f: timer.cancel())
+        return future
 
     def _expire(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self._drop(TimeoutError("Redis did not answer in time"))
 
-    async def evalsha(self, script: str, sha: str, keys: list[str]) -> Any:
-        try:
-            return await self.call("EVALSHA", sha, len(keys), *keys)
-        except NoScriptError:    # a restarted or flushed Redis: EVAL sends the text and caches it again
-            return await self.call("EVAL", script, len(keys), *keys)
+    def evalsha(self, script: str, sha: str, keys: list[str]) -> Coroutine[Any, Any, Any]:
+        """EVALSHA sent now (see `begin`); a NOSCRIPT answer (Redis restarted or flushed) is retried as EVAL,
+        which sends the text and caches it again."""
+        first = self.begin("EVALSHA", sha, len(keys), *keys)
+        first.add_done_callback(_quiet)      # an answer nobody awaited (the caller gave up) is not an error
+
+        async def reply() -> Any:
+            try:
+                return await first
+            except NoScriptError:
+                return await self.call("EVAL", script, len(keys), *keys)
+        return reply()
 
     async def close(self) -> None:
         task = self._reader_task

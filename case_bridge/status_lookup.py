@@ -113,15 +113,21 @@ class StatusLookup:
         if not pin:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
         keys = verification_keys(folio, client)
+        # The lock check goes out first and the row is read while Redis answers; the row is looked at only once
+        # the check says the keys are not locked.
+        check = self._redis.evalsha(CHECK_SCRIPT, _CHECK_SHA, self._check_keys(keys))
         try:
-            raw = await self._redis.evalsha(CHECK_SCRIPT, _CHECK_SHA, self._check_keys(keys))
-            locks = self._service.limiter.parse_check(raw)
+            row = await self._read(folio)
+        except BaseException:
+            check.close()
+            raise
+        try:
+            locks = self._service.limiter.parse_check(await check)
         except (RedisError, OSError) as exc:
             log.warning(kv(event="status_lookup_redis_down", error=type(exc).__name__))
             return await asyncio.to_thread(self._service.status_for, folio, pin=pin, client=client, timeline=False)
         if any(lock.locked for lock in locks):
             return locked_result(locks)
-        row = await self._read(folio)
         if not check_pin(pin, row.pin_hash if row is not None else None):
             return await asyncio.to_thread(self._service.count_denial, folio, keys)
         if any(lock.failures for lock in locks):

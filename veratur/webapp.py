@@ -43,7 +43,7 @@ from case_bridge.web.security import (
 )
 from foundation.config import Settings
 from foundation.logs import kv, scrub
-from veratur import registrations
+from veratur import access_log, registrations
 
 log = logging.getLogger("veratur.web")
 
@@ -224,9 +224,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         path = str(health_socket(settings, args.index))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     log.info(kv(event="web_start", host=host, port=port, reuse_port=args.reuse_port, index=args.index))
+    access = logging.getLogger("veratur.web.access")
+    access_log.install(app, access)
     web.run_app(app, host=host, port=port, path=path, reuse_port=args.reuse_port or None,
-                access_log_class=ScrubbedAccessLogger, print=None, access_log=logging.getLogger("veratur.web.access"),
-                loop=_new_loop())
+                access_log_class=ScrubbedAccessLogger, print=None, access_log=access, loop=_new_loop())
     return 0
 
 
