@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import logging
@@ -24,6 +25,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from case_bridge import folio as folios
+from case_bridge.db import make_engine
 from case_bridge.errors import DatabaseUnavailable
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
@@ -204,8 +206,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "embedded SQLite database)")
 
 
+WEB_THREADS = 8
+"""Threads of a web process for blocking service calls (every page but the PostgreSQL status lookup, which runs
+on the loop); its database pool holds as many connections, so a thread never waits for one (docs/web-tier.md)."""
+
+
+def _service(settings: Settings) -> CaseService:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        return CaseService.from_settings(settings)
+    return CaseService(make_engine(url, pool_size=WEB_THREADS, max_overflow=0), redis_url=settings.redis.url)
+
+
+async def _threads(_app: web.Application) -> None:
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(WEB_THREADS, thread_name_prefix="web"))
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    service = CaseService.from_settings(settings)
+    service = _service(settings)
     if not args.no_migrate:
         from dialogs.catalog_seed import seed_catalog, seed_demo
 
@@ -217,6 +236,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             folio, pin = seed_demo(service)
             print(f"demo case: folio {folios.display(folio)} PIN {pin} (portal: consult it with these)", flush=True)
     app = build_app(settings, service)
+    app.on_startup.append(_threads)
     app.on_cleanup.append(lambda _app: asyncio.to_thread(service.close))
     host, port = args.host or settings.web.host, args.port or settings.web.port
     path = None
