@@ -282,3 +282,40 @@ __all__ = [
     "Interaction", "NodeSecret", "StaffUser", "Tramite", "TranscriptTurn", "UtcDateTime",
     "VerificationAttempt", "utcnow",
 ]
+
+
+CALLBACK_STATES = ("pending", "active", "done", "failed", "invalid", "opted_out", "cancelled")
+
+
+class CallbackJob(Base):
+    """A call the node owes a citizen (the case's status changed and they accepted a callback). Durable: a restart
+    loses nothing; a dialer takes a job by setting `lease_owner`/`lease_until` in one conditional UPDATE, so two
+    schedulers never dial the same job (an expired lease is a dialer that died: the job is due again)."""
+
+    __tablename__ = "callback_jobs"
+    __table_args__ = (Index("ix_callback_jobs_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    number: Mapped[str] = mapped_column(String(32))          # as normalized for dialling ('' when invalid)
+    reason: Mapped[str] = mapped_column(String(64))          # why we call: status_changed, agent_callback
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_outcome: Mapped[str] = mapped_column(String(32), default="")   # answered, busy, no_answer, silent, ...
+    detail: Mapped[str] = mapped_column(String(200), default="")        # why invalid / failed, for the clerk
+    sip_call_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallbackOptOut(Base):
+    """A number that asked not to be called again ("marque 9"); honoured by every channel that queues calls."""
+
+    __tablename__ = "callback_opt_outs"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    channel: Mapped[str] = mapped_column(String(16))

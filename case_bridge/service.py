@@ -54,6 +54,11 @@ Escalation (the agent console's richer queue is case_bridge.escalation.Escalatio
     escalation_queue(include_taken=False) -> list[EscalationView];  get_escalation(id) -> EscalationView | None
     take_escalation(escalation_id, staff_id) -> EscalationView        AlreadyTaken if someone else has it
     close_escalation(escalation_id, disposition) -> EscalationView
+Callbacks (case_bridge/callbacks.py: durable outbound calls with a lease, retry schedule, opt-outs)
+    request_callback(folio, phone, *, reason, allowed_prefixes, now=None) -> CallbackView
+    lease_due(owner, *, now, lease_s, limit) -> list[CallbackView]
+    record_attempt(job_id, owner, outcome, *, now, schedule, ...) -> CallbackView;  opt_out(number, *, channel)
+    callbacks_for(folio) -> list[CallbackView]
 Staff and catalog
     create_staff(username, password, role, display_name="") -> StaffView;  set_password(username, password)
     authenticate(username, password) -> StaffView | None;  get_staff(staff_id) -> StaffView | None
@@ -70,6 +75,7 @@ from sqlalchemy import Engine
 
 from case_bridge.analytics import Analytics
 from case_bridge.call_records import CallRecords
+from case_bridge.callbacks import Callbacks
 from case_bridge.calls import Calls
 from case_bridge.cases import Cases
 from case_bridge.catalog import TramiteCatalog
@@ -102,7 +108,7 @@ __all__ = [
 ]
 
 
-class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDirectory, TramiteCatalog):
+class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDirectory, TramiteCatalog, Callbacks):
     """The citizen record's API: the topic classes over one `UnitOfWork`. Thread-safe; share one per process."""
 
     def __init__(self, engine: Engine, *, redis_url: str | None = None, ratelimit_prefix: str = "veratur") -> None:

@@ -276,6 +276,61 @@ class EscalationConfig(_Section):
         return self
 
 
+class CallbackConfig(_Section):
+    """Status-change callbacks: the schedule of attempts (busy, no answer and silent answers are retried)."""
+
+    attempts: int = Field(3, ge=1, le=10)
+    spacing_s: list[int] = [600, 3600]        # wait after attempt 1, 2, ...; the last value repeats
+    quiet_start: str = Field("21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")   # no calls from here ...
+    quiet_end: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")     # ... to here, citizen's local time
+    timezone: str = "America/Mexico_City"     # the citizen's local time (one state: one zone)
+    lease_s: int = Field(180, ge=10, le=3600)  # a picked job is someone's for this long (a crashed dialer's expires)
+
+    @field_validator("spacing_s")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError("at least one spacing, each >= 1 s")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class OutboundConfig(_Section):
+    """Calls the node places (status-change callbacks): through Kamailio, with a caller ID, within a dial plan."""
+
+    enabled: bool = False
+    caller_id: str = Field("veratur", pattern=r"^[A-Za-z0-9._+-]{1,32}$")   # user part of the From URI
+    caller_name: str = Field("Gobierno del Estado", max_length=64, pattern=r"^[^\"\r\n]*$")
+    # Numbers (digits, after normalization) the node may dial must start with one of these; [] = none.
+    allowed_prefixes: list[str] = []
+    max_share: float = Field(0.25, gt=0, le=1)        # outbound never holds more than this share of the call slots
+    pacing_s: int = Field(300, ge=0, le=86400)        # at least this long between two calls to one number
+    route: str | None = None                          # sip:HOST:PORT the calls go to (PBX/trunk); None: first registrar
+    callback: CallbackConfig = CallbackConfig()
+
+    @field_validator("allowed_prefixes")
+    @classmethod
+    def _digits(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not re.fullmatch(r"\d{1,15}", prefix):
+                raise ValueError(f"{prefix!r}: a prefix is 1-15 digits")
+        return value
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, value: str | None) -> str | None:
+        return RegistrationConfig._sip_hostport(value)  # type: ignore[operator]
+
+
 class Settings(_Section):
     node_name: str = "veratur-1"
     data_dir: Path = Path("var")
@@ -291,6 +346,7 @@ class Settings(_Section):
     web: WebConfig = WebConfig()
     metrics: MetricsConfig = MetricsConfig()
     escalation: EscalationConfig = EscalationConfig()
+    outbound: OutboundConfig = OutboundConfig()
 
     def path(self, value: Path | str) -> Path:
         """A configured path, relative ones taken from the repository root."""

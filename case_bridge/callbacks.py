@@ -1,0 +1,198 @@
+"""Callback jobs: calls the node owes citizens (a case's status changed and they accepted a callback).
+
+Durable in the database; picked by a dialer with a lease (one conditional UPDATE per job: of two schedulers
+racing for a job exactly one sees its row updated), so a job is dialled by one node only; a dialer that dies
+leaves a lease that expires and the job is due again. The schedule (attempts, spacing, quiet hours in the
+citizen's local time) is `outbound.callback` in the configuration, passed in by the caller; every time comes in as
+an argument (`now`), so tests drive a clock of their own.
+
+    request_callback(folio, phone, *, reason, allowed_prefixes, now=None) -> CallbackView
+        state pending, or invalid (not dialled; `detail` says why) or opted_out (the number asked for no calls)
+    lease_due(owner, *, now, lease_s, limit) -> list[CallbackView]     jobs now this owner's to dial
+    record_attempt(job_id, owner, outcome, *, now, schedule, sip_call_id=None, detail="") -> CallbackView
+        outcome: answered (done) | opt_out (this and every pending job of the number stop) | busy | no_answer |
+        silent | failed (retried per schedule until attempts are used up, then failed)
+    opt_out(number, *, channel) -> int            pending jobs of the number cancelled
+    callbacks_for(folio) -> list[CallbackView]    for the clerk and agent pages
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from case_bridge.errors import InvalidInput
+from case_bridge.models import CallbackJob, CallbackOptOut, utcnow
+from case_bridge.unit_of_work import UnitOfWork, load_case
+from foundation import dialplan
+from foundation.config import CallbackConfig
+
+RETRYABLE = frozenset({"busy", "no_answer", "silent", "failed"})
+OUTCOMES = RETRYABLE | {"answered", "opt_out"}
+OPEN_STATES = ("pending", "active")
+
+
+@dataclass(frozen=True)
+class CallbackView:
+    id: int
+    case_id: int
+    number_masked: str
+    number: str
+    reason: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    last_outcome: str
+    detail: str
+
+
+def _view(job: CallbackJob) -> CallbackView:
+    return CallbackView(job.id, job.case_id, dialplan.mask(job.number), job.number, job.reason, job.state,
+                        job.attempts, job.next_attempt_at, job.lease_owner, job.last_outcome, job.detail)
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def outside_quiet_hours(when: datetime, schedule: CallbackConfig) -> datetime:
+    """`when`, or the end of the quiet period it falls in (the citizen's local time; the window may span
+    midnight, e.g. 21:00-08:00)."""
+    zone = ZoneInfo(schedule.timezone)
+    local = when.astimezone(zone)
+    start, end = _hhmm(schedule.quiet_start), _hhmm(schedule.quiet_end)
+    now_t = local.time()
+    if start == end:
+        return when
+    quiet = (start <= now_t or now_t < end) if start > end else (start <= now_t < end)
+    if not quiet:
+        return when
+    day = local.date() if now_t < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone).astimezone(when.tzinfo)
+
+
+def next_attempt(attempts_done: int, now: datetime, schedule: CallbackConfig) -> datetime:
+    spacing = schedule.spacing_s[min(attempts_done - 1, len(schedule.spacing_s) - 1)]
+    return outside_quiet_hours(now + timedelta(seconds=spacing), schedule)
+
+
+class Callbacks:
+    """The callback topic of `CaseService`."""
+
+    uow: UnitOfWork
+
+    def request_callback(self, folio: str, phone: str | None, *, reason: str = "status_changed",
+                         allowed_prefixes: list[str], now: datetime | None = None,
+                         schedule: CallbackConfig | None = None) -> CallbackView:
+        now = now or utcnow()
+        decision = dialplan.check(phone, allowed_prefixes)
+
+        def work(s: Session) -> CallbackView:
+            case = load_case(s, folio)
+            open_job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
+                                                           CallbackJob.state.in_(OPEN_STATES))).scalar_one_or_none()
+            if open_job is not None:              # one call per case at a time: it will read the latest status
+                open_job.reason, open_job.updated_at = reason[:64], now
+                return _view(open_job)
+            job = CallbackJob(case_id=case.id, number=decision.number or "", reason=reason[:64], state="pending",
+                              attempts=0, next_attempt_at=now, last_outcome="", detail="", created_at=now,
+                              updated_at=now)
+            if not decision.ok:
+                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
+            elif s.get(CallbackOptOut, decision.number) is not None:
+                job.state, job.detail = "opted_out", "the number asked not to be called"
+            elif schedule is not None:
+                job.next_attempt_at = outside_quiet_hours(now, schedule)
+            s.add(job)
+            s.flush()
+            return _view(job)
+
+        return self.uow.write(work)
+
+    def lease_due(self, owner: str, *, now: datetime, lease_s: int, limit: int = 1) -> list[CallbackView]:
+        """Take up to `limit` due jobs for `owner` (pending and due, or active with an expired lease)."""
+        if limit <= 0:
+            return []
+        until = now + timedelta(seconds=lease_s)
+        due = or_((CallbackJob.state == "pending") & (CallbackJob.next_attempt_at <= now),
+                  (CallbackJob.state == "active") & (CallbackJob.lease_until < now))
+        with self.uow.session() as s:
+            candidates = list(s.execute(select(CallbackJob.id).where(due).order_by(CallbackJob.next_attempt_at)
+                                        .limit(limit * 4)).scalars())
+        taken: list[CallbackView] = []
+        for job_id in candidates:
+            if len(taken) >= limit:
+                break
+
+            def work(s: Session, job_id: int = job_id) -> CallbackView | None:
+                # The WHERE re-checks due-ness: whoever updates the row first has it, the other matches nothing.
+                result = s.execute(update(CallbackJob).where(CallbackJob.id == job_id, due)
+                                   .values(state="active", lease_owner=owner, lease_until=until, updated_at=now)
+                                   .execution_options(synchronize_session=False))
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    return None
+                job = s.get(CallbackJob, job_id, populate_existing=True)
+                assert job is not None
+                if s.get(CallbackOptOut, job.number) is not None:     # opted out since it was queued
+                    job.state, job.lease_owner, job.detail = "opted_out", None, "the number asked not to be called"
+                    return None
+                return _view(job)
+
+            view = self.uow.write(work)
+            if view is not None:
+                taken.append(view)
+        return taken
+
+    def record_attempt(self, job_id: int, owner: str, outcome: str, *, now: datetime, schedule: CallbackConfig,
+                       sip_call_id: str | None = None, detail: str = "") -> CallbackView:
+        if outcome not in OUTCOMES:
+            raise InvalidInput(f"unknown callback outcome {outcome!r}")
+
+        def work(s: Session) -> CallbackView:
+            job = s.get(CallbackJob, job_id, with_for_update=True)
+            if job is None or job.state != "active" or job.lease_owner != owner:
+                raise InvalidInput(f"callback job {job_id} is not leased by {owner}")
+            job.attempts += 1
+            job.last_outcome, job.detail, job.updated_at = outcome, detail[:200], now
+            job.sip_call_id = sip_call_id or job.sip_call_id
+            job.lease_owner, job.lease_until = None, None
+            if outcome == "answered":
+                job.state = "done"
+            elif outcome == "opt_out":
+                job.state = "opted_out"
+                _opt_out(s, job.number, "phone", now)
+            elif job.attempts >= schedule.attempts:
+                job.state = "failed"
+            else:
+                job.state, job.next_attempt_at = "pending", next_attempt(job.attempts, now, schedule)
+            return _view(job)
+
+        return self.uow.write(work)
+
+    def opt_out(self, number: str, *, channel: str, now: datetime | None = None) -> int:
+        digits = dialplan.normalize(number).number
+        if digits is None:
+            raise InvalidInput("not a phone number")
+        return self.uow.write(lambda s: _opt_out(s, digits, channel, now or utcnow()))
+
+    def callbacks_for(self, folio: str) -> list[CallbackView]:
+        with self.uow.session() as s:
+            case = load_case(s, folio, for_view=True)
+            jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id).order_by(CallbackJob.id))
+            return [_view(j) for j in jobs.scalars()]
+
+
+def _opt_out(s: Session, number: str, channel: str, now: datetime) -> int:
+    if s.get(CallbackOptOut, number) is None:
+        s.add(CallbackOptOut(number=number, at=now, channel=channel[:16]))
+    jobs = s.execute(select(CallbackJob).where(CallbackJob.number == number, CallbackJob.state == "pending"))
+    cancelled = 0
+    for job in jobs.scalars():
+        job.state, job.detail, job.updated_at = "opted_out", "the number asked not to be called", now
+        cancelled += 1
+    return cancelled
