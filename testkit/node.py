@@ -162,7 +162,7 @@ def run_node(config: Path, settings: Settings, *extra: str, ready_timeout_s: flo
     Everything the node printed is left in node.log beside the config."""
     argv = [sys.executable, "-m", "veratur.cli", "--config", str(config), "up", *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            errors="replace", start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     node = Node(settings, proc)
     threading.Thread(target=_pump, args=(proc.stdout, node.stdout), daemon=True).start()
     threading.Thread(target=_pump, args=(proc.stderr, node.stderr), daemon=True).start()

@@ -24,7 +24,9 @@ DISPATCHER_SET = 1
 ALG_CALL_LOAD = 10
 DS_FLAGS_FAILOVER = 2            # keep the other destinations in the XAVP list for ds_next_dst()
 DS_PING_INTERVAL_S = 5
-FR_TIMER_MS = 2000               # the 30 s default makes failover and dead-worker detection very slow
+# No answer at all (not even 100) within this: the worker is dead, frozen or dropped the message. pjsip sends 100
+# Trying within milliseconds; each unanswered INVITE holds a call slot this long (the 30 s default: minutes).
+FR_TIMER_MS = 1000
 FR_INV_TIMER_MS = 30000          # an answered-with-1xx INVITE may ring this long
 HASH_INITEXPIRE_S = 60           # load slot of an INVITE never answered 2xx (lost reply) expires after this
 HASH_EXPIRE_MARGIN_S = 120       # ... of a confirmed call: max call duration + this margin (lost BYE)
@@ -177,6 +179,7 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         fr_timer=FR_TIMER_MS,
         fr_inv_timer=FR_INV_TIMER_MS,
         rate=sip.new_calls_per_second,
+        rate_per_source=min(sip.new_calls_per_source_per_second, sip.new_calls_per_second),
         retry_full=RETRY_AFTER_FULL_S,
         retry_rate=RETRY_AFTER_RATE_S,
         allowed=_allowed_condition(sip.allowed_peers),
@@ -309,6 +312,7 @@ loadmodule "sanity.so"
 loadmodule "ctl.so"
 loadmodule "ipops.so"
 loadmodule "pipelimit.so"
+loadmodule "htable.so"
 loadmodule "dispatcher.so"
 loadmodule "dialog.so"
 {uac}
@@ -324,6 +328,9 @@ modparam("rr", "append_fromtag", 0)
 
 # pipelimit: one pipe for new INVITEs, counted per 1 s interval.
 modparam("pipelimit", "timer_interval", 1)
+# newcalls: new INVITEs per source address and second ("IP/epoch second" keys, gone 3 s later), so one flooding
+# source spends only its own share and not the node's whole rate.
+modparam("htable", "htable", "newcalls=>size=12;autoexpire=3;")
 
 # dispatcher: call-load balancing over the workers, OPTIONS probing, load slots that expire.
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -362,6 +369,38 @@ request_route {{
         xlog("L_NOTICE", "event=sip_rejected reason=source_not_allowed src=$si method=$(rm{{s.substr,0,16}})\n");
         if (!is_method("ACK")) {{
             sl_send_reply("403", "Forbidden");
+        }}
+        exit;
+    }}
+    # RFC 3261 7.1: method names are case-sensitive. Kamailio's parser takes "invite" for INVITE but the worker's
+    # answer (CSeq "1 invite") then matches no transaction here: the worker holds an answered call slot for 32 s
+    # (fuzz run). Only the exact methods we serve reach a worker.
+    if ($rm != "INVITE" && $rm != "ACK" && $rm != "BYE" && $rm != "CANCEL" && $rm != "OPTIONS" && $rm != "INFO"
+            && $rm != "REFER" && $rm != "NOTIFY" && $rm != "PRACK" && $rm != "UPDATE") {{
+        xlog("L_NOTICE", "event=sip_rejected reason=unknown_method src=$si\n");
+        if (!is_method("ACK")) {{
+            append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY\r\n");
+            sl_send_reply("405", "Method Not Allowed");
+        }}
+        exit;
+    }}
+    # Headers that must appear once (the core already refuses a second CSeq): with two of them we and the worker
+    # may read different ones, its answers then match nothing here and it retransmits them on a held slot.
+    if ($hdrc(CSeq) != 1 || $hdrc(Call-ID) != 1 || $hdrc(From) != 1 || $hdrc(To) != 1
+            || $hdrc(Content-Length) > 1 || $hdrc(Content-Type) > 1 || $hdrc(Max-Forwards) > 1) {{
+        xlog("L_NOTICE", "event=sip_rejected reason=repeated_header src=$si\n");
+        if (!is_method("ACK")) {{
+            sl_send_reply("400", "Repeated Header");
+        }}
+        exit;
+    }}
+    # pjsip drops without an answer what it cannot parse, and each such INVITE holds a call slot here for fr_timer
+    # on every worker it fails over to. Two shapes got through in the fuzz run: a NUL byte in the headers (regex
+    # search stops at it, so the end of the headers is not found) and a folded header made of blank lines.
+    if (!search("\r\n\r\n") || search("\r\n[ \t]+\r\n")) {{
+        xlog("L_NOTICE", "event=sip_rejected reason=unparsable_header src=$si\n");
+        if (!is_method("ACK")) {{
+            sl_send_reply("400", "Bad Header");
         }}
         exit;
     }}
@@ -420,6 +459,21 @@ request_route {{
 
 # A new call: rate limit, choose the least-loaded worker with a free slot, relay.
 route[NEWCALL] {{
+    # $shtinc creates no item: the first INVITE of a source in a second sets it.
+    $var(window) = $si + "/" + $Ts;
+    $var(from_source) = $shtinc(newcalls=>$var(window));
+    if ($var(from_source) == $null || $var(from_source) <= 0) {{
+        $sht(newcalls=>$var(window)) = 1;
+        $var(from_source) = 1;
+    }}
+    if ($var(from_source) > {rate_per_source}) {{
+        if ($var(from_source) == {rate_per_source} + 1) {{
+            xlog("L_WARN", "event=call_rejected reason=source_rate_limit limit_per_s={rate_per_source} src=$si\n");
+        }}
+        append_to_reply("Retry-After: {retry_rate}\r\n");
+        sl_send_reply("503", "Too Many New Calls From This Address");
+        exit;
+    }}
     if (!pl_check("new_invites", "TAILDROP", "{rate}")) {{
         xlog("L_WARN", "event=call_rejected reason=rate_limit limit_per_s={rate} src=$si\n");
         append_to_reply("Retry-After: {retry_rate}\r\n");
@@ -437,7 +491,12 @@ route[NEWCALL] {{
     record_route();
     t_on_reply("DISPATCH_REPLY");
     t_on_failure("DISPATCH_FAILURE");
-    route(RELAY);
+    if (!t_relay()) {{
+        # Not relayed (e.g. the worker's TCP connection refused): the slot ds_select_dst took must not leak.
+        ds_load_unset();
+        sl_reply_error();
+    }}
+    exit;
 }}
 
 route[WITHINDLG] {{

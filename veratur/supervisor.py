@@ -36,6 +36,7 @@ from foundation.config import ConfigError, Settings
 from foundation.logs import kv
 from foundation.paths import REPO_ROOT
 from veratur import kamailio, registrations
+from veratur.child_output import OutputFilter
 from veratur.health import http_ok, sip_options
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ class Supervisor:
         """Child output on our stderr, each line prefixed with the child's name."""
         assert proc.stdout is not None
         prefix = f"{name} | ".encode()
+        output = OutputFilter(name)
         while True:
             try:
                 line = await proc.stdout.readline()
@@ -448,7 +450,10 @@ class Supervisor:
                 return
             if name == "kamailio" and self.registrations.configured:
                 self.registrations.note_log_line(line)
-            sys.stderr.buffer.write(prefix + line)
+            clean = output.line(line)
+            if clean is None:
+                continue
+            sys.stderr.buffer.write(prefix + clean)
             sys.stderr.buffer.flush()
 
     async def _watch_registrations(self) -> None:

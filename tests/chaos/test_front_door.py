@@ -171,3 +171,66 @@ def test_killed_workers_calls_get_a_bye_and_their_records_are_closed_lost(node, 
     assert lost is not None and lost.disposition == "lost" and lost.ended_at is not None
     assert other is not None and other.ended_at is None
     service.close()
+
+
+def _finals_by_call(raw: RawSip, calls: int, timeout_s: float) -> dict[str, tuple[int, str, bytes]]:
+    """The first final answer of each Call-ID (Kamailio retransmits a 488 until it is ACKed: counted once)."""
+    seen: dict[str, tuple[int, str, bytes]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < calls and time.monotonic() < deadline:
+        for final in raw.collect(1, max(deadline - time.monotonic(), 0.05)).finals:
+            call_id = re.search(rb"\r\nCall-ID: *([^\r\n]+)", final[2])
+            if call_id:
+                seen.setdefault(call_id.group(1).decode(), final)
+    return seen
+
+
+def test_a_flooding_source_is_throttled_without_hurting_other_sources(node) -> None:  # type: ignore[no-untyped-def]
+    """127.0.0.3 sends new INVITEs at 100/s for 2 s: beyond its per-source share they get 503 + Retry-After before
+    any worker is involved; meanwhile every INVITE from 127.0.0.4 (one each 0.25 s) reaches a worker. G.729-only
+    offers: a worker answers 488 and holds no slot, so the flood's share is not what fills the node."""
+    port = node.settings.sip.port
+    per_source = node.settings.sip.new_calls_per_source_per_second
+    mark = len(node.stderr)
+    with RawSip("127.0.0.3") as flood, RawSip("127.0.0.4") as other:
+        started = time.monotonic()
+        sent = 0
+        for index in range(200):
+            flood.send(padded_invite(port, flood, 10, codec="18 G729/8000"), (HOST, port))
+            sent += 1
+            if index % 25 == 12:
+                other.send(padded_invite(port, other, 10, codec="18 G729/8000"), (HOST, port))
+            time.sleep(max(started + (index + 1) / 100 - time.monotonic(), 0))
+        flood_s = time.monotonic() - started
+        flooded = _finals_by_call(flood, sent, 5.0)
+        others = _finals_by_call(other, 8, 5.0)
+    throttled = [f for f in flooded.values() if f[0] == 503 and "From This Address" in f[1]]
+    other_codes = sorted(code for code, _, _ in others.values())
+    dispatched = sum("event=call_dispatched" in line and "src=127.0.0.3" in line for line in node.stderr[mark:])
+    print(f"\nflood: {sent} INVITEs in {flood_s:.1f} s from one source, {dispatched} dispatched, {len(throttled)} "
+          f"of the {len(flooded)} answers read were 503 (share {per_source}/s); other source: {other_codes}")
+    # The flood touched at most ceil(flood_s) + 1 one-second windows: at most that many shares were dispatched.
+    assert dispatched <= (int(flood_s) + 2) * per_source
+    assert len(throttled) >= sent // 2
+    assert all(b"Retry-After: " in f[2] for f in throttled)
+    assert other_codes == [488] * 8
+
+
+@pytest.mark.parametrize(("name", "mangle", "status"), [
+    ("lowercase method", lambda p: p.replace(b"INVITE", b"invite"), 405),     # request line and CSeq
+    ("NUL byte in a header", lambda p: p.replace(b"\r\nSubject: ", b"\r\nX-Nul: a\x00b\r\nSubject: ", 1), 400),
+    ("folded blank lines", lambda p: p.replace(b"\r\nSubject: ", b"\r\nFolded: a\r\n \r\n \r\nSubject: ", 1), 400),
+])
+def test_what_a_worker_would_drop_or_mismatch_is_refused_at_the_front_door(
+        node, name: str, mangle, status: int) -> None:  # type: ignore[no-untyped-def]
+    """Each of these, relayed, held a worker's call slot (32 s for the lowercase `invite` the worker answered but
+    whose answer matched no transaction here; fr_timer per worker for the others, which pjsip drops unanswered):
+    the fuzz run's legitimate callers then all got 503. They are refused here at once, nothing is dispatched."""
+    port = node.settings.sip.port
+    mark = len(node.stderr)
+    with RawSip("127.0.0.5") as raw:
+        raw.send(mangle(padded_invite(port, raw, 10, codec="18 G729/8000")), (HOST, port))
+        answers = raw.collect(1, 3.0)
+    assert answers.codes() == [status], name
+    time.sleep(0.3)
+    assert not any("event=call_dispatched" in line for line in node.stderr[mark:]), name

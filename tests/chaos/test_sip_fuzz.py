@@ -1,6 +1,12 @@
 """The standing SIP fuzz run: 2,400 seeded messages of twelve hostile families at the front door and straight at
 the workers, while legitimate calls go through the front door. Zero crashes, zero failed legitimate calls, no
-worker ever marked down. (bench/sip_soak.py runs the same at 10,000+.)"""
+worker ever marked down. The fuzzer sends from 127.0.0.2 (an attacker is another host than the callers at
+127.0.0.1), so the front door's per-source limit is exercised: it must throttle the fuzzer, not the callers.
+
+What this run found and the front door now refuses before a worker spends a call slot on it (each held all the
+worker's slots, and every legitimate call got 503): a lowercase `invite` (answered by the worker, its reply matched
+no transaction, the answered call held a slot 32 s), a NUL byte in the headers and blank folded lines (dropped by
+pjsip unanswered: a slot held for fr_timer on each worker), and a relay failure that leaked the slot."""
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +30,6 @@ RATE_PER_S = 120.0
 LEGIT_CALLS = 10
 
 
-@pytest.mark.xfail(strict=True, reason="open defect found by this run: while the front door is fuzzed at 120 "
-                   "messages/s, Kamailio dispatches the first INVITE and then no legitimate call gets an answer "
-                   "(sipp INVITE timeouts, 0/10 calls); cause not yet found (not the TCP relay: same with UDP)")
 def test_fuzzed_sip_while_real_calls_run(tmp_path: Path) -> None:
     config, settings = write_settings(tmp_path, sip={"workers": 2})
     logs = tmp_path / "logs"
@@ -39,7 +42,11 @@ def test_fuzzed_sip_while_real_calls_run(tmp_path: Path) -> None:
 
         def watch() -> None:
             while not done.is_set():
-                for flags, _ in asyncio.run(kamailio.worker_states(paths)).values():
+                try:
+                    states = asyncio.run(kamailio.worker_states(paths))
+                except kamailio.KamailioError:
+                    states = {}              # the node is stopping (control socket gone)
+                for flags, _ in states.values():
                     flags_seen.add(flags)
                 time.sleep(0.5)
 
