@@ -111,6 +111,47 @@ def best_phrase(text: str, phrases: Sequence[str], cutoff: float = FUZZY_CUTOFF)
 
 
 _NUMBER_NAMES = {v: k for k, v in _DIGIT_WORDS.items() if k not in ("una", "un")}
+CLOSED_KINDS = ("yes_no", "menu", "city")     # one short answer: a repeated word is one answer said once
+
+
+def collapse_word_repeats(text: str) -> str:
+    """One word said once, not Whisper's loop on it: "3 3 3 3" -> "3", "sí, sí" -> "sí" (immediate repeats of
+    a single word only; a digit string is never collapsed here, use it for one-word answers)."""
+    out: list[str] = []
+    for word in text.split():
+        if out and fold(out[-1]) == fold(word) and fold(word):
+            continue
+        out.append(word)
+    return " ".join(out)
+
+
+def closed_answer(text: str, expect: Expect) -> str | None:
+    """The valid answer `text` gives to a closed prompt (a menu phrase or option number, sí/no, a city, a digit
+    string of at most `max_digits`), or None when it is not one."""
+    if expect.kind not in (*CLOSED_KINDS, "digits"):
+        return None
+    mapped = map_answer(text, expect)
+    if not mapped:
+        return None
+    if expect.kind == "digits":
+        return mapped if mapped.isdigit() and len(mapped) <= max(expect.max_digits, 1) else None
+    if expect.kind == "yes_no" and mapped in ("sí", "no"):
+        return mapped
+    if mapped in expect.phrases:
+        return mapped
+    if expect.kind == "menu" and mapped in _NUMBER_NAMES.values():
+        return mapped
+    return None
+
+
+def budget_for(expect: Expect) -> int | None:
+    """Most text tokens the expected answer needs (Whisper's decode stops there), None for free speech: a menu
+    word or sí/no is a few tokens even inside a short sentence; a digit word is ~3 tokens with its comma."""
+    if expect.kind == "digits":
+        return 3 * max(expect.max_digits, 1) + 12
+    if expect.kind in CLOSED_KINDS:
+        return 20
+    return None
 
 
 def map_answer(text: str, expect: Expect) -> str:
@@ -119,6 +160,8 @@ def map_answer(text: str, expect: Expect) -> str:
     if not cleaned:
         return ""
     kind = expect.kind
+    if kind in CLOSED_KINDS:
+        cleaned = collapse_word_repeats(cleaned)
     if kind == "digits":
         digits, other = digits_in(cleaned)
         # Mostly digits: the digit string. Words besides digits ("no lo tengo", "asesor"): the words.

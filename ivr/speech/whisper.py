@@ -9,9 +9,18 @@ tokenizer), self-contained so a per-node recognition service can host it unchang
 - `WhisperRecognizer`: the `SpeechRecognizer` provider over a shared model and the engine's bounded pool.
 
 Guards, because Whisper writes fluent text for any sound: one temperature (0) so no fallback loop re-decodes
-the same audio up to six times; a token budget proportional to the audio (the time cap per decode); results
-with a high no-speech probability, a low mean log-probability, a compressible (looping) text or a repeated
-n-gram are no-match (""). No initial prompt by default: with one, Whisper wrote text on silence and noise.
+the same audio up to six times; a token budget proportional to the audio and capped by the expected answer
+(`budget_for`: a menu word or yes/no needs a few tokens, a folio ~3 per digit); results with a high no-speech
+probability, a low mean log-probability, a compressible (looping) text or a repeated n-gram are no-match ("").
+No initial prompt by default: with one, Whisper wrote text on silence and noise, and looped on single digits.
+
+One-word answers ("tres" -> "3 3 3 3 3 3 3 3 3 3 3 3 3 3") looped for two reasons, both fixed here (bench/asr.py):
+the cut window was padded in the log-mel domain with 0.0, which is not silence in Whisper's normalisation
+(silence is the clamp at max - 8 dB), so the model heard a steady sound after the word and kept writing it;
+and the decode ran without timestamps, so nothing told the model where the speech ended. The window is now
+padded with zero samples before the features are computed, and the decode predicts timestamps (dropped from
+the text). A mild repetition penalty (1.1) breaks what loops remain; a closed answer that still repeats one word
+is collapsed by the mapping (`ivr.speech.answers`).
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ import numpy as np
 
 from foundation.logs import kv
 from ivr.metrics import EngineMetrics
-from ivr.speech.answers import clean_text, map_answer
+from ivr.speech.answers import budget_for, clean_text, closed_answer, collapse_word_repeats, map_answer
 from ivr.speech.audio_ops import resample
 from ivr.speech.expect import Expect
 from ivr.speech.recognizer import Decoder, RecognizeStream, StreamConfig
@@ -41,12 +50,13 @@ WHISPER_RATE = 16000
 FRAMES_PER_S = 100               # mel frames per second (hop 160 at 16 kHz)
 FULL_WINDOW_FRAMES = 3000        # Whisper's 30 s window
 MAX_AUDIO_S = 30.0
+SALVAGE_MAX_S = 2.0              # a one-word answer with its pre-roll and endpoint silence is ~1-1.5 s
 
 
 @dataclass(frozen=True, slots=True)
 class WhisperOptions:
     language: str = "es"
-    beam_size: int = 1
+    beam_size: int = 3
     # "utterance": the encoder sees the utterance plus `tail_pad_s` of silence instead of a 30 s window (measured
     # in bench/asr.py: several times faster); "full": the standard 30 s window.
     window: Literal["utterance", "full"] = "utterance"
@@ -62,6 +72,12 @@ class WhisperOptions:
     compression_ratio_threshold: float = 2.4
     min_audio_s: float = 0.2
     initial_prompt: str | None = None
+    timestamps: bool = True              # predict timestamps: the model marks where speech ends and stops there
+    repetition_penalty: float = 1.1
+    max_tokens: int | None = None        # cap on the budget, from the expected answer (`budget_for`)
+    # a closed answer whose text is a valid answer (a digit for a menu, sí/no) is kept down to this mean log-prob
+    # ("ocho" alone scores ~ -1.15 with its timestamps; loud noise that Whisper writes words for, -1.2 to -1.8)
+    closed_log_prob_threshold: float = -1.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,19 +164,21 @@ class WhisperModel:
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
         self.tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")), True,
                                    task="transcribe", language=self.options.language)
-        self._prompts: dict[str | None, list[int]] = {}
+        self._prompts: dict[tuple[str | None, bool], list[int]] = {}
         self._lock = threading.Lock()
 
-    def _prompt(self, initial: str | None) -> list[int]:
+    def _prompt(self, initial: str | None, timestamps: bool) -> list[int]:
         with self._lock:
-            cached = self._prompts.get(initial)
+            cached = self._prompts.get((initial, timestamps))
             if cached is None:
                 tok = self.tokenizer
                 cached = []
                 if initial:
                     cached = [tok.sot_prev, *tok.encode(" " + initial.strip())[-223:]]
-                cached += [*tok.sot_sequence, tok.no_timestamps]
-                self._prompts[initial] = cached
+                cached += [*tok.sot_sequence]
+                if not timestamps:
+                    cached.append(tok.no_timestamps)
+                self._prompts[(initial, timestamps)] = cached
             return cached
 
     def transcribe(self, pcm: bytes, sample_rate: int, options: WhisperOptions | None = None) -> WhisperResult:
@@ -181,31 +199,38 @@ class WhisperModel:
             pcm = pcm[: int(MAX_AUDIO_S * sample_rate) * 2]
             audio_s = MAX_AUDIO_S
         audio = np.frombuffer(resample(pcm, sample_rate, WHISPER_RATE), dtype="<i2").astype(np.float32) / 32768.0
-        mel = self.features(audio, padding=0)
         if opt.window == "full":
             frames = FULL_WINDOW_FRAMES
         else:
             frames = int(max(opt.min_window_s, audio_s + opt.tail_pad_s) * FRAMES_PER_S)
             frames = min(FULL_WINDOW_FRAMES, frames + frames % 2)
-        if mel.shape[-1] >= frames:
-            mel = mel[:, :frames]
-        else:
-            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))
+        # Pad with zero SAMPLES, then compute the features: a log-mel of 0.0 is not silence for Whisper.
+        samples = frames * WHISPER_RATE // FRAMES_PER_S
+        audio = np.pad(audio, (0, max(0, samples - audio.size)))[:samples]
+        mel = self.features(audio, padding=0)[:, :frames]
+        if mel.shape[-1] < frames:
+            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])), constant_values=float(mel.min()))
         features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
         budget = max(opt.min_tokens, int(audio_s * opt.tokens_per_s))
-        prompt = self._prompt(opt.initial_prompt)
-        result = self.model.generate(features, [prompt], beam_size=opt.beam_size, max_length=len(prompt) + budget,
+        if opt.max_tokens is not None:
+            budget = min(budget, opt.max_tokens)
+        prompt = self._prompt(opt.initial_prompt, opt.timestamps)
+        # Timestamp tokens (a pair per segment) come on top of the text's budget.
+        room = budget + (8 if opt.timestamps else 0)
+        result = self.model.generate(features, [prompt], beam_size=opt.beam_size, max_length=len(prompt) + room,
                                      return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                                     suppress_tokens=[-1])[0]
+                                     suppress_tokens=[-1], repetition_penalty=opt.repetition_penalty)[0]
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        raw = self.tokenizer.decode(tokens).strip()
-        if opt.window == "utterance":
-            raw = collapse_repeats(raw)
+        hit_budget = len(tokens) >= budget or len(result.sequences_ids[0]) >= room
+        written = self.tokenizer.decode(tokens).strip()
+        # The compression check looks at what Whisper wrote (a loop); the text keeps one copy of a sentence
+        # Whisper restarted ("modo de grabación, modo de grabación, modo de grabación").
+        raw = collapse_repeats(written) if opt.window == "utterance" else written
         n = len(result.sequences_ids[0])
         # CTranslate2 scores are length-normalized cumulative log-probs; faster-whisper's average includes EOT.
         avg_logprob = float(result.scores[0]) * n / (n + 1) if n else float(result.scores[0])
         no_speech = float(result.no_speech_prob)
-        ratio = compression_ratio(raw)
+        ratio = compression_ratio(written)
         decode_s = time.perf_counter() - t0
         reason: str | None = None
         if not raw:
@@ -214,9 +239,9 @@ class WhisperModel:
             reason = "no_speech"
         elif avg_logprob < opt.log_prob_threshold:
             reason = "low_logprob"
-        elif ratio > opt.compression_ratio_threshold or len(tokens) >= budget:
+        elif ratio > opt.compression_ratio_threshold or hit_budget:
             reason = "loop"
-        elif repeated_ngram(raw):
+        elif repeated_ngram(raw) or repeated_ngram(written, times=4):
             reason = "repetition"
         elif decode_s > opt.max_decode_s:
             reason = "cap"
@@ -253,15 +278,41 @@ class WhisperDecoder:
         self._buf.clear()
         if not pcm:
             return "", None
-        result = self._model.transcribe(pcm, self._rate, self._options)
+        opt = self._options or self._model.options
+        budget = budget_for(self._expect)
+        if budget is not None:
+            opt = replace(opt, max_tokens=budget)
+        result = self._model.transcribe(pcm, self._rate, opt)
         self.last = result
-        text = map_answer(result.text, self._expect) if result.text else ""
+        text = map_answer(result.text, self._expect) if result.text else self._salvage(result, opt)
         log.info("whisper %s", kv(call_id=self._call_id, audio_s=round(result.audio_s, 2),
                                   decode_s=round(result.decode_s, 3), tokens=result.tokens,
                                   logprob=round(result.avg_logprob, 2), no_speech=round(result.no_speech_prob, 2),
                                   rejected=result.rejected or "-", kind=self._expect.kind,
                                   chars=len(text)))
         return text, result.confidence
+
+    def _salvage(self, result: WhisperResult, opt: WhisperOptions) -> str:
+        """A closed answer the guards dropped but that is a valid answer: a single real word scores a low
+        log-probability ("Ocho." ~ -1.5), and a one-word loop ("3 3 3 ...") is that word said once. Only audio
+        the VAD called speech gets here, and only a valid answer to this prompt is kept."""
+        if result.rejected not in ("low_logprob", "loop", "repetition") or not result.raw:
+            return ""
+        if result.avg_logprob < opt.closed_log_prob_threshold:
+            return ""
+        raw = result.raw
+        if result.rejected != "low_logprob":
+            # how many digits a loop stands for is unknown; a long sound that loops is not a one-word answer
+            if self._expect.kind == "digits" or result.audio_s > SALVAGE_MAX_S:
+                return ""
+            raw = collapse_word_repeats(clean_text(raw))
+            if len(raw.split()) > 3:
+                return ""
+        answer = closed_answer(raw, self._expect)
+        if answer is not None:
+            log.info("whisper closed answer kept %s", kv(call_id=self._call_id, rejected=result.rejected,
+                                                         kind=self._expect.kind))
+        return answer or ""
 
     def reset(self) -> None:
         self._buf.clear()

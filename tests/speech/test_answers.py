@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.speech.answers import best_phrase, digits_in, map_answer, yes_no
+from ivr.speech.answers import (
+    best_phrase,
+    budget_for,
+    closed_answer,
+    collapse_word_repeats,
+    digits_in,
+    map_answer,
+    yes_no,
+)
 from ivr.speech.expect import Expect
 
 DIGITS = Expect(kind="digits", max_digits=8)
@@ -61,3 +69,28 @@ def test_city_names_match_fuzzily(text: str, city: str) -> None:
 def test_far_names_do_not_match() -> None:
     assert best_phrase("Monterrey", CITY.phrases) is None
     assert map_answer("Quiero ir a Monterrey", CITY) == "quiero ir a monterrey"
+
+
+@pytest.mark.parametrize(("text", "answer"), [("3 3 3 3 3 3 3", "tres"), ("Sí, sí, sí.", "sí"), ("tres tres", "tres")])
+def test_a_repeated_one_word_answer_is_one_answer(text: str, answer: str) -> None:
+    kind = "yes_no" if answer == "sí" else "menu"
+    assert map_answer(text, MENU if kind == "menu" else Expect(kind="yes_no")) == answer
+
+
+def test_digit_strings_are_never_collapsed() -> None:
+    assert collapse_word_repeats("tres tres tres") == "tres"
+    assert map_answer("tres tres tres", Expect(kind="digits", max_digits=3)) == "333"
+
+
+def test_closed_answer_accepts_only_valid_answers() -> None:
+    assert closed_answer("Ocho.", MENU) == "ocho"
+    assert closed_answer("¡Adiós!", MENU) is None
+    assert closed_answer("No.", Expect(kind="yes_no")) == "no"
+    assert closed_answer("12345", Expect(kind="digits", max_digits=4)) is None
+    assert closed_answer("hola", Expect(kind="free")) is None
+
+
+def test_token_budget_follows_the_expected_answer() -> None:
+    assert budget_for(Expect(kind="free")) is None
+    assert budget_for(Expect(kind="digits", max_digits=8)) == 36
+    assert budget_for(MENU) == 20
