@@ -8,7 +8,7 @@ an argument (`now`), so tests drive a clock of their own.
 
     request_callback(folio, phone, *, reason, allowed_prefixes, now=None) -> CallbackView
         state pending, or invalid (not dialled; `detail` says why) or opted_out (the number asked for no calls)
-    lease_due(owner, *, now, lease_s, limit) -> list[CallbackView]     jobs now this owner's to dial
+    lease_due(owner, *, now, lease_s, limit, pacing_s=0) -> list[CallbackView]   jobs now this owner's to dial
     record_attempt(job_id, owner, outcome, *, now, schedule, sip_call_id=None, detail="") -> CallbackView
         outcome: answered (done) | opt_out (this and every pending job of the number stop) | busy | no_answer |
         silent | failed (retried per schedule until attempts are used up, then failed)
@@ -114,8 +114,10 @@ class Callbacks:
 
         return self.uow.write(work)
 
-    def lease_due(self, owner: str, *, now: datetime, lease_s: int, limit: int = 1) -> list[CallbackView]:
-        """Take up to `limit` due jobs for `owner` (pending and due, or active with an expired lease)."""
+    def lease_due(self, owner: str, *, now: datetime, lease_s: int, limit: int = 1,
+                  pacing_s: int = 0) -> list[CallbackView]:
+        """Take up to `limit` due jobs for `owner` (pending and due, or active with an expired lease), skipping a
+        number that another job is calling now or called less than `pacing_s` ago."""
         if limit <= 0:
             return []
         until = now + timedelta(seconds=lease_s)
@@ -130,6 +132,8 @@ class Callbacks:
                 break
 
             def work(s: Session, job_id: int = job_id) -> CallbackView | None:
+                if pacing_s and _recently_called(s, job_id, now, pacing_s):
+                    return None
                 # The WHERE re-checks due-ness: whoever updates the row first has it, the other matches nothing.
                 result = s.execute(update(CallbackJob).where(CallbackJob.id == job_id, due)
                                    .values(state="active", lease_owner=owner, lease_until=until, updated_at=now)
@@ -185,6 +189,16 @@ class Callbacks:
             case = load_case(s, folio, for_view=True)
             jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id).order_by(CallbackJob.id))
             return [_view(j) for j in jobs.scalars()]
+
+
+def _recently_called(s: Session, job_id: int, now: datetime, pacing_s: int) -> bool:
+    number = s.execute(select(CallbackJob.number).where(CallbackJob.id == job_id)).scalar_one()
+    since = now - timedelta(seconds=pacing_s)
+    busy = s.execute(select(CallbackJob.id).where(
+        CallbackJob.number == number, CallbackJob.id != job_id,
+        ((CallbackJob.state == "active") & (CallbackJob.lease_until >= now))
+        | ((CallbackJob.attempts > 0) & (CallbackJob.updated_at > since))).limit(1)).first()
+    return busy is not None
 
 
 def _opt_out(s: Session, number: str, channel: str, now: datetime) -> int:

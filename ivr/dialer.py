@@ -1,0 +1,121 @@
+"""The outbound dialer of one worker: takes due callback jobs (case_bridge.callbacks, with a lease), places the
+calls through the SIP edge, maps how each ended to an outcome and records the attempt.
+
+Capacity: outbound calls never hold more than `outbound.max_share` of this worker's call slots, and never the
+last free slot, so inbound callers are not refused because the node is busy calling out (every worker applies
+the same share: the node's total holds too). Pacing per number: `outbound.pacing_s` between attempts (the job's
+schedule is at least that far apart). What happens once the citizen answers is `converse(leg, job)`, which returns
+the outcome (answered, opt_out, silent); this module knows nothing about the dialogue.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Protocol
+
+from case_bridge.callbacks import CallbackView
+from case_bridge.models import utcnow
+from case_bridge.service import CaseService
+from foundation import dialplan
+from foundation.config import Settings
+from foundation.logs import kv
+from ivr.sip.endpoint import SipError
+from ivr.sip.leg import SipLeg
+
+log = logging.getLogger("ivr.dialer")
+
+BUSY_CODES = frozenset({486, 600, 603})
+NO_ANSWER_CODES = frozenset({408, 480, 487})
+RING_TIMEOUT_S = 30.0
+
+
+class Placer(Protocol):
+    """What the dialer needs of the SIP edge (ivr.sip.edge.SipEdge.call)."""
+
+    async def call(self, uri: str, headers: dict[str, str] | None = None, timeout_s: float = ...) -> SipLeg: ...
+
+
+def outbound_slots(capacity: int, active_total: int, active_outbound: int, max_share: float) -> int:
+    """How many new outbound calls may start now: within the share, and leaving one slot for an inbound caller."""
+    share_cap = math.floor(capacity * max_share + 1e-9)
+    return max(0, min(share_cap - active_outbound, capacity - 1 - active_total))
+
+
+def outcome_for(code: int) -> str:
+    if code in BUSY_CODES:
+        return "busy"
+    if code in NO_ANSWER_CODES:
+        return "no_answer"
+    return "failed"
+
+
+def target_uri(number: str, route: str) -> str:
+    """sip:<digits>@<route host:port> (the route is the PBX/trunk, or Kamailio in front of it)."""
+    return f"sip:{number}@{route.removeprefix('sip:')}"
+
+
+class Dialer:
+    def __init__(self, service: CaseService, settings: Settings, owner: str, placer: Placer,
+                 converse: Callable[[SipLeg, CallbackView], Awaitable[str]], *, capacity: int,
+                 active_calls: Callable[[], int], clock: Callable[[], datetime] = utcnow,
+                 ring_timeout_s: float = RING_TIMEOUT_S) -> None:
+        self.service, self.settings, self.owner, self.placer = service, settings, owner, placer
+        self.converse, self.capacity, self.active_calls, self.clock = converse, capacity, active_calls, clock
+        self.ring_timeout_s = ring_timeout_s
+        self.outbound_active = 0
+        self.tasks: set[asyncio.Task[str]] = set()
+        out = settings.outbound
+        registrar = settings.sip.registrations[0].registrar if settings.sip.registrations else None
+        self.route = out.route or registrar
+
+    async def run_once(self) -> list[asyncio.Task[str]]:
+        """Lease what may be dialled now and start those calls; returns their tasks (each ends with the outcome)."""
+        out = self.settings.outbound
+        if not out.enabled or self.route is None:
+            return []
+        free = outbound_slots(self.capacity, self.active_calls(), self.outbound_active, out.max_share)
+        if free <= 0:
+            return []
+        jobs = await asyncio.to_thread(self.service.lease_due, self.owner, now=self.clock(),
+                                       lease_s=out.callback.lease_s, limit=free, pacing_s=out.pacing_s)
+        started = []
+        for job in jobs:
+            self.outbound_active += 1
+            task = asyncio.create_task(self._dial(job), name=f"callback-{job.id}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            started.append(task)
+        return started
+
+    async def _dial(self, job: CallbackView) -> str:
+        out = self.settings.outbound
+        sip_call_id: str | None = None
+        detail = ""
+        try:
+            decision = dialplan.check(job.number, out.allowed_prefixes)   # the plan may have changed since
+            if decision.number is None:
+                outcome, detail = "failed", f"number refused: {decision.reason}"
+            else:
+                assert self.route is not None
+                headers = {"X-Veratur-Callback": str(job.id),
+                           "P-Asserted-Identity": f'"{out.caller_name}" <sip:{out.caller_id}@'
+                                                  f'{self.route.removeprefix("sip:")}>'}
+                try:
+                    leg = await self.placer.call(target_uri(decision.number, self.route), headers,
+                                                 timeout_s=self.ring_timeout_s)
+                except SipError as exc:
+                    code = exc.status_code
+                    outcome, detail = outcome_for(code), f"SIP {code}" if code else str(exc)[:200]
+                else:
+                    sip_call_id = leg.info.call_id
+                    outcome = await self.converse(leg, job)
+            log.info("callback attempt %s", kv(event="callback_attempt", job=job.id, outcome=outcome,
+                                              number=dialplan.mask(job.number)))
+            await asyncio.to_thread(self.service.record_attempt, job.id, self.owner, outcome, now=self.clock(),
+                                    schedule=out.callback, sip_call_id=sip_call_id, detail=detail)
+            return outcome
+        finally:
+            self.outbound_active -= 1
