@@ -254,6 +254,8 @@ class WebConfig(_Section):
     secret_key_file: Path = Path("var/web-secret.key")
     # web processes `veratur up` runs on the one port (SO_REUSEPORT); 0 = one per core the node may use
     processes: int = Field(0, ge=0, le=64)
+    # an untouched kiosk screen (/kiosco) is cleared, with its session, after this many seconds
+    kiosk_idle_s: int = Field(90, ge=10, le=900)
 
     def process_count(self) -> int:
         return self.processes or max(1, min(len(os.sched_getaffinity(0)), 8))
