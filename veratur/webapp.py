@@ -166,6 +166,12 @@ def build_app(settings: Settings, service: CaseService | None = None, *, secret:
     owned = service is None
     app[SERVICE] = service or CaseService.from_settings(settings)
     app[SETTINGS] = settings
+    product = settings.sip.user_agent
+
+    async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+        # Every response (errors, redirects, static files too): the product string, no Python/aiohttp versions.
+        response.headers["Server"] = product
+    app.on_response_prepare.append(_server_header)
     app[SIGNER] = SessionSigner(secret or load_secret(settings.path(settings.web.secret_key_file)))
     modules = [importlib.import_module(name) for name in route_modules]
     template_dirs = [str(m.TEMPLATES_DIR) for m in modules if getattr(m, "TEMPLATES_DIR", None)]

@@ -15,7 +15,6 @@ call: 403; unknown id: 404) and accepts only a same-origin handshake.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict
 from datetime import datetime
@@ -37,6 +36,7 @@ from case_bridge.escalation import (
 from case_bridge.models import STATUSES
 from case_bridge.views import LOCAL_TZ, STATUS_LABELS, TurnView
 from case_bridge.web.security import SERVICE, STAFF, require_role
+from foundation import jsonbody
 from foundation.logs import kv, mask_curp
 
 log = logging.getLogger("case_bridge.web.agent")
@@ -128,9 +128,9 @@ async def _desk_call(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="Se esperaba JSON.") from None
+        body = jsonbody.parse(await request.read())    # size bounded by the app's client_max_size (413)
+    except jsonbody.BadJson as exc:
+        raise web.HTTPBadRequest(text=f"Se esperaba JSON: {exc}") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="Se esperaba un objeto JSON.")
     return body

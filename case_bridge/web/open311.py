@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from case_bridge.errors import ChannelNotAllowed, InvalidInput, UnknownTramite
 from case_bridge.status_lookup import StatusLookup
 from case_bridge.views import CaseView, CitizenInfo, StatusResult, TramiteInfo
 from case_bridge.web.security import SERVICE, client_key
+from foundation import jsonbody
 
 PREFIX = "/open311/v2"
 MAX_JSON_BYTES = 16 * 1024
@@ -79,9 +81,9 @@ async def _body(request: web.Request) -> dict[str, str]:
         if len(raw) > MAX_JSON_BYTES:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=len(raw))
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"JSON mal formado: {exc}") from exc
+            data = jsonbody.parse(raw)
+        except jsonbody.BadJson as exc:
+            raise InvalidInput(str(exc)) from None
         if not isinstance(data, dict):
             raise InvalidInput("el cuerpo debe ser un objeto JSON")
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
@@ -124,6 +126,9 @@ async def create_request(request: web.Request) -> web.Response:
                    "account_id": None}], status=201 if opened.created else 200)
 
 
+_SCHEMA_FOLIO = re.compile(r"^[0-9]{8}$")      # the OpenAPI pattern of the folio path parameter
+
+
 @routes.get(PREFIX + "/requests/{folio}.json")
 async def get_request(request: web.Request) -> web.Response:
     pin = request.headers.get("X-Veratur-PIN") or request.query.get("pin", "")
@@ -137,6 +142,10 @@ async def get_request(request: web.Request) -> web.Response:
         result = await asyncio.to_thread(request.app[SERVICE].status_for, request.match_info["folio"],
                                          pin=pin[:20], client=client_key(request), timeline=False)
     if result.reason == "malformed":
+        if _SCHEMA_FOLIO.fullmatch(request.match_info["folio"]):
+            # Valid by the OpenAPI pattern, wrong check digit (a pattern cannot express Damm): as documented there,
+            # answered like an unknown folio, so generated clients see no 400 for a schema-valid request.
+            return json_error(404, "el folio y el PIN no coinciden")
         return json_error(400, f"folio mal formado: {result.message}")
     if result.reason == "locked":
         return json_error(429, "demasiados intentos; intente más tarde",
@@ -179,7 +188,10 @@ OPENAPI: dict[str, Any] = {
         PREFIX + "/requests/{folio}.json": {"get": {
             "summary": "Estado de un caso", "operationId": "getRequest",
             "parameters": [
-                {"name": "folio", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{8}$"}},
+                {"name": "folio", "in": "path", "required": True,
+                 "description": "8 dígitos; el último es un dígito verificador Damm. Un folio con el verificador "
+                                "equivocado se contesta 404, como uno que no existe; otro formato, 400.",
+                 "schema": {"type": "string", "pattern": _SCHEMA_FOLIO.pattern}},
                 {"name": "X-Veratur-PIN", "in": "header", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "el caso", "content": {"application/json": {"schema": {
                 "type": "array", "items": {"$ref": "#/components/schemas/Request"}}}}},

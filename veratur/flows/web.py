@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hmac
 import itertools
-import json
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ import httpx
 import jinja2
 from aiohttp import web
 
+from foundation import jsonbody
 from foundation.logs import kv
 from veratur.flows import model as models
 from veratur.flows.paths import MAX_FILE_BYTES, PathRejected
@@ -172,9 +172,9 @@ class FlowsAdmin:
             if len(raw) > MAX_REQUEST_BYTES:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=len(raw))
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text="se esperaba JSON") from None
+            body = jsonbody.parse(bytes(raw))
+        except jsonbody.BadJson as exc:
+            raise web.HTTPBadRequest(text=f"se esperaba JSON: {exc}") from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="se esperaba un objeto JSON")
         return staff, body
