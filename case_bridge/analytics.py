@@ -1,31 +1,27 @@
-"""The supervisor's dashboard figures for a period: aggregate SQL over the call-detail records, portable between
-SQLite and PostgreSQL (window functions and GROUP BY only; days and hours are bucketed in Veracruz time).
-
-Every query ranges on `call_records.started_at` (indexed), so a period's cost grows with the calls in it, not with
-the history. Distributions (turn latency, ASR confidence) are grouped into fixed bins in SQL and their percentiles
-read from the bins here, so no per-row data leaves the database.
+"""The supervisor's dashboard figures for a period, read from the hourly rollup (case_bridge/rollup.py: kept in step
+with every closed call in its own transaction), so a period's cost grows with its hours, not with its calls; only
+the in-progress count and the cross-channel figure read raw rows (through their indexes). Periods are read in
+whole UTC hours; days and hours are bucketed in Veracruz time (whole hours from UTC). Distributions (turn latency,
+ASR confidence) are fixed bins; their percentiles are read from the bins here.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, select
+from sqlalchemy.orm import aliased
 
-from case_bridge.models import CallRecord, CallTally, Case, CaseStatusChange, Escalation, Interaction, TranscriptTurn
+from case_bridge.models import CallRecord, CallRollup, Case, CaseStatusChange, Escalation, Interaction
+from case_bridge.rollup import CONFIDENCE_BINS, LATENCY_BIN_MS, TRANSFERRED, hour_of
 from case_bridge.unit_of_work import UnitOfWork
 from case_bridge.views import LOCAL_TZ
-from foundation.logs import scrub
-from foundation.vocabulary import NO_MATCH_INTENTS
 
 TOP_N = 10
-LATENCY_BIN_MS = 50
-CONFIDENCE_BINS = 10
 MIN_ASKED_FOR_RATE = 1          # a step asked fewer times than this is not ranked (its rate means nothing yet)
-TRANSFERRED = ("transferred", "transfer_failed")
 OTHER_CHANNELS = ("web", "office", "call_center", "kiosk")
 
 
@@ -154,8 +150,10 @@ class _Queries:
     def __init__(self, conn: Connection, since: datetime, until: datetime) -> None:
         self.conn = conn
         self.since, self.until = since, until
+        # the rollup is per hour: a period is read in whole UTC hours (local days are whole hours too)
+        self.h0 = hour_of(since)
+        self.h1 = hour_of(until) + (timedelta(hours=1) if hour_of(until) != until else timedelta(0))
         self.pg = conn.dialect.name == "postgresql"
-        self.in_period = and_(CallRecord.started_at >= since, CallRecord.started_at < until)
 
     # -- time buckets in local time ---------------------------------------------------------------------------
     def _local(self, col: Any, fmt_pg: str, fmt_sqlite: str) -> ColumnElement[Any]:
@@ -171,95 +169,79 @@ class _Queries:
             since=self.since, until=self.until, calls=sum(dispositions.values()),
             ended=sum(n for d, n in dispositions.items() if d != "in_progress"), dispositions=dispositions,
             per_day=self._per_day(), per_hour=self._per_hour(), peak_concurrent=peak, peak_at=peak_at,
-            aht_s=self._aht(), transfer_reasons=self._transfer_reasons(), top_intents=self._tally("intent"),
-            top_tramites=self._top_tramites(), top_cities=self._tally("city"), lost_steps=self._lost_steps(),
-            not_understood=self._not_understood(), cross_channel=self._cross_channel(),
+            aht_s=self._aht(), transfer_reasons=self._top("transfer_reason", None), top_intents=self._top("intent"),
+            top_tramites=self._top("tramite"), top_cities=self._top("city"), lost_steps=self._lost_steps(),
+            not_understood=self._top("not_understood"), cross_channel=self._cross_channel(),
             latency_by_day=self._latency_by_day(), confidence_bins=self._confidence())
 
+    # -- over the rollup (case_bridge/rollup.py): one row per hour, node, kind and key ------------------------
+    def _kind(self, *kinds: str) -> ColumnElement[bool]:
+        return and_(CallRollup.kind.in_(kinds), CallRollup.hour >= self.h0, CallRollup.hour < self.h1)
+
     def _dispositions(self) -> dict[str, int]:
-        label = func.coalesce(CallRecord.disposition, "in_progress")
-        rows = self.conn.execute(select(label, func.count()).where(self.in_period).group_by(label)).all()
-        return {str(d): int(n) for d, n in rows}
+        n = func.sum(CallRollup.n)
+        out = {str(d): int(c) for d, c in self.conn.execute(
+            select(CallRollup.key, n).where(self._kind("disposition")).group_by(CallRollup.key)).all() if c}
+        open_calls = int(self.conn.execute(select(func.count()).select_from(CallRecord).where(
+            CallRecord.ended_at.is_(None), CallRecord.started_at >= self.h0,
+            CallRecord.started_at < self.h1)).scalar_one())
+        if open_calls:
+            out["in_progress"] = open_calls
+        return out
 
     def _per_day(self) -> list[tuple[str, int]]:
-        day = self._local(CallRecord.started_at, "YYYY-MM-DD", "%Y-%m-%d")
-        rows = self.conn.execute(select(day, func.count()).where(self.in_period).group_by(day).order_by(day)).all()
-        return [(str(d), int(n)) for d, n in rows]
+        day = self._local(CallRollup.hour, "YYYY-MM-DD", "%Y-%m-%d")
+        rows = self.conn.execute(select(day, func.sum(CallRollup.n)).where(self._kind("disposition"))
+                                 .group_by(day).order_by(day)).all()
+        return [(str(d), int(n)) for d, n in rows if n]
 
     def _per_hour(self) -> list[tuple[int, int]]:
-        hour = self._local(CallRecord.started_at, "HH24", "%H")
-        counts = {int(h): int(n) for h, n in
-                  self.conn.execute(select(hour, func.count()).where(self.in_period).group_by(hour)).all()}
+        hour = self._local(CallRollup.hour, "HH24", "%H")
+        counts = {int(h): int(n) for h, n in self.conn.execute(
+            select(hour, func.sum(CallRollup.n)).where(self._kind("disposition")).group_by(hour)).all()}
         return [(h, counts.get(h, 0)) for h in range(24)]
 
     def _peak(self) -> tuple[int, datetime | None]:
-        """Most calls up at once: +1 at each start, -1 at each end, running sum in time order (ends first)."""
-        starts = select(CallRecord.started_at.label("t"), literal(1).label("d")).where(self.in_period)
-        ends = select(CallRecord.ended_at.label("t"), literal(-1).label("d")).where(
-            self.in_period, CallRecord.ended_at.is_not(None))
-        ev = union_all(starts, ends).subquery()
-        running = select(ev.c.t, func.sum(ev.c.d).over(order_by=(ev.c.t, ev.c.d)).label("up")).subquery()
-        row = self.conn.execute(select(running.c.up, running.c.t).order_by(running.c.up.desc(), running.c.t)
-                                .limit(1)).first()
-        return (int(row[0]), _utc(row[1])) if row else (0, None)
+        """Most closed calls up at once in any hour of the period (a call carried in from before counts)."""
+        row = self.conn.execute(select(CallRollup.n, CallRollup.total).where(self._kind("peak"), CallRollup.n > 0)
+                                .order_by(CallRollup.n.desc(), CallRollup.total).limit(1)).first()
+        return (int(row[0]), datetime.fromtimestamp(float(row[1]), UTC)) if row else (0, None)
 
     def _aht(self) -> float | None:
-        value = self.conn.execute(select(func.avg(CallRecord.duration_s))
-                                  .where(self.in_period, CallRecord.duration_s.is_not(None))).scalar()
-        return float(value) if value is not None else None
+        n, total = self.conn.execute(select(func.sum(CallRollup.n), func.sum(CallRollup.total))
+                                     .where(self._kind("duration"))).one()
+        return float(total) / int(n) if n else None
 
-    def _transfer_reasons(self) -> list[tuple[str, int]]:
-        reason = func.coalesce(CallRecord.transfer_reason, "sin motivo")
-        rows = self.conn.execute(select(reason, func.count())
-                                 .where(self.in_period, CallRecord.disposition.in_(TRANSFERRED))
-                                 .group_by(reason).order_by(func.count().desc())).all()
-        return [(str(r), int(n)) for r, n in rows]
-
-    def _tally(self, kind: str, limit: int = TOP_N) -> list[tuple[str, int]]:
-        total = func.sum(CallTally.n)
-        rows = self.conn.execute(
-            select(CallTally.key, total).join(CallRecord, CallRecord.id == CallTally.call_id)
-            .where(self.in_period, CallTally.kind == kind).group_by(CallTally.key)
-            .order_by(total.desc(), CallTally.key).limit(limit)).all()
-        return [(str(k), int(n)) for k, n in rows]
-
-    def _top_tramites(self) -> list[tuple[str, int]]:
-        n = func.count(CallRecord.id)
-        rows = self.conn.execute(
-            select(Case.tramite_id, n).join(Case, Case.id == CallRecord.case_id).where(self.in_period)
-            .group_by(Case.tramite_id).order_by(n.desc(), Case.tramite_id).limit(TOP_N)).all()
-        return [(str(t), int(c)) for t, c in rows]
+    def _top(self, kind: str, limit: int | None = TOP_N) -> list[tuple[str, int]]:
+        total = func.sum(CallRollup.n)
+        q = (select(CallRollup.key, total).where(self._kind(kind)).group_by(CallRollup.key)
+             .order_by(total.desc(), CallRollup.key))
+        return [(str(k), int(n)) for k, n in self.conn.execute(q.limit(limit) if limit else q).all() if n]
 
     def _lost_steps(self) -> list[StepLoss]:
         def of(kind: str) -> ColumnElement[Any]:
-            return func.sum(case((CallTally.kind == kind, CallTally.n), else_=0))
+            return func.sum(case((CallRollup.kind == kind, CallRollup.n), else_=0))
 
         rows = self.conn.execute(
-            select(CallTally.key, of("asked"), of("no_match"), of("no_input"))
-            .join(CallRecord, CallRecord.id == CallTally.call_id)
-            .where(self.in_period, CallTally.kind.in_(("asked", "no_match", "no_input")))
-            .group_by(CallTally.key)).all()
+            select(CallRollup.key, of("asked"), of("no_match"), of("no_input"))
+            .where(self._kind("asked", "no_match", "no_input")).group_by(CallRollup.key)).all()
         steps = [StepLoss(str(k), int(a or 0), int(m or 0), int(i or 0)) for k, a, m, i in rows]
         steps = [s for s in steps if s.asked >= MIN_ASKED_FOR_RATE]
         steps.sort(key=lambda s: (-s.lost_rate, -s.asked, s.step))
         return steps[:TOP_N]
 
-    def _not_understood(self) -> list[tuple[str, int]]:
-        n = func.count()
-        rows = self.conn.execute(
-            select(TranscriptTurn.text, n).join(CallRecord, CallRecord.id == TranscriptTurn.call_id)
-            .where(self.in_period, TranscriptTurn.speaker == "caller",
-                   TranscriptTurn.intent.in_(sorted(NO_MATCH_INTENTS)))
-            .group_by(TranscriptTurn.text).order_by(n.desc(), TranscriptTurn.text).limit(TOP_N)).all()
-        return [(scrub(str(t)), int(c)) for t, c in rows]
-
     def _cross_channel(self) -> CrossChannel:
         """Cases with a phone contact in the period, and the first later contact on each other channel (an
         interaction, or a status change made there) with the time between."""
+        # first phone contact in the period = a phone contact in the period and none before it: both ranges
+        # read through ix_interactions_channel_started / _channel_case_started, never the whole history
+        earlier = aliased(Interaction)
         first_phone = (select(Interaction.case_id, func.min(Interaction.started_at).label("first"))
-                       .where(Interaction.channel == "phone").group_by(Interaction.case_id)
-                       .having(and_(func.min(Interaction.started_at) >= self.since,
-                                    func.min(Interaction.started_at) < self.until)).subquery())
+                       .where(Interaction.channel == "phone", Interaction.started_at >= self.since,
+                              Interaction.started_at < self.until,
+                              ~exists().where(earlier.channel == "phone", earlier.case_id == Interaction.case_id,
+                                              earlier.started_at < self.since))
+                       .group_by(Interaction.case_id).subquery())
         phone_cases = int(self.conn.execute(select(func.count()).select_from(first_phone)).scalar_one())
         # later contacts are joined on case_id (indexed) from the phone cases only, never scanned whole
         rows: list[Any] = []
@@ -282,28 +264,16 @@ class _Queries:
                             {c: round(median(g), 2) for c, g in gaps.items()})
 
     def _latency_by_day(self) -> list[tuple[str, int, int]]:
-        day = self._local(CallRecord.started_at, "YYYY-MM-DD", "%Y-%m-%d")
-        bin_ = (CallRecord.latency_p50_ms / LATENCY_BIN_MS)
-        bin_ = func.floor(bin_) if self.pg else func.cast(bin_, CallRecord.latency_p50_ms.type)
-        rows = self.conn.execute(select(day, bin_, func.count())
-                                 .where(self.in_period, CallRecord.latency_p50_ms.is_not(None))
-                                 .group_by(day, bin_)).all()
+        day = self._local(CallRollup.hour, "YYYY-MM-DD", "%Y-%m-%d")
+        rows = self.conn.execute(select(day, CallRollup.key, func.sum(CallRollup.n))
+                                 .where(self._kind("latency")).group_by(day, CallRollup.key)).all()
         per_day: dict[str, list[tuple[int, int]]] = {}
         for d, b, n in rows:
             per_day.setdefault(str(d), []).append((int(b), int(n)))
         return [(d, _percentile(bins, 0.50), _percentile(bins, 0.95)) for d, bins in sorted(per_day.items())]
 
     def _confidence(self) -> list[tuple[float, int]]:
-        scaled = TranscriptTurn.confidence * CONFIDENCE_BINS
-        bin_ = func.floor(scaled) if self.pg else func.cast(scaled, CallRecord.turns_count.type)
-        rows = self.conn.execute(
-            select(bin_, func.count()).join(CallRecord, CallRecord.id == TranscriptTurn.call_id)
-            .where(self.in_period, TranscriptTurn.speaker == "caller", TranscriptTurn.confidence.is_not(None))
-            .group_by(bin_)).all()
-        counts: dict[int, int] = {}
-        for b, n in rows:
-            i = min(max(int(b), 0), CONFIDENCE_BINS - 1)      # confidence 1.0 falls in the top bin
-            counts[i] = counts.get(i, 0) + int(n)
+        counts = {int(b): int(n) for b, n in self._top("confidence", None)}
         return [(i / CONFIDENCE_BINS, counts.get(i, 0)) for i in range(CONFIDENCE_BINS)]
 
 

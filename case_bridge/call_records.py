@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from case_bridge.errors import InvalidInput
 from case_bridge.models import CallRecord, CallTally, Case, TranscriptTurn
+from case_bridge.rollup import track
 from case_bridge.unit_of_work import UnitOfWork, load_call
 from foundation.vocabulary import DISPOSITIONS, TALLY_KINDS, TRANSFER_REASONS
 
@@ -103,12 +104,13 @@ class CallRecords:
 
         def work(s: Session) -> None:
             call = load_call(s, call_id)
-            for key, value in values.items():
-                setattr(call, key, value)
-            if worker:
-                call.worker = worker
-            s.execute(delete(CallTally).where(CallTally.call_id == call.id))   # a replay replaces, never adds
-            s.add_all(CallTally(call_id=call.id, kind=k, key=key, n=n) for (k, key), n in tallies.items())
+            with track(s, call):     # usually before the close; a late or replayed write corrects the rollup
+                for key, value in values.items():
+                    setattr(call, key, value)
+                if worker:
+                    call.worker = worker
+                s.execute(delete(CallTally).where(CallTally.call_id == call.id))   # a replay replaces, never adds
+                s.add_all(CallTally(call_id=call.id, kind=k, key=key, n=n) for (k, key), n in tallies.items())
 
         self.uow.write(work)
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from case_bridge import hashing
 from case_bridge.errors import CallNotFound, InvalidInput
 from case_bridge.models import CallRecord, Case, Interaction, TranscriptTurn, utcnow
+from case_bridge.rollup import track
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork, load_call, load_case
 from case_bridge.views import CallView, TurnView
 from foundation.logs import mask_phone
@@ -50,7 +51,8 @@ class Calls:
     def link_call_case(self, call_id: str, folio: str, *, summary: str = "") -> None:
         def work(s: Session) -> None:
             call, case = load_call(s, call_id), load_case(s, folio)
-            call.case_id = case.id
+            with track(s, call):
+                call.case_id = case.id
             phone_interaction(s, call, case, summary or call.summary or "")
 
         self.uow.write(work)
@@ -76,8 +78,9 @@ class Calls:
             if s.execute(select(TranscriptTurn.id).where(TranscriptTurn.idempotency_key == key)).first():
                 return False
             call = load_call(s, call_id)
-            s.add(TranscriptTurn(call_id=call.id, speaker=speaker, text=text[:MAX_TEXT], intent=intent,
-                                 confidence=confidence, at=at, idempotency_key=key))
+            with track(s, call):     # a turn that arrives after the close still reaches the rollup
+                s.add(TranscriptTurn(call_id=call.id, speaker=speaker, text=text[:MAX_TEXT], intent=intent,
+                                     confidence=confidence, at=at, idempotency_key=key))
             return True
 
         try:
@@ -94,9 +97,10 @@ class Calls:
             call = load_call(s, call_id)
             if call.ended_at is not None:
                 return  # already closed: a replayed close changes nothing
-            call.ended_at = ended_at or utcnow()
-            call.disposition, call.transfer_target = disposition, transfer_target
-            call.duration_s = max(0.0, (call.ended_at - (call.answered_at or call.started_at)).total_seconds())
+            with track(s, call):
+                call.ended_at = ended_at or utcnow()
+                call.disposition, call.transfer_target = disposition, transfer_target
+                call.duration_s = max(0.0, (call.ended_at - (call.answered_at or call.started_at)).total_seconds())
             for item in s.execute(select(Interaction).where(Interaction.call_id == call.id,
                                                             Interaction.channel == "phone")).scalars():
                 item.ended_at, item.outcome = call.ended_at, disposition
@@ -116,7 +120,8 @@ class Calls:
                 CallRecord.node == node[:64], CallRecord.ended_at.is_(None),
                 CallRecord.started_at < started_before)).scalars().all()
             for call in open_calls:
-                call.ended_at, call.disposition = ended, disposition
+                with track(s, call):
+                    call.ended_at, call.disposition = ended, disposition
                 for item in s.execute(select(Interaction).where(Interaction.call_id == call.id,
                                                                 Interaction.channel == "phone")).scalars():
                     item.ended_at, item.outcome = ended, disposition

@@ -17,6 +17,7 @@ from case_bridge.errors import CaseBridgeError, CaseNotFound, ChannelNotAllowed,
 from case_bridge.folio import MalformedFolio
 from case_bridge.models import STATUSES, Case, CaseStatusChange, Citizen, Interaction, Tramite, utcnow
 from case_bridge.ratelimit import FOLIO_MAX_FAILURES, Lock
+from case_bridge.rollup import track
 from case_bridge.snapshots import STATUS_BY_FOLIO, case_view, check_channel, status_view
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork, case_snapshot, load_call, load_case
 from case_bridge.views import LOCAL_TZ, CaseView, CitizenInfo, OpenedCase, StatusResult
@@ -93,7 +94,8 @@ class Cases:
         text = summary or f"inició el trámite {tramite.name}"
         if call_id is not None:
             call = load_call(s, call_id)
-            call.case_id = case.id
+            with track(s, call):
+                call.case_id = case.id
             phone_interaction(s, call, case, text)
         else:
             s.add(Interaction(case_id=case.id, channel=channel, started_at=now, ended_at=now, outcome="case_opened",

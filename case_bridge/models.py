@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -156,7 +157,10 @@ class CallRecord(Base):
 
     turns: Mapped[list[TranscriptTurn]] = relationship(order_by="TranscriptTurn.id")
 
-    __table_args__ = (Index("ix_call_records_disposition_started_at", "disposition", "started_at"),)
+    __table_args__ = (Index("ix_call_records_disposition_started_at", "disposition", "started_at"),
+                      # calls still open (the dashboard's in-progress count, the live view): a small partial index
+                      Index("ix_call_records_open_started_at", "started_at",
+                            sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")))
 
 
 class CallTally(Base):
@@ -176,6 +180,24 @@ class CallTally(Base):
                       Index("ix_call_tallies_kind_key", "kind", "key"))
 
 
+class CallRollup(Base):
+    """Pre-aggregated dashboard figures per UTC hour of call start, node, kind and key (case_bridge/rollup.py):
+    kept in step with every write to a closed call, in the same transaction, and not purged with the calls."""
+
+    __tablename__ = "call_rollup"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hour: Mapped[datetime] = mapped_column()
+    node: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(Integer)
+    total: Mapped[float] = mapped_column(Float)     # a sum beside the count (duration s; the peak's epoch s)
+
+    __table_args__ = (Index("ux_call_rollup_hour_node_kind_key", "hour", "node", "kind", "key", unique=True),
+                      Index("ix_call_rollup_kind_hour", "kind", "hour"))
+
+
 class Interaction(Base):
     """One contact of the citizen with the case on one channel (a call, a web visit, an office visit...)."""
 
@@ -191,6 +213,10 @@ class Interaction(Base):
     actor: Mapped[str | None] = mapped_column(String(100))
     call_id: Mapped[int | None] = mapped_column(ForeignKey("call_records.id"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+    # the dashboard's cross-channel figure: first phone contact per case, later contacts on other channels
+    __table_args__ = (Index("ix_interactions_channel_case_started", "channel", "case_id", "started_at"),
+                      Index("ix_interactions_channel_started", "channel", "started_at"))
 
 
 class TranscriptTurn(Base):
