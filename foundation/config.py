@@ -265,6 +265,20 @@ class MetricsConfig(_Section):
     port: int = Field(9100, ge=1, le=65535)
 
 
+class RetentionConfig(_Section):
+    """Privacy: call details and transcripts older than this are purged (case_bridge/retention.py), except calls of
+    cases still open; the dashboard's hourly rollup is kept."""
+    call_records_days: int = Field(365, ge=1, le=3650)
+    transcripts_days: int = Field(90, ge=1, le=3650)
+    daily_at: str = Field("03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")   # the supervisor's daily purge, local time
+
+    @model_validator(mode="after")
+    def _transcripts_not_longer(self) -> RetentionConfig:
+        if self.transcripts_days > self.call_records_days:
+            raise ValueError("transcripts_days cannot exceed call_records_days (a purged call takes its turns)")
+        return self
+
+
 class EscalationConfig(_Section):
     mode: Literal["refer", "bridge"] = "refer"
     agent_queue_uri: str = "sip:agentes@127.0.0.1:5090"
@@ -348,6 +362,7 @@ class Settings(_Section):
     web: WebConfig = WebConfig()
     metrics: MetricsConfig = MetricsConfig()
     escalation: EscalationConfig = EscalationConfig()
+    retention: RetentionConfig = RetentionConfig()
     outbound: OutboundConfig = OutboundConfig()
 
     def path(self, value: Path | str) -> Path:
