@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
+from case_bridge.kiosks import KioskDevice  # noqa: F401  (its table is in Base.metadata)
 from case_bridge.models import Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -59,6 +59,9 @@ Callbacks (case_bridge/callbacks.py: durable outbound calls with a lease, retry 
     lease_due(owner, *, now, lease_s, limit) -> list[CallbackView]
     record_attempt(job_id, owner, outcome, *, now, schedule, ...) -> CallbackView;  opt_out(number, *, channel)
     callbacks_for(folio) -> list[CallbackView]
+Kiosks (case_bridge/kiosks.py: enrolled devices of /kiosco)
+    enrol_kiosk(name, *, actor="") -> (KioskView, token)   the device token in clear only here; stored as SHA-256
+    revoke_kiosk(kiosk_id);  kiosk_for_token(token) -> KioskView | None (None if unknown or revoked);  list_kiosks()
 Staff and catalog
     create_staff(username, password, role, display_name="") -> StaffView;  set_password(username, password)
     authenticate(username, password) -> StaffView | None;  get_staff(staff_id) -> StaffView | None
@@ -93,6 +96,7 @@ from case_bridge.errors import (
 )
 from case_bridge.escalation_queue import EscalationQueue
 from case_bridge.folio import MalformedFolio
+from case_bridge.kiosks import Kiosks
 from case_bridge.ratelimit import AttemptLimiter
 from case_bridge.staff import StaffDirectory
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork
@@ -108,7 +112,8 @@ __all__ = [
 ]
 
 
-class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDirectory, TramiteCatalog, Callbacks):
+class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDirectory, TramiteCatalog, Callbacks,
+                  Kiosks):
     """The citizen record's API: the topic classes over one `UnitOfWork`. Thread-safe; share one per process."""
 
     def __init__(self, engine: Engine, *, redis_url: str | None = None, ratelimit_prefix: str = "veratur") -> None:

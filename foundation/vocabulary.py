@@ -33,3 +33,8 @@ NO_MATCH_INTENTS: frozenset[str] = frozenset({"no_match", "nlu_fallback", "out_o
 # to a city prompt), and per prompt (dialogue step) how often it was asked, not understood and not answered.
 TallyKind = Literal["intent", "city", "asked", "no_match", "no_input"]
 TALLY_KINDS: tuple[str, ...] = get_args(TallyKind)
+
+# The channels a citizen reaches a case through (an Interaction's channel). `kiosk`: an enrolled kiosk (/kiosco),
+# whose interactions name it as actor `kiosk:<id>`. case_bridge.models.CHANNELS is the same list.
+Channel = Literal["phone", "web", "office", "kiosk", "call_center"]
+CHANNELS: tuple[str, ...] = get_args(Channel)

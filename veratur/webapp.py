@@ -56,6 +56,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "case_bridge.web.open311",
     "case_bridge.web.agent",      # call-center agent console, role agent
     "case_bridge.web.operations",  # role supervisor: dashboard, call records, live view, exports
+    "case_bridge.web.kiosk",       # enrolled kiosks (/kiosco) and their enrolment (/admin/quioscos)
     "veratur.flows.web",            # role admin: dialog-flow administration
 )
 MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read

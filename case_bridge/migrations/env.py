@@ -5,6 +5,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from case_bridge.db import make_engine
+from case_bridge.kiosks import KioskDevice  # noqa: F401  (its table is in Base.metadata)
 from case_bridge.models import Base
 
 config = context.config

@@ -53,6 +53,21 @@ def _appointment_days() -> list[date]:
     return [d for d in days if d.weekday() < 5]
 
 
+def appointment_time(day_text: str, hour: str) -> datetime:
+    """The UTC time of an offered slot (a working day ahead, one of the hours); anything else is a time the
+    service refuses with a clear message. Shared with the kiosk pages."""
+    try:
+        day = date.fromisoformat(day_text)
+        if hour not in APPOINTMENT_HOURS or day not in _appointment_days():
+            raise ValueError
+        return datetime.combine(day, datetime.strptime(hour, "%H:%M").time(), LOCAL_TZ).astimezone(UTC)
+    except ValueError:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+appointment_days = _appointment_days
+
+
 @routes.get("/", name="portal_home")
 @aiohttp_jinja2.template("portal_home.html")
 async def home(request: web.Request) -> dict[str, object]:
@@ -129,14 +144,7 @@ async def appointment(request: web.Request) -> web.StreamResponse:
     case = await _my_case(request)
     form = await request.post()
     office = str(form.get("oficina", ""))
-    try:
-        day = date.fromisoformat(str(form.get("fecha", "")))
-        hour = str(form.get("hora", ""))
-        if hour not in APPOINTMENT_HOURS or day not in _appointment_days():
-            raise ValueError
-        when = datetime.combine(day, datetime.strptime(hour, "%H:%M").time(), LOCAL_TZ).astimezone(UTC)
-    except ValueError:
-        when = datetime(1970, 1, 1, tzinfo=UTC)   # refused by the service with a clear message
+    when = appointment_time(str(form.get("fecha", "")), str(form.get("hora", "")))
     svc = request.app[SERVICE]
     return await _action(request, case, lambda: svc.schedule_appointment(case.folio, office, when, channel="web"),
                          "cita")

@@ -200,7 +200,7 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if request.path.startswith(("/caso", "/oficina", "/staff", "/agente", "/admin")):
+    if request.path.startswith(("/caso", "/oficina", "/staff", "/agente", "/admin", "/kiosco")):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

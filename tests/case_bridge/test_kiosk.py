@@ -1,0 +1,199 @@
+"""The kiosk channel end to end in headless Chromium: an enrolled kiosk continues a case opened on the phone path,
+books an office visit and prints its receipt to PDF; the idle timer clears the screen; unenrolled and revoked
+devices are refused.
+
+The phone half goes through the code a call uses (`CaseRecorder` for the call and its turns, `open_case` with the
+call id as the keypad dialogue's action does); the SIP call in front of it is exercised by the engine's tests.
+One server and one browser serve the whole module (the kiosk's idle countdown is fast-forwarded with
+Playwright's clock, not waited for).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from case_bridge.service import CaseService
+from case_bridge.views import CitizenInfo
+from case_bridge.web.kiosk import KIOSK_COOKIE
+from foundation.config import load_settings
+from ivr.call.leg import CallInfo
+from ivr.call.recorder import CaseRecorder
+from veratur.webapp import build_app
+
+from .conftest import REDIS_URL, TEST_TRAMITES
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+playwright_api = pytest.importorskip("playwright.async_api")
+pypdf = pytest.importorskip("pypdf")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+                 "--no-first-run"]
+IDLE_S = 20
+
+
+class Site:
+    def __init__(self, base: str, svc: CaseService, browser: Any) -> None:
+        self.base, self.svc, self.browser = base, svc, browser
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site(sqlite_database: str) -> AsyncIterator[Site]:
+    svc = CaseService.from_url(sqlite_database, redis_url=REDIS_URL, ratelimit_prefix=f"kiosk-{uuid.uuid4().hex}")
+    await asyncio.to_thread(svc.upsert_tramites, TEST_TRAMITES)
+    settings = load_settings()
+    settings = settings.model_copy(update={"web": settings.web.model_copy(update={"kiosk_idle_s": IDLE_S})})
+    runner = web.AppRunner(build_app(settings, svc, secret=uuid.uuid4().bytes * 2))
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield Site(f"http://127.0.0.1:{runner.addresses[0][1]}", svc, browser)
+        await browser.close()
+    await runner.cleanup()
+    await asyncio.to_thread(svc.close)
+
+
+async def _phone_case(svc: CaseService, tmp_path: Path) -> tuple[str, str]:
+    """A case opened on a recorded call, with a PIN that cannot be confused with another number on the receipt."""
+    recorder = CaseRecorder(svc, data_dir=tmp_path, name="kiosk")
+    await recorder.start()
+    try:
+        while True:
+            call_id = f"{uuid.uuid4().hex}@127.0.0.1"
+            await recorder.call_started(CallInfo(call_id, "2285550199", "veratur", "w0"))
+            await recorder.add_turn(call_id, "caller", "quiero tramitar mi licencia", "tramite_licencia", 0.9)
+            opened = await asyncio.to_thread(
+                svc.open_case, "licencia_conducir", "phone", call_id=call_id, idempotency_key=f"phone:{call_id}",
+                citizen=CitizenInfo("Rosa Luna Paz", curp="LUPR850505MVZNZS02", phone="2285550199"),
+                summary="pidió su licencia de conducir", missing=["Comprobante de domicilio"])
+            await recorder.link_case(call_id, opened.case.folio)
+            await recorder.call_ended(call_id, "completed")
+            folio, pin = opened.case.folio, opened.pin
+            if pin not in (folio[:4], folio[4:]) and not pin.startswith("20"):
+                return folio, pin
+    finally:
+        await recorder.stop()
+
+
+async def _enrolled_context(site: Site, name: str) -> tuple[Any, Any]:
+    """A kiosk enrolled by the service and stored on a fresh browser context through /kiosco/alta."""
+    kiosk, token = await asyncio.to_thread(site.svc.enrol_kiosk, name, actor="admin.test")
+    context = await site.browser.new_context(viewport={"width": 1280, "height": 800}, locale="es-MX",
+                                             has_touch=True)
+    page = await context.new_page()
+    await page.goto(site.base + "/kiosco/alta")
+    await page.get_by_label("Clave del quiosco").fill(token)
+    await page.get_by_role("button", name="Registrar").click()
+    await page.wait_for_url(site.base + "/kiosco")
+    return kiosk, page
+
+
+async def _tap(page: Any, digits: str) -> None:
+    for d in digits:
+        await page.locator(f'.keypad [data-key="{d}"]').tap()
+
+
+async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, tmp_path: Path,
+                                                                     artifacts_dir: Path) -> None:
+    folio, pin = await _phone_case(site.svc, tmp_path)
+    kiosk, page = await _enrolled_context(site, "Plaza Américas Xalapa")
+    shots = artifacts_dir / "case_bridge"
+    shots.mkdir(exist_ok=True)
+
+    # the keypad alone: the folio field fills, then the PIN field takes the next digits
+    await _tap(page, folio + pin)
+    assert await page.locator("#folio").input_value() == folio
+    assert await page.locator("#pin").input_value() == pin
+    for box in [await b.bounding_box() for b in await page.locator("button").all()]:
+        assert box and box["height"] >= 44 and box["width"] >= 44, box
+    await page.screenshot(path=str(shots / "kiosk_home.png"))
+    await page.get_by_role("button", name="Consultar").tap()
+    await page.wait_for_url(site.base + "/kiosco/caso")
+    assert "Llamada telefónica" in await page.locator(".timeline").inner_text()
+    assert "Comprobante de domicilio" in await page.locator("#falta").inner_text()
+
+    # book the office visit with the large tiles
+    await page.get_by_label("Delegación Veracruz").check()
+    await page.locator(".tile", has_text=":00").nth(2).tap()
+    await page.get_by_role("button", name="Agendar cita").tap()
+    await page.wait_for_url(re.compile(r".*/kiosco/caso\?aviso=cita"))
+    assert "Delegación Veracruz" in await page.locator("#cita").inner_text()
+    await page.screenshot(path=str(shots / "kiosk_case.png"), full_page=True)
+
+    # the receipt, printed to PDF by headless Chromium with the print stylesheet
+    await page.get_by_role("link", name="Imprimir comprobante").tap()
+    await page.wait_for_url(site.base + "/kiosco/recibo")
+    await page.emulate_media(media="print")
+    pdf = await page.pdf(format="A4")
+    (shots / "kiosk_receipt.pdf").write_bytes(pdf)
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+    assert f"{folio[:4]}-{folio[4:]}" in text
+    assert pin not in re.findall(r"\d+", text), "the PIN is on the receipt"
+    assert "LUPR850505MVZNZS02" not in text and "Delegación Veracruz" in text and "Qué sigue" in text
+    assert "Imprimir" not in text and "segundos" not in text      # buttons and countdown are not printed
+
+    # one timeline: the call, the kiosk visit (naming the kiosk) and an office clerk's follow-up
+    await asyncio.to_thread(site.svc.add_interaction, folio, "office", "office_visit",
+                            "entregó su comprobante de domicilio", actor="ventanilla3")
+    case = await asyncio.to_thread(site.svc.find_case, folio)
+    assert case is not None
+    channels = [i.channel for i in case.interactions]
+    assert channels[0] == "phone" and "kiosk" in channels and channels[-1] == "office", channels
+    kiosk_items = [i for i in case.interactions if i.channel == "kiosk"]
+    assert {i.outcome for i in kiosk_items} >= {"status_viewed", "appointment", "receipt_printed"}
+    assert all(i.actor == kiosk.actor for i in kiosk_items), [i.actor for i in kiosk_items]
+    now = datetime.now(UTC)
+    board = await asyncio.to_thread(site.svc.dashboard, now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert board.cross_channel.continued.get("kiosk", 0) >= 1, board.cross_channel
+    await page.context.close()
+
+
+async def test_idle_timer_clears_screen_and_session(site: Site, tmp_path: Path) -> None:
+    folio, pin = await _phone_case(site.svc, tmp_path)
+    _kiosk, page = await _enrolled_context(site, "Oficina Centro")
+    await page.clock.install()
+    await page.reload()
+    await _tap(page, folio + pin)
+    await page.get_by_role("button", name="Consultar").tap()
+    await page.wait_for_url(site.base + "/kiosco/caso")
+    assert await page.locator("#idle-s").inner_text() == str(IDLE_S)
+    await page.clock.run_for((IDLE_S - 5) * 1000)
+    assert await page.locator("#idle-s").inner_text() == "5"           # the visible countdown
+    await page.locator("h1").tap()                                      # a touch restarts it
+    assert await page.locator("#idle-s").inner_text() == str(IDLE_S)
+    await page.clock.run_for((IDLE_S + 1) * 1000)
+    await page.wait_for_url(site.base + "/kiosco?fin=1")
+    assert folio[:4] not in await page.content()
+    await page.goto(site.base + "/kiosco/caso")                         # the session went with the screen
+    assert page.url == site.base + "/kiosco?fin=1"
+    await page.context.close()
+
+
+async def test_unenrolled_and_revoked_devices_are_refused(site: Site) -> None:
+    kiosk, token = await asyncio.to_thread(site.svc.enrol_kiosk, "Quiosco para baja")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(site.base + "/kiosco") as r:
+            assert r.status == 403 and "no está registrado" in await r.text()
+        async with http.get(site.base + "/kiosco/caso", cookies={KIOSK_COOKIE: "x" * 43}) as r:
+            assert r.status == 403
+        async with http.get(site.base + "/kiosco", cookies={KIOSK_COOKIE: token}) as r:
+            assert r.status == 200 and "Consulte su trámite" in await r.text()
+        await asyncio.to_thread(site.svc.revoke_kiosk, kiosk.id)
+        async with http.get(site.base + "/kiosco", cookies={KIOSK_COOKIE: token}) as r:
+            assert r.status == 403 and "dado de baja" in await r.text()
+        async with http.post(site.base + "/kiosco/consulta", cookies={KIOSK_COOKIE: token},
+                             data={"folio": "12345678", "pin": "1234"}) as r:
+            assert r.status == 403      # refused (CSRF or kiosk check): never a lookup
