@@ -9,6 +9,7 @@ playback, and releases all of them in `run()`'s teardown whatever ends the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -36,6 +37,9 @@ log = logging.getLogger("ivr.call.session")
 NO_MATCH_INTENTS = frozenset({"no_match", "nlu_fallback", "out_of_scope"})
 CLOSING_PROMPT_MAX_S = 15.0      # a goodbye/time-limit phrase is never allowed to hold the call longer
 TEARDOWN_STEP_S = 5.0            # each teardown step (dialogue end, recorder) gets at most this long
+# The dialogue has not answered this long (Rasa slow or stalled: its timeout is 2 s): a short filler is said so the
+# caller never hears more than ~1 s of dead air (issue 13: 2.05 s of silence with Rasa stopped).
+FILLER_AFTER_S = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class SessionPhrases:
     goodbye_no_input: str = "No escuchamos su respuesta. Gracias por llamar al portal de Veracruz. Hasta luego."
     time_limit: str = "Hemos llegado al tiempo máximo de la llamada. Gracias por llamar. Hasta luego."
     trouble: str = "Tuvimos un problema técnico."
+    one_moment: str = "Un momento, por favor."
 
     def all(self) -> list[str]:
         return [str(v) for v in dataclasses.asdict(self).values()]
@@ -320,11 +325,17 @@ class CallSession:
     async def _dialogue(self, turn: CallerTurn | None, *, secret: bool = False) -> DialogueReply:
         """Ask the dialogue (greeting when `turn` is None); commit the caller and portal turns before speaking."""
         guard_s = max(5.0, 3 * self.settings.dialogue.timeout_s)
+        asked = self.dialogue.start(self.ctx) if turn is None else self.dialogue.turn(self.ctx, turn)
+        pending = asyncio.ensure_future(asyncio.wait_for(asked, guard_s))
+        filler: Prompt | None = None
         try:
-            if turn is None:
-                reply = await asyncio.wait_for(self.dialogue.start(self.ctx), guard_s)
-            else:
-                reply = await asyncio.wait_for(self.dialogue.turn(self.ctx, turn), guard_s)
+            done, _ = await asyncio.wait({pending}, timeout=FILLER_AFTER_S)
+            if not done:
+                filler = await self._play((self.phrases.one_moment,), allow_barge_in=False)
+            reply = await pending
+            if filler is not None and not filler.done:      # the answer follows the filler, never cuts it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(filler.wait_for_playout(), CLOSING_PROMPT_MAX_S)
         except Exception:
             log.exception("dialogue failed %s", kv(call_id=self.call_id))
             reply = DialogueReply(texts=(self.phrases.trouble,), transfer=True, fallback=True,
