@@ -4,12 +4,14 @@
     veratur db check                   exit 1 if the database is not at head or the models and schema disagree
     veratur db create-user NAME --role clerk|agent|admin [--password-stdin]
     veratur db seed [--demo]           load the trámite catalog (dialogs/catalog.py); --demo adds a demo case
+    veratur db purge                   delete call details and transcripts past retention.* (open cases kept)
 """
 from __future__ import annotations
 
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -17,6 +19,9 @@ from alembic.script import ScriptDirectory
 from case_bridge.db import make_engine
 from case_bridge.migrate import alembic_config, schema_diff, upgrade
 from foundation.config import Settings
+
+if TYPE_CHECKING:
+    from case_bridge.service import CaseService
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     seed = sub.add_parser("seed", help="load the trámite catalog into the database")
     seed.add_argument("--demo", action="store_true", help="also create a demo citizen and case (prints folio+PIN)")
+    sub.add_parser("purge", help="delete call details and transcripts older than retention.* (case_bridge.retention)")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -65,6 +71,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     upgrade(url)
     svc = CaseService.from_settings(settings)
     try:
+        if args.db_command == "purge":
+            return purge_now(settings, svc)
         if args.db_command == "create-user":
             if args.password_stdin:
                 password = sys.stdin.readline().rstrip("\n")
@@ -87,3 +95,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         svc.close()
+
+
+def purge_now(settings: Settings, svc: CaseService) -> int:
+    from datetime import UTC, datetime
+
+    from case_bridge.retention import purge
+
+    r = settings.retention
+    result = purge(svc.uow, now=datetime.now(UTC), call_records_days=r.call_records_days,
+                   transcripts_days=r.transcripts_days)
+    print(f"db: purged {result.calls} calls older than {r.call_records_days} days and {result.turns} transcript"
+          f" turns (transcripts kept {r.transcripts_days} days; calls of open cases kept)")
+    return 0

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -259,6 +259,34 @@ class Supervisor:
         else:
             log.info("database at head %s", kv(event="db_migrated"))
 
+    async def _daily_purge(self) -> None:
+        """retention.*: once a day at daily_at (Veracruz time) delete call details and transcripts past their age."""
+        from case_bridge.retention import purge
+        from case_bridge.service import CaseService
+        from case_bridge.views import LOCAL_TZ
+
+        r = self.settings.retention
+        hh, mm = (int(x) for x in r.daily_at.split(":"))
+        while True:
+            now = datetime.now(LOCAL_TZ)
+            due = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+            due = due if due > now else due + timedelta(days=1)
+            await asyncio.sleep((due - now).total_seconds())
+
+            def run_purge() -> str:
+                svc = CaseService.from_settings(self.settings)
+                try:
+                    result = purge(svc.uow, now=datetime.now(UTC), call_records_days=r.call_records_days,
+                                   transcripts_days=r.transcripts_days)
+                    return kv(event="retention_purge", calls=result.calls, turns=result.turns)
+                finally:
+                    svc.close()
+
+            try:
+                log.info("retention purge %s", await asyncio.to_thread(run_purge))
+            except Exception as exc:  # a database that is down: try again tomorrow
+                log.error("retention purge failed %s", kv(error=f"{type(exc).__name__}: {exc}"[:300]))
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -278,6 +306,8 @@ class Supervisor:
                     spec.argv = kamailio.command(paths)
         self._serve_metrics()
         await self._migrate_database()
+        if not getattr(self.args, "workers_only", False):
+            self._spawn(self._daily_purge(), "retention")
         by_name = {spec.name: spec for spec in specs}
         try:
             # Rasa first: its cold start is the longest; nothing waits for it, nor for the recognition
