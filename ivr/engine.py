@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from foundation.config import Settings
 from foundation.logs import kv
 from ivr.call.leg import CallInfo, CallLeg
+from ivr.call.outbox import Outbox
 from ivr.call.records import CallRecorder, Disposition, Speaker
 from ivr.call.session import CallSession, SessionPhrases
 from ivr.dialogue.interface import Dialogue
@@ -177,6 +178,9 @@ class Engine:
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
+        outbox = getattr(recorder, "outbox", None)      # the production recorder's; test doubles have none
+        if isinstance(outbox, Outbox):
+            metrics.watch_outbox(outbox)
         engine = cls(settings, metrics, recognizer=recognizer, synthesizer=synthesizer,
                      dialogue_factory=dialogue_factory, recorder=recorder, phrases=phrases, executor=executor,
                      closers=closers, menu=menu)

@@ -4,10 +4,18 @@ One registry per process, created by the worker and passed down (no module-level
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.2, 1.6, 2.5, 5.0)
+
+
+class OutboxGauges(Protocol):
+    """What the outbox gauges read (ivr.call.outbox.Outbox; metrics sits below ivr.call, so not imported)."""
+    def __len__(self) -> int: ...
+    def oldest_age_s(self) -> float: ...
+    def dead_letter_count(self) -> int: ...
 
 
 @dataclass
@@ -31,6 +39,18 @@ class EngineMetrics:
         self.dialogue_fallbacks = Counter(
             "veratur_dialogue_fallback_total", "Turns answered by the fallback menu (Rasa down or slow)", registry=r)
         self.transfers = Counter("veratur_transfers_total", "Transfers to agents", ["result"], registry=r)
+        # the recorder's durable outbox (ivr/call/outbox.py): writes kept on the node while the database is away
+        self.outbox_pending = Gauge("veratur_outbox_pending", "Case-bridge writes waiting in the outbox", registry=r)
+        self.outbox_oldest_age = Gauge("veratur_outbox_oldest_age_seconds",
+                                       "Age of the oldest write waiting in the outbox (0 = empty)", registry=r)
+        self.outbox_dead_letters = Gauge("veratur_outbox_dead_letters",
+                                         "Outbox writes the case bridge refused for good", registry=r)
+
+    def watch_outbox(self, outbox: OutboxGauges) -> None:
+        """Read at each scrape (the outbox is thread-safe; the counts are cheap SQLite reads)."""
+        self.outbox_pending.set_function(lambda: len(outbox))
+        self.outbox_oldest_age.set_function(outbox.oldest_age_s)
+        self.outbox_dead_letters.set_function(outbox.dead_letter_count)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

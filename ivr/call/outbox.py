@@ -86,6 +86,19 @@ class Outbox:
             self._db.execute("COMMIT")
             self._count -= removed
 
+    def oldest_age_s(self) -> float:
+        """Seconds the oldest pending entry has waited (0 when empty): how long the database has been away."""
+        if not self._count:
+            return 0.0
+        with self._lock:
+            row = self._db.execute("SELECT (julianday('now') - julianday(MIN(queued_at))) * 86400 "
+                                   "FROM entries").fetchone()
+        return max(0.0, float(row[0])) if row and row[0] is not None else 0.0
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+
     def dead_letters(self) -> list[tuple[int, str, str]]:
         with self._lock:
             return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT seq, op, error FROM dead_letters ORDER BY seq")]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import yaml
 
 from foundation.paths import REPO_ROOT
+from ivr.call.outbox import Outbox
 from ivr.metrics import EngineMetrics
 
 RULES = REPO_ROOT / "config" / "prometheus" / "veratur_alerts.yml"
@@ -21,7 +23,35 @@ def test_promtool_accepts_the_rules() -> None:
     assert promtool, "promtool missing: scripts/setup.sh installs Debian's prometheus package"
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 11 rules found" in done.stdout
+
+
+def test_promtool_unit_tests_of_the_rules() -> None:
+    """config/prometheus/veratur_alerts_test.yml: the outbox alerts fire on a lasting backlog, not a drained one."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: scripts/setup.sh installs Debian's prometheus package"
+    done = subprocess.run([promtool, "test", "rules", "veratur_alerts_test.yml"], cwd=RULES.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_outbox_gauges_read_the_outbox(tmp_path: Path) -> None:
+    metrics = EngineMetrics()
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    try:
+        metrics.watch_outbox(outbox)
+        value = metrics.registry.get_sample_value
+        assert (value("veratur_outbox_pending"), value("veratur_outbox_oldest_age_seconds")) == (0.0, 0.0)
+        first = outbox.append("add_turn", {"call_id": "a"})
+        outbox.append("add_turn", {"call_id": "b"})
+        outbox._db.execute("UPDATE entries SET queued_at = datetime('now', '-90 seconds') WHERE seq = ?", (first,))
+        assert value("veratur_outbox_pending") == 2.0
+        assert 85 <= (value("veratur_outbox_oldest_age_seconds") or 0) <= 120
+        outbox.bury(first, "refused")
+        assert (value("veratur_outbox_pending"), value("veratur_outbox_dead_letters")) == (1.0, 1.0)
+    finally:
+        outbox.close()
 
 
 def test_rules_name_only_exported_metrics() -> None:
