@@ -26,6 +26,10 @@ log = logging.getLogger("case_bridge.ratelimit")
 FOLIO_MAX_FAILURES = 3
 CLIENT_MAX_FAILURES = 10
 OPEN_MAX_PER_WINDOW = 60          # cases one client may open through the unauthenticated API per window
+# Staff sign-in (case_bridge.web.staff): `login:<user>@<address>` locks after CLIENT_MAX_FAILURES (only that pair:
+# an outsider cannot lock a colleague elsewhere out), `login-from:<address>` after this many across usernames
+# (password spraying from one address).
+LOGIN_ADDRESS_MAX_FAILURES = 30
 WINDOW_S = 15 * 60
 LOCKOUT_S = 15 * 60
 REDIS_TIMEOUT_S = 0.25
@@ -73,6 +77,8 @@ class AttemptLimiter:
     def _limit(self, key: str) -> int:
         if key.startswith("folio:"):
             return FOLIO_MAX_FAILURES
+        if key.startswith("login-from:"):
+            return LOGIN_ADDRESS_MAX_FAILURES
         return OPEN_MAX_PER_WINDOW if key.startswith("open:") else CLIENT_MAX_FAILURES
 
     # -- queries ------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 import aiohttp_jinja2
 from aiohttp import web
 
-from case_bridge.web.security import SERVICE, current_staff, sign_in, sign_out
+from case_bridge.web.security import SERVICE, client_key, current_staff, sign_in, sign_out
 from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.web.staff")
@@ -41,18 +41,29 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = str(form.get("contrasena", ""))[:200]
     target = _safe_next(str(form.get("next", "")))
     svc = request.app[SERVICE]
-    key = f"login:{username.lower()}"
-    lock = await asyncio.to_thread(svc.limiter.check, key)
-    staff = None if lock.locked else await asyncio.to_thread(svc.authenticate, username, password)
+    # OWASP authentication guidance: no hard lock an outsider can trigger on someone's account. Failures count
+    # per account *and address* (10 lock that pair for 15 min, not the account everywhere) and per address across
+    # usernames (30: spraying). A lock refuses without checking the password.
+    address = client_key(request)
+    pair, source = f"login:{username.lower()}@{address}", f"login-from:{address}"
+    locks = await asyncio.to_thread(svc.limiter.check_many, [pair, source])
+    locked = next((name for name, lock in zip(("account_address", "address"), locks, strict=True)
+                   if lock.locked), None)
+    staff = None if locked else await asyncio.to_thread(svc.authenticate, username, password)
     if staff is None:
-        if not lock.locked:
-            await asyncio.to_thread(svc.limiter.fail, key)
+        if locked:
+            log.warning(kv(event="staff_login_throttled", by=locked, user=username[:32], ip=request.remote))
+        else:
+            now_locked = [await asyncio.to_thread(svc.limiter.fail, key) for key in (pair, source)]
+            if any(lock.locked for lock in now_locked):
+                log.warning(kv(event="staff_login_lock_set", user=username[:32], ip=request.remote,
+                               failures=max(lock.failures for lock in now_locked)))
         log.info(kv(event="staff_login_refused", ip=request.remote))
         response = aiohttp_jinja2.render_template("staff_login.html", request, {
             "next": target or "", "error": "Usuario o contraseña incorrectos, o cuenta bloqueada temporalmente."})
         response.set_status(401)
         return response
-    await asyncio.to_thread(svc.limiter.succeed, key)
+    await asyncio.to_thread(svc.limiter.succeed, pair)
     sign_in(request, staff)
     log.info(kv(event="staff_login", user=staff.username, role=staff.role))
     raise web.HTTPSeeOther(target or HOME_BY_ROLE.get(staff.role, "/"))
