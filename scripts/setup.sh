@@ -39,4 +39,16 @@ if [ ! -x .venv-rasa/bin/rasa ] || [ "$(cat $STAMPS/rasa 2>/dev/null)" != "$rasa
   .venv-rasa/bin/pip install -q --disable-pip-version-check -r requirements-rasa.txt
   echo "$rasa_hash" > $STAMPS/rasa
 fi
+# axe-core for the accessibility tests (tests/case_bridge/test_accessibility.py), pinned by testkit/node's lock file;
+# node_modules stays out of git. Installed here so no test downloads anything.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
+fi
+node_hash=$(cat testkit/node/package.json testkit/node/package-lock.json | sha1sum | cut -c1-12)
+if [ ! -f testkit/node/node_modules/axe-core/axe.min.js ] || [ "$(cat $STAMPS/node 2>/dev/null)" != "$node_hash" ]; then
+  echo "setup: axe-core (npm, testkit/node)"
+  npm ci --prefix testkit/node --no-audit --no-fund --silent
+  echo "$node_hash" > $STAMPS/node
+fi
 echo "setup: ok"
