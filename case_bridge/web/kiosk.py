@@ -136,6 +136,9 @@ async def lookup(request: web.Request) -> web.StreamResponse:
         error = "Escriba su PIN de 4 números."
     else:
         result = await asyncio.to_thread(svc.status_for, folio_text, pin=pin, client=kiosk.actor)
+        throttle = float(getattr(result, "throttle_s", 0.0))    # a kiosk with many recent failures is slowed
+        if throttle:
+            await asyncio.sleep(throttle)
         if result.ok and result.case is not None:
             session = session_of(request)
             _clear(session)

@@ -21,8 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import yarl
 from aiohttp import web
 
+from case_bridge.folio import new_folio
+from case_bridge.ratelimit import CLIENT_MAX_FAILURES
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
 from case_bridge.web.kiosk import KIOSK_COOKIE
@@ -197,3 +200,40 @@ async def test_unenrolled_and_revoked_devices_are_refused(site: Site) -> None:
         async with http.post(site.base + "/kiosco/consulta", cookies={KIOSK_COOKIE: token},
                              data={"folio": "12345678", "pin": "1234"}) as r:
             assert r.status == 403      # refused (CSRF or kiosk check): never a lookup
+
+
+async def _kiosk_client(site: Site, token: str) -> tuple[aiohttp.ClientSession, str]:
+    """An HTTP client holding a kiosk's cookie, and the CSRF token of its session."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    http.cookie_jar.update_cookies({KIOSK_COOKIE: token}, response_url=yarl.URL(site.base + "/kiosco"))
+    async with http.get(site.base + "/kiosco") as r:
+        match = re.search(r'name="_csrf" value="([^"]+)"', await r.text())
+    assert match, "no CSRF token on the kiosk page"
+    return http, match.group(1)
+
+
+async def test_lockout_is_per_kiosk(site: Site, tmp_path: Path) -> None:
+    """Someone walking through folios on one kiosk is limited on that kiosk only: another kiosk still serves."""
+    folio, pin = await _phone_case(site.svc, tmp_path)
+    kiosk_a, token_a = await asyncio.to_thread(site.svc.enrol_kiosk, "Quiosco A")
+    kiosk_b, token_b = await asyncio.to_thread(site.svc.enrol_kiosk, "Quiosco B")
+    http_a, csrf_a = await _kiosk_client(site, token_a)
+    http_b, csrf_b = await _kiosk_client(site, token_b)
+    try:
+        statuses = []
+        for _ in range(CLIENT_MAX_FAILURES):
+            async with http_a.post(site.base + "/kiosco/consulta",
+                                   data={"_csrf": csrf_a, "folio": new_folio(), "pin": "0000"}) as r:
+                statuses.append(r.status)
+        assert statuses[:-1] == [401] * (CLIENT_MAX_FAILURES - 1) and statuses[-1] in (401, 429), statuses
+        # the failures are counted on kiosk A's own client key (slowed or locked there), none on kiosk B's
+        count_a, count_b = await asyncio.to_thread(site.svc.limiter.check_many,
+                                                   [f"client:{kiosk_a.actor}", f"client:{kiosk_b.actor}"])
+        assert count_a.locked or count_a.failures >= CLIENT_MAX_FAILURES, count_a
+        assert not count_b.locked and count_b.failures == 0, count_b
+        async with http_b.post(site.base + "/kiosco/consulta", allow_redirects=False,
+                               data={"_csrf": csrf_b, "folio": folio, "pin": pin}) as r:
+            assert r.status == 303 and r.headers["Location"] == "/kiosco/caso"   # the other kiosk still works
+    finally:
+        await http_a.close()
+        await http_b.close()
