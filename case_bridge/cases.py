@@ -16,7 +16,7 @@ from case_bridge.calls import phone_interaction
 from case_bridge.errors import CaseBridgeError, CaseNotFound, ChannelNotAllowed, InvalidInput, StaleCase, UnknownTramite
 from case_bridge.folio import MalformedFolio
 from case_bridge.models import STATUSES, Case, CaseStatusChange, Citizen, Interaction, Tramite, utcnow
-from case_bridge.ratelimit import FOLIO_MAX_FAILURES, Lock
+from case_bridge.ratelimit import FOLIO_MAX_FAILURES, Lock, client_delay_s
 from case_bridge.rollup import track
 from case_bridge.snapshots import STATUS_BY_FOLIO, case_view, check_channel, status_view
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork, case_snapshot, load_call, load_case
@@ -31,6 +31,12 @@ _DUMMY_PIN_HASH = hashing.hash_pin("0000")   # verified against when a folio is 
 def verification_keys(folio: str, client: str | None) -> list[str]:
     """The lockout counters one verification of `folio` by `client` reads and counts."""
     return [f"folio:{folio}"] + ([f"client:{client}"] if client else [])
+
+
+def client_throttle(keys: list[str], locks: list[Lock]) -> float:
+    """The delay owed by the client key among `keys` (see ratelimit.client_delay_s)."""
+    return max((client_delay_s(lock.failures) for key, lock in zip(keys, locks, strict=True)
+                if key.startswith("client:")), default=0.0)
 
 
 def locked_result(locks: list[Lock]) -> StatusResult:
@@ -142,28 +148,33 @@ class Cases:
             view = case_view(case) if timeline and case is not None else status_view(row)
         if view is not None:
             self.clear_failures(keys, locks)
-            return StatusResult("ok", case=view)
+            return StatusResult("ok", case=view, throttle_s=client_throttle(keys, locks))
         return self.count_denial(folio, keys)
 
     def clear_failures(self, keys: list[str], locks: list[Lock]) -> None:
-        """After a verified lookup: forget the earlier failures of its keys (not an active lock)."""
+        """After a verified lookup: forget the earlier failures of its folio (not an active lock). A client's count
+        stays until its window ends: otherwise verifying one's own case would wipe the delay of a folio walk."""
         for key, lock in zip(keys, locks, strict=True):
-            if lock.failures:
+            if lock.failures and not key.startswith("client:"):
                 self.uow.limiter.succeed(key)
 
     def count_denial(self, folio: str, keys: list[str]) -> StatusResult:
         """After a failed verification: count it on every key (folio and client); locked once a limit is hit."""
         worst = None
+        throttle = 0.0
         for key in keys:
             lock = self.uow.limiter.fail(key)
             if key.startswith("folio:"):
                 worst = lock
+            elif key.startswith("client:"):
+                throttle = client_delay_s(lock.failures)
             if lock.locked:
                 log.warning(kv(event="verification_locked", key=key.split(":")[0], case=folio))
                 return StatusResult("locked", retry_after_s=lock.retry_after_s, attempts_left=0,
-                                    message="demasiados intentos; espere e intente más tarde")
+                                    message="demasiados intentos; espere e intente más tarde", throttle_s=throttle)
         left = FOLIO_MAX_FAILURES - worst.failures if worst else None
-        return StatusResult("denied", attempts_left=left, message="el folio o la verificación no coinciden")
+        return StatusResult("denied", attempts_left=left, message="el folio o la verificación no coinciden",
+                            throttle_s=throttle)
 
     def reset_verification_lock(self, folio: str) -> None:
         self.uow.limiter.reset(f"folio:{folios.normalize(folio)}")

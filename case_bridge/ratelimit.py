@@ -2,8 +2,9 @@
 (The same counters also cap how many cases one client opens through the open API: keys `open:<client>`.)
 
 Two counters are kept for every attempt: one per folio (3 failures lock the folio for `LOCKOUT_S`, whoever tries)
-and one per client (a caller number or an IP address; `CLIENT_MAX_FAILURES` per window stops someone walking
-through many folios). Redis holds them so every web node and IVR worker shares the same count. If Redis can't be
+and one per client (a caller number or an IP address; from `CLIENT_MAX_FAILURES` per window on, its lookups are
+slowed by `client_delay_s`, never refused, so someone walking through many folios is slowed without locking out
+the citizens who share the address). Redis holds them so every web node and IVR worker shares the same count. If Redis can't be
 reached, the same counters live in the `verification_attempts` table (the fallback is logged); counts taken during
 a Redis outage are not merged back, which at worst grants a few extra attempts once — never unlimited ones.
 """
@@ -30,6 +31,18 @@ OPEN_MAX_PER_WINDOW = 60          # cases one client may open through the unauth
 # an outsider cannot lock a colleague elsewhere out), `login-from:<address>` after this many across usernames
 # (password spraying from one address).
 LOGIN_ADDRESS_MAX_FAILURES = 30
+# A client (an address, a caller number) is never locked out of verifying: behind a carrier NAT or the web's proxy
+# that is everyone. From CLIENT_MAX_FAILURES failures in the window on, each of its lookups is answered after a
+# growing delay (client_delay_s): 1 s, doubling every 5 failures, at most CLIENT_MAX_DELAY_S. The folio lock stays.
+CLIENT_MAX_DELAY_S = 10.0
+NEVER = 1 << 62
+
+
+def client_delay_s(failures: int) -> float:
+    """How long a lookup by a client with `failures` recent failures is held before its answer."""
+    if failures < CLIENT_MAX_FAILURES:
+        return 0.0
+    return min(2.0 ** ((failures - CLIENT_MAX_FAILURES) / 5), CLIENT_MAX_DELAY_S)
 WINDOW_S = 15 * 60
 LOCKOUT_S = 15 * 60
 REDIS_TIMEOUT_S = 0.25
@@ -79,6 +92,8 @@ class AttemptLimiter:
             return FOLIO_MAX_FAILURES
         if key.startswith("login-from:"):
             return LOGIN_ADDRESS_MAX_FAILURES
+        if key.startswith("client:"):
+            return NEVER                       # counted for client_delay_s, never locked
         return OPEN_MAX_PER_WINDOW if key.startswith("open:") else CLIENT_MAX_FAILURES
 
     # -- queries ------------------------------------------------------------------------------------------

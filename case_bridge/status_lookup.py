@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.dialects import postgresql
 
 from case_bridge import folio as folios
-from case_bridge.cases import check_pin, locked_result, verification_keys
+from case_bridge.cases import check_pin, client_throttle, locked_result, verification_keys
 from case_bridge.db import PG_CONNECT_TIMEOUT_S, PG_STATEMENT_TIMEOUT_MS
 from case_bridge.errors import DatabaseUnavailable, InvalidInput
 from case_bridge.folio import MalformedFolio
@@ -132,7 +132,7 @@ class StatusLookup:
             return await asyncio.to_thread(self._service.count_denial, folio, keys)
         if any(lock.failures for lock in locks):
             await asyncio.to_thread(self._service.clear_failures, keys, locks)
-        return StatusResult("ok", case=status_view(_Row(row)))
+        return StatusResult("ok", case=status_view(_Row(row)), throttle_s=client_throttle(keys, locks))
 
     async def _read(self, folio: str) -> Any:
         for attempt in (1, 2):

@@ -132,6 +132,7 @@ class StatusResult:
     attempts_left: int | None = None
     retry_after_s: int | None = None
     message: str = ""
+    throttle_s: float = 0.0          # the web answers only after this long (a client with many recent failures)
 
     @property
     def ok(self) -> bool:

@@ -141,6 +141,8 @@ async def get_request(request: web.Request) -> web.Response:
     else:
         result = await asyncio.to_thread(request.app[SERVICE].status_for, request.match_info["folio"],
                                          pin=pin[:20], client=client_key(request), timeline=False)
+    if result.throttle_s:               # many recent failures from this address: slowed, never refused
+        await asyncio.sleep(result.throttle_s)
     if result.reason == "malformed":
         if _SCHEMA_FOLIO.fullmatch(request.match_info["folio"]):
             # Valid by the OpenAPI pattern, wrong check digit (a pattern cannot express Damm): as documented there,

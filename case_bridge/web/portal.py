@@ -88,6 +88,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
         pin, curp4 = (None, secret) if method == "curp" else (secret, None)
         result = await asyncio.to_thread(svc.status_for, folio_text, pin=pin, curp_last4=curp4,
                                          client=client_key(request))
+        if result.throttle_s:           # many recent failures from this address: slowed, never refused
+            await asyncio.sleep(result.throttle_s)
         if result.ok and result.case is not None:
             session = session_of(request)
             session["folio"] = result.case.folio

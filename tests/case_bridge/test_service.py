@@ -140,13 +140,19 @@ def test_lockout_falls_back_to_the_database_when_redis_is_down(db_url: str) -> N
         dead.close()
 
 
-def test_client_limit_stops_walking_through_folios(svc: CaseService) -> None:
+def test_client_limit_slows_walking_through_folios_without_locking_the_address(svc: CaseService) -> None:
+    """Issue 13: the address is slowed (throttle_s, applied by the web), never refused the right PIN."""
     folio, pin = _open(svc)
-    for i in range(10):
+    denials = []
+    for i in range(12):
         payload = str(2000000 + i)
-        svc.status_for(payload + folios.damm_digit(payload), pin="0000", client="198.51.100.7")
-    assert svc.status_for(folio, pin=pin, client="198.51.100.7").reason == "locked"
-    assert svc.status_for(folio, pin=pin, client="198.51.100.8").ok
+        denials.append(svc.status_for(payload + folios.damm_digit(payload), pin="0000", client="198.51.100.7"))
+    assert [d.reason for d in denials] == ["denied"] * 12
+    assert [d.throttle_s > 0 for d in denials] == [False] * 9 + [True] * 3
+    result = svc.status_for(folio, pin=pin, client="198.51.100.7")
+    assert result.ok and result.throttle_s >= 1.0
+    other = svc.status_for(folio, pin=pin, client="198.51.100.8")
+    assert other.ok and other.throttle_s == 0.0
 
 
 def test_status_history_and_expected_version(svc: CaseService) -> None:
