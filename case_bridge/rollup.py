@@ -105,7 +105,7 @@ def contributions_of(conn: Connection, call_ids: list[int]) -> Contribution:
 
 
 def _upsert_deltas(conn: Connection, deltas: Contribution) -> None:
-    rows = [{"hour": h, "node": node, "kind": kind, "key": key, "n": int(n), "total": total}
+    rows: list[dict[str, Any]] = [{"hour": h, "node": node, "kind": kind, "key": key, "n": int(n), "total": total}
             for (h, node, kind, key), (n, total) in deltas.items() if n or total]
     if not rows:
         return
@@ -113,9 +113,11 @@ def _upsert_deltas(conn: Connection, deltas: Contribution) -> None:
     stmt = ins.on_conflict_do_update(
         index_elements=["hour", "node", "kind", "key"],
         set_={"n": CallRollup.n + ins.excluded.n, "total": CallRollup.total + ins.excluded.total})
-    for row in sorted(rows, key=lambda r: (r["hour"], r["node"], r["kind"], r["key"])):  # one lock order
-        conn.execute(stmt, row)
-    conn.execute(delete(CallRollup).where(CallRollup.n == 0, CallRollup.kind != "peak"))
+    rows.sort(key=lambda r: (r["hour"], r["node"], r["kind"], r["key"]))     # one lock order for every writer
+    conn.execute(stmt, rows)                                                 # one executemany
+    if any(r["n"] < 0 for r in rows):                                        # an edit can empty a key
+        conn.execute(delete(CallRollup).where(CallRollup.hour.in_(sorted({r["hour"] for r in rows})),
+                                              CallRollup.n == 0, CallRollup.kind != "peak"))
 
 
 def _hour_peaks(conn: Connection, hours: list[datetime]) -> dict[datetime, tuple[int, datetime]]:
