@@ -43,6 +43,7 @@ class Site:
     def __init__(self, base: str, svc: CaseService, browser: Any, folio: str, pin: str) -> None:
         self.base, self.svc, self.browser, self.folio, self.pin = base, svc, browser, folio, pin
         self.users: dict[str, str] = {}
+        self.call_id = ""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -53,6 +54,12 @@ async def site(sqlite_database: str) -> AsyncIterator[Site]:
         svc.open_case, "licencia_conducir", "phone", summary="pidió su licencia de conducir",
         citizen=CitizenInfo("Elena Mora Gil", curp="MOGE800101MVZRLL01", phone="2285550123"),
         missing=["Comprobante de domicilio"])
+    # a call on the case waiting for an agent: the console's queue and the supervisor's call page have content
+    call_id = f"{uuid.uuid4().hex}@127.0.0.1"
+    await asyncio.to_thread(svc.link_call, call_id, "2285550123", called="veratur", node="a11y")
+    await asyncio.to_thread(svc.add_turn, call_id, "caller", "quiero hablar con una persona", "agent_request", 0.9)
+    await asyncio.to_thread(svc.link_call_case, call_id, opened.case.folio, summary="pidió un agente")
+    await asyncio.to_thread(svc.escalate, call_id, reason="caller_request", target="sip:agentes@127.0.0.1")
     runner = web.AppRunner(build_app(load_settings(), svc, secret=uuid.uuid4().bytes * 2))
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
@@ -60,6 +67,7 @@ async def site(sqlite_database: str) -> AsyncIterator[Site]:
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         s = Site(f"http://127.0.0.1:{runner.addresses[0][1]}", svc, browser, opened.case.folio, opened.pin)
+        s.call_id = call_id
         for role in ("clerk", "agent", "supervisor", "admin"):
             name = f"{role}{uuid.uuid4().hex[:6]}"
             await asyncio.to_thread(svc.create_staff, name, PASSWORD, role, f"Persona {role}")
@@ -150,7 +158,8 @@ async def test_staff_pages_have_no_serious_violations(site: Site) -> None:
     found: dict[str, list[dict[str, Any]]] = {}
     for role, paths in (("clerk", ["/oficina", f"/oficina/caso/{site.folio}", f"/oficina/caso/{site.folio}/recibo"]),
                         ("agent", ["/agente"]),
-                        ("supervisor", ["/supervision", "/supervision/llamadas", "/supervision/en-vivo"]),
+                        ("supervisor", ["/supervision", "/supervision/llamadas", "/supervision/en-vivo",
+                                        f"/supervision/llamadas/{site.call_id}"]),
                         ("admin", ["/admin/flows", "/admin/flows/edit", "/admin/quioscos"])):
         context = await _context(site, viewport={"width": 1280, "height": 900})
         page = await context.new_page()
@@ -163,6 +172,20 @@ async def test_staff_pages_have_no_serious_violations(site: Site) -> None:
             await page.wait_for_load_state("networkidle")
             assert page.url == site.base + path, f"{role} was sent to {page.url}"
             await check(page, role, found)
+        if role == "agent":         # the queue item, as the console's script lists it
+            await page.goto(site.base + "/agente")
+            await page.get_by_text("pidió un agente").first.wait_for(timeout=5000)
+            await check(page, "agent queue", found)
+        if role == "admin":         # enrol a kiosk: the page with the token shown once, then revoke it
+            await page.get_by_label("Nombre o ubicación del quiosco").fill("Quiosco Plaza")
+            await page.get_by_role("button", name="Dar de alta").click()
+            token = await page.locator("#token").inner_text()
+            assert len(token) >= 40
+            await check(page, "admin kiosk enrolled", found)
+            assert (await asyncio.to_thread(site.svc.kiosk_for_token, token)) is not None
+            await page.get_by_role("button", name="Dar de baja el quiosco Quiosco Plaza").click()
+            await page.wait_for_url(site.base + "/admin/quioscos")
+            assert (await asyncio.to_thread(site.svc.kiosk_for_token, token)) is None
         await context.close()
     assert_clean(found)
 
