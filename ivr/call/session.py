@@ -28,7 +28,15 @@ from ivr.call.stats import CallStats
 from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.metrics import EngineMetrics
 from ivr.speech.audio_ops import resample
-from ivr.speech.recognizer import EndOfSpeech, Final, Partial, RecognizeStream, SpeechRecognizer, SpeechStarted
+from ivr.speech.recognizer import (
+    EndOfSpeech,
+    Final,
+    Partial,
+    RecognizeStream,
+    SpeechProgress,
+    SpeechRecognizer,
+    SpeechStarted,
+)
 from ivr.speech.tts import SpeechSynthesizer
 from ivr.speech.vad import BargeInGuard
 
@@ -236,7 +244,7 @@ class CallSession:
     async def _pump_asr(self, stream: RecognizeStream) -> None:
         while True:
             event = await stream.get()
-            if isinstance(event, Partial):
+            if isinstance(event, (Partial, SpeechProgress)):    # words, or more speech (decoders without partials)
                 self._check_barge_in()
             else:
                 self._inbox.put_nowait(event)
@@ -246,7 +254,7 @@ class CallSession:
         if prompt is None or prompt.done or stream is None or not stream.vad.confirmed:
             return
         if self.guard.should_interrupt(allow_barge_in=prompt.allow_barge_in, voiced_ms=stream.voiced_ms,
-                                       partial=stream.partial):
+                                       partial=stream.partial, speech_vad=stream.speech_vad):
             self._barge_in(prompt, "speech")
 
     def _barge_in(self, prompt: Prompt, by: str) -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger("ivr.speech.recognizer")
 
 UNK = "[unk]"
 PARTIAL_EVERY_MS = 100       # ask the decoder for a partial at most this often (it walks the lattice each time)
+PROGRESS_EVERY_MS = 100      # voiced time between SpeechProgress events of a confirmed utterance
 YES_NO_PHRASES = ("sí", "si", "no", "claro", "correcto", "así es", "de acuerdo", "no es correcto", "está bien")
 
 
@@ -62,6 +63,14 @@ class Partial:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechProgress:
+    """The confirmed utterance has `voiced_ms` of speech so far (every PROGRESS_EVERY_MS): barge-in is decided on
+    it when the decoder gives no partials (Whisper decodes only at the end)."""
+    voiced_ms: int
+    speech_vad: bool           # the voiced time comes from a speech detector (Silero), not frame energy
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfSpeech:
     at: float                  # when the endpointer decided
     speech_end_at: float       # end of the last voiced frame: the real end of the caller's speech
@@ -78,7 +87,7 @@ class Final:
     seq: int = 0
 
 
-AsrEvent = SpeechStarted | Partial | EndOfSpeech | Final
+AsrEvent = SpeechStarted | Partial | SpeechProgress | EndOfSpeech | Final
 
 
 # ---- decoder seam ---------------------------------------------------------------------------------------------
@@ -151,6 +160,7 @@ class RecognizeStream:
         self._task: asyncio.Task[None] | None = None
         self._now = 0.0
         self.partial = ""             # latest partial of the utterance in progress ("" between utterances)
+        self._progress_ms = 0         # voiced time of the last SpeechProgress of this utterance
         self._utterance_open = False  # audio of an utterance has been sent and not yet flushed or reset
         self.utterances_ended = 0     # EndOfSpeech events emitted (the seq of the latest)
         self.frames_in = 0            # frames pushed
@@ -200,6 +210,7 @@ class RecognizeStream:
         transition = vad.push_voiced(self.voicing.voiced(frame.pcm, energy_db(frame.pcm)), now)
         if not vad.in_utterance:
             if transition is not None:          # STARTING -> QUIET: a blip; forget what it fed the decoder
+                self._progress_ms = 0
                 self._inbox.put_nowait((_RESET, None))
                 self.partial = ""
                 self.endpointer.reset()
@@ -218,6 +229,9 @@ class RecognizeStream:
         if transition is not None and transition.after is CallerState.SPEAKING \
                 and transition.before is CallerState.STARTING:
             self._events.put_nowait(SpeechStarted(vad.speech_started_at or now))
+        if vad.confirmed and vad.voiced_ms >= self._progress_ms + PROGRESS_EVERY_MS:
+            self._progress_ms = vad.voiced_ms
+            self._events.put_nowait(SpeechProgress(vad.voiced_ms, self.voicing.speech_detector))
         if vad.confirmed and self.endpointer.is_end(confirmed=True, last_voiced_at=vad.last_voiced_at,
                                                    speech_started_at=vad.speech_started_at, now=now):
             self.end_utterance()
@@ -233,6 +247,7 @@ class RecognizeStream:
         self.vad.reset()
         self.endpointer.reset()
         self._utterance_open = False
+        self._progress_ms = 0
 
     def discard_utterance(self) -> None:
         """Forget the utterance in progress without a result (e.g. DTMF answered the prompt instead)."""
@@ -242,6 +257,7 @@ class RecognizeStream:
         self.endpointer.reset()
         self.partial = ""
         self._utterance_open = False
+        self._progress_ms = 0
 
     # -- output --
     async def get(self) -> AsrEvent:
@@ -257,6 +273,11 @@ class RecognizeStream:
         """Async iterator over events (until cancelled)."""
         while True:
             yield await self._events.get()
+
+    @property
+    def speech_vad(self) -> bool:
+        """True when voiced frames are decided by a speech detector (Silero), not energy alone."""
+        return self.voicing.speech_detector
 
     @property
     def voiced_ms(self) -> int:

@@ -13,6 +13,7 @@ back to energy and says so once in the log. `preload_silero()` loads the shared 
 """
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import threading
@@ -29,6 +30,10 @@ SILERO_RATE = 16000
 CHUNK = 512                 # samples per model call at 16 kHz (32 ms)
 CONTEXT = 64                # samples of the previous chunk the model sees in front of each chunk
 FLOOR_RESET_FRAMES = 15     # 300 ms under the energy floor: the model state restarts for the next utterance
+# The model needs some audio before a word to call it speech (started cold on a word's first frame it missed
+# "tres" entirely): the frames skipped under the floor are kept and run first when sound starts.
+PRIME_FRAMES = 8            # 160 ms
+WARM_UP_CHUNKS = 4          # 128 ms of silence in the initial model state (bench/vad.py: more hears babble longer)
 _HALF_BAND = (firwin(31, 0.5) * 2).astype(np.float32)   # 8 -> 16 kHz interpolation filter (zero-stuffed input)
 
 
@@ -36,6 +41,11 @@ class FrameVoicing(Protocol):
     """Decides per frame whether it is speech. Not thread-safe: one per stream, fed in order."""
 
     name: str
+
+    @property
+    def speech_detector(self) -> bool:
+        """True when the verdicts come from a speech model (a cough, a click or line noise is not voiced)."""
+        ...
 
     def voiced(self, pcm: bytes, energy_db: float) -> bool:
         ...
@@ -49,6 +59,10 @@ class EnergyVoicing:
 
     def __init__(self, threshold_db: float) -> None:
         self.threshold_db = threshold_db
+
+    @property
+    def speech_detector(self) -> bool:
+        return False
 
     def voiced(self, pcm: bytes, energy_db: float) -> bool:
         return energy_db >= self.threshold_db
@@ -84,9 +98,23 @@ class SileroModel:
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"],
                                                     sess_options=opts)
 
+        self.warm_state = self._warm_up()
+
     def run(self, window: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         prob, h, c = self.session.run(None, {"input": window, "h": h, "c": c})
         return float(prob[0]), h, c
+
+    def _warm_up(self) -> tuple[np.ndarray, np.ndarray]:
+        """The state after WARM_UP_CHUNKS of silence: from the all-zero state the model missed a word spoken at
+        once ("tres" peaked at 0.47), after 128 ms of silence it hears it (a stream starts and restarts here).
+        Measured trade-off: 0 / 4 / 8 chunks -> "tres" said at once 0 / 19 / 24 voiced frames, frame accuracy
+        under 10 dB babble 0.94 / 0.75 / 0.72 (babble is speech to the model; energy: 0.63)."""
+        h = np.zeros((1, 1, 128), dtype=np.float32)
+        c = np.zeros((1, 1, 128), dtype=np.float32)
+        window = np.zeros((1, CONTEXT + CHUNK), dtype=np.float32)
+        for _ in range(WARM_UP_CHUNKS):
+            _, h, c = self.run(window, h, c)
+        return h, c
 
 
 class _Shared:
@@ -150,14 +178,22 @@ class SileroVoicing:
         self.last_prob = 0.0
         self.reset()
 
+    @property
+    def speech_detector(self) -> bool:
+        return self.model is not None
+
     def reset(self) -> None:
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        if self.model is not None:
+            self._h, self._c = self.model.warm_state
+        else:
+            self._h = np.zeros((1, 1, 128), dtype=np.float32)
+            self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._zi = np.zeros(len(_HALF_BAND) - 1, dtype=np.float32)
         self._speaking = False
         self._under_floor = 0
+        self._skipped: collections.deque[bytes] = collections.deque(maxlen=PRIME_FRAMES)
 
     def _to_16k(self, pcm: bytes) -> np.ndarray:
         x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
@@ -171,14 +207,19 @@ class SileroVoicing:
     def voiced(self, pcm: bytes, energy_db: float) -> bool:
         if energy_db < self.floor_db:
             self._under_floor += 1
-            if self._under_floor >= FLOOR_RESET_FRAMES and (self._speaking or self.chunks):
+            if self._under_floor >= FLOOR_RESET_FRAMES and (self._speaking or self._pending.size):
                 self.reset()
+            self._skipped.append(pcm)
             return False
         self._under_floor = 0
         if self.model is None:
             self.model = _SHARED.model
             if self.model is None:
                 return energy_db >= self.energy_threshold_db
+            self._h, self._c = self.model.warm_state
+        if self._skipped:
+            pcm = b"".join(self._skipped) + pcm
+            self._skipped.clear()
         pending = np.concatenate([self._pending, self._to_16k(pcm)])
         while pending.size >= CHUNK:
             chunk, pending = pending[:CHUNK], pending[CHUNK:]

@@ -22,6 +22,9 @@ from ivr.speech.frames import FRAME_MS
 START_MS = 60            # voiced time that turns a blip into speech (3 frames): a single click never does
 HANGOVER_MS = 200        # unvoiced time tolerated inside speech (stops, plosives, short pauses between words)
 BARGE_IN_NO_WORDS_FACTOR = 3   # without any recognized word, barge-in needs this many times the minimum voiced time
+# ... unless a speech detector (Silero) decided the voiced time: it does not call coughs, clicks or line noise
+# speech, and a one-word answer ("tres", ~400 ms) must be able to stop a prompt before its result is decoded.
+SPEECH_VAD_NO_WORDS_FACTOR = 1.5
 
 
 class CallerState(enum.Enum):
@@ -112,10 +115,12 @@ class BargeInGuard:
     """
     min_speech_ms: int
 
-    def should_interrupt(self, *, allow_barge_in: bool, voiced_ms: int, partial: str) -> bool:
+    def should_interrupt(self, *, allow_barge_in: bool, voiced_ms: int, partial: str,
+                         speech_vad: bool = False) -> bool:
         if not allow_barge_in:
             return False
         if voiced_ms < self.min_speech_ms:
             return False
         has_words = bool(partial.replace("[unk]", "").strip())
-        return has_words or voiced_ms >= self.min_speech_ms * BARGE_IN_NO_WORDS_FACTOR
+        factor = SPEECH_VAD_NO_WORDS_FACTOR if speech_vad else BARGE_IN_NO_WORDS_FACTOR
+        return has_words or voiced_ms >= self.min_speech_ms * factor

@@ -76,8 +76,9 @@ class WhisperOptions:
     repetition_penalty: float = 1.1
     max_tokens: int | None = None        # cap on the budget, from the expected answer (`budget_for`)
     # a closed answer whose text is a valid answer (a digit for a menu, sí/no) is kept down to this mean log-prob
-    # ("ocho" alone scores ~ -1.15 with its timestamps; loud noise that Whisper writes words for, -1.2 to -1.8)
-    closed_log_prob_threshold: float = -1.3
+    # ("ocho" alone scores -1.0 to -1.4 with its timestamp tokens; loud noise Whisper writes words for, -1.2 to -1.8,
+    # but that never passes the speech VAD)
+    closed_log_prob_threshold: float = -1.6
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,17 @@ from ivr.call.session import CallSession, SessionPhrases
 from ivr.dialogue.interface import DialogueReply, Expect
 from ivr.engine import stream_config
 from ivr.metrics import EngineMetrics
+from ivr.speech.speech_vad import preload_silero
 from testkit.fakes import FakeDialogue, FakeLeg, FakeRecorder, ScriptedRecognizer, ToneSynthesizer
 from testkit.sounds import cough, silence, speech
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _speech_vad_loaded() -> None:
+    # The engine loads the speech VAD's model at start; sessions built directly here must not race its import.
+    preload_silero()
 
 P = SessionPhrases()
 FAST_TURNS = dict(no_input_timeout_s=0.5, endpoint_silence_ms_free=300, endpoint_silence_ms_closed=200,

@@ -8,8 +8,9 @@ import pytest
 from ivr.speech.audio_ops import energy_db
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.frames import frame_bytes
-from ivr.speech.recognizer import EndOfSpeech, RecognizeStream, SpeechStarted, StreamConfig
+from ivr.speech.recognizer import EndOfSpeech, RecognizeStream, SpeechProgress, SpeechStarted, StreamConfig
 from ivr.speech.speech_vad import EnergyVoicing, SileroVoicing, make_voicing, shared_silero
+from ivr.speech.vad import BargeInGuard
 from testkit import human_speech as hs
 from testkit.fakes import ScriptedDecoder, frames_of
 
@@ -67,5 +68,17 @@ async def test_stream_with_silero_ends_the_utterance_under_noise() -> None:
                 events.append(ev)
         assert any(isinstance(e, SpeechStarted) for e in events)
         assert stream.utterances_ended == 1
+        # progress without partials, so barge-in can be decided for a decoder that has none (Whisper)
+        progress = [e for e in events if isinstance(e, SpeechProgress)]
+        assert progress and all(e.speech_vad for e in progress)
+        assert [e.voiced_ms for e in progress] == sorted(e.voiced_ms for e in progress)
     finally:
         await stream.aclose()
+
+
+def test_a_word_the_speech_vad_heard_may_cut_a_prompt_sooner_than_energy() -> None:
+    guard = BargeInGuard(min_speech_ms=200)
+    assert guard.should_interrupt(allow_barge_in=True, voiced_ms=300, partial="", speech_vad=True)
+    assert not guard.should_interrupt(allow_barge_in=True, voiced_ms=300, partial="")
+    assert not guard.should_interrupt(allow_barge_in=True, voiced_ms=180, partial="", speech_vad=True)
+    assert not guard.should_interrupt(allow_barge_in=False, voiced_ms=900, partial="", speech_vad=True)
