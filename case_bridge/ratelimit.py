@@ -78,6 +78,11 @@ class AttemptLimiter:
         self.redis_url = redis_url
         self.last_backend = "redis" if self._redis else "database"
 
+    @property
+    def prefix(self) -> str:
+        """The Redis key prefix (one per node, or per test): other shared web state uses it too."""
+        return self._prefix
+
     def check_keys(self, keys: list[str]) -> list[str]:
         """The Redis keys `CHECK_SCRIPT` reads for `keys` (also used by the async status lookup)."""
         return [f"{self._prefix}:{kind}:{key}" for key in keys for kind in ("lock", "fail")]

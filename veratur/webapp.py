@@ -30,9 +30,12 @@ from case_bridge.errors import DatabaseUnavailable
 from case_bridge.migrate import upgrade
 from case_bridge.service import CaseService
 from case_bridge.views import CHANNEL_LABELS, LOCAL_TZ
+from case_bridge.web.revocations import Revocations
 from case_bridge.web.security import (
+    REVOCATIONS,
     SERVICE,
     SESSION,
+    SESSION_TTL_S,
     SETTINGS,
     SIGNER,
     LazyCsrfToken,
@@ -174,6 +177,12 @@ def build_app(settings: Settings, service: CaseService | None = None, *, secret:
         response.headers["Server"] = product
     app.on_response_prepare.append(_server_header)
     app[SIGNER] = SessionSigner(secret or load_secret(settings.path(settings.web.secret_key_file)))
+    limiter = app[SERVICE].limiter
+    app[REVOCATIONS] = Revocations(limiter.redis_url, limiter.prefix, SESSION_TTL_S)
+
+    async def _close_revocations(app: web.Application) -> None:
+        app[REVOCATIONS].close()
+    app.on_cleanup.append(_close_revocations)
     modules = [importlib.import_module(name) for name in route_modules]
     template_dirs = [str(m.TEMPLATES_DIR) for m in modules if getattr(m, "TEMPLATES_DIR", None)]
     env = aiohttp_jinja2.setup(

@@ -30,13 +30,16 @@ from aiohttp import web
 
 from case_bridge.service import CaseService
 from case_bridge.views import StaffView
+from case_bridge.web.revocations import Revocations
 from foundation.config import Settings
 
 SERVICE = web.AppKey("case_service", CaseService)
 SETTINGS = web.AppKey("settings", Settings)
 
 COOKIE = "vt_session"
-SESSION_TTL_S = 8 * 3600
+SESSION_TTL_S = 8 * 3600         # a staff session ends this long after sign-in, however active
+STAFF_IDLE_S = 30 * 60           # ... or after this long without a request
+SEEN_REFRESH_S = 60              # the last-request time in the cookie is rewritten at most this often
 CITIZEN_TTL_S = 30 * 60          # a verified folio stays open on the portal this long
 CSRF_FIELD = "_csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -110,6 +113,7 @@ class Session(dict[str, Any]):
 
 
 SESSION = web.RequestKey("session", Session)
+REVOCATIONS = web.AppKey("session_revocations", Revocations)
 STAFF = web.RequestKey("staff", StaffView)       # set by require_role for the handler
 
 
@@ -208,7 +212,8 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
 def sign_in(request: web.Request, staff: StaffView) -> None:
     session = session_of(request)
     session.clear()
-    session["staff"] = {"id": staff.id, "u": staff.username, "role": staff.role}
+    now = time.time()
+    session["staff"] = {"id": staff.id, "u": staff.username, "role": staff.role, "iat": now, "seen": now}
     rotate(request)
 
 
@@ -221,12 +226,23 @@ async def current_staff(request: web.Request) -> StaffView | None:
     """The signed-in staff user, re-read from the database (a disabled account loses access at once)."""
     import asyncio
 
-    info = session_of(request).get("staff")
+    session = session_of(request)
+    info = session.get("staff")
     if not isinstance(info, dict) or not isinstance(info.get("id"), int):
         return None
+    now = time.time()
+    issued, seen = info.get("iat"), info.get("seen")
+    if not isinstance(issued, (int, float)) or not isinstance(seen, (int, float)) \
+            or now - issued > SESSION_TTL_S or now - seen > STAFF_IDLE_S:
+        return None                     # too old, idle too long, or from before sessions carried their times
+    revocations = request.app.get(REVOCATIONS)
+    if revocations is not None and issued <= await asyncio.to_thread(revocations.not_before, info["id"]):
+        return None                     # logged out, or ended by an administrator, since this sign-in
     staff = await asyncio.to_thread(request.app[SERVICE].get_staff, info["id"])
     if staff is None or staff.role != info.get("role"):
         return None
+    if now - seen > SEEN_REFRESH_S:
+        session["staff"] = {**info, "seen": now}
     return staff
 
 

@@ -7,7 +7,7 @@ import logging
 import aiohttp_jinja2
 from aiohttp import web
 
-from case_bridge.web.security import SERVICE, client_key, current_staff, sign_in, sign_out
+from case_bridge.web.security import REVOCATIONS, SERVICE, client_key, current_staff, sign_in, sign_out
 from foundation.logs import kv
 
 log = logging.getLogger("case_bridge.web.staff")
@@ -74,5 +74,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     staff = await current_staff(request)
     sign_out(request)
     if staff:
+        revocations = request.app.get(REVOCATIONS)
+        if revocations is not None:     # a copy of the cookie must not outlive the logout
+            await asyncio.to_thread(revocations.end_all, staff.id)
         log.info(kv(event="staff_logout", user=staff.username))
     raise web.HTTPSeeOther("/staff/login")
