@@ -148,9 +148,22 @@ async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, 
     assert "LUPR850505MVZNZS02" not in text and "Delegación Veracruz" in text and "Qué sigue" in text
     assert "Imprimir" not in text and "segundos" not in text      # buttons and countdown are not printed
 
-    # one timeline: the call, the kiosk visit (naming the kiosk) and an office clerk's follow-up
-    await asyncio.to_thread(site.svc.add_interaction, folio, "office", "office_visit",
-                            "entregó su comprobante de domicilio", actor="ventanilla3")
+    # one timeline: the call, the kiosk visit (naming the kiosk) and an office clerk's follow-up, on the clerk's page
+    clerk = f"ventanilla{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(site.svc.create_staff, clerk, "clave-de-oficina", "clerk", "Ventanilla 3")
+    office = await site.browser.new_context(locale="es-MX")
+    desk = await office.new_page()
+    await desk.goto(site.base + f"/staff/login?next=/oficina/caso/{folio}")
+    await desk.get_by_label("Usuario").fill(clerk)
+    await desk.get_by_label("Contraseña").fill("clave-de-oficina")
+    await desk.get_by_role("button", name="Entrar").click()
+    await desk.wait_for_url(site.base + f"/oficina/caso/{folio}")
+    await desk.get_by_label("Resumen de la visita").fill("entregó su comprobante de domicilio")
+    await desk.get_by_role("button", name="Registrar visita").click()
+    await desk.wait_for_url(re.compile(r".*aviso=visita"))
+    seen = await desk.locator(".timeline").inner_text()
+    assert seen.index("Llamada telefónica") < seen.index("Quiosco") < seen.index("Visita a oficina"), seen
+    await office.close()
     case = await asyncio.to_thread(site.svc.find_case, folio)
     assert case is not None
     channels = [i.channel for i in case.interactions]
