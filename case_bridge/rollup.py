@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Integer, String, case, cast, delete, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -210,25 +210,71 @@ def refresh_peaks(conn: Connection, hours: list[datetime]) -> None:
     _set_peaks(conn, _hour_peaks(conn, hours), hours)
 
 
-def backfill(conn: Connection, *, batch: int = 2000) -> int:
-    """Rebuild the whole rollup from the raw rows (closed calls); returns the calls counted."""
+def _hour_sql(conn: Connection, col: Any) -> Any:
+    """The UTC hour of a timestamp column, as the driver returns it (naive UTC; parsed by `_aware`)."""
+    if conn.dialect.name == "postgresql":
+        return func.date_trunc("hour", func.timezone("UTC", col))
+    return func.strftime("%Y-%m-%d %H:00:00", col)
+
+
+def _grouped(conn: Connection) -> Iterator[tuple[Any, str, str, str, Any, Any]]:
+    """Every kind but not_understood and peak, grouped in SQL: (hour, node, kind, key, n, total)."""
+    pg = conn.dialect.name == "postgresql"
+    closed = CallRecord.ended_at.is_not(None)
+    hour, node = _hour_sql(conn, CallRecord.started_at), CallRecord.node
+
+    def run(kind: Any, key: Any, n: Any, total: Any, *where: Any, join: Any = None, having: Any = None) -> Any:
+        q = select(hour, node, kind, key, n, total).select_from(CallRecord)
+        if join is not None:
+            q = q.join(*join)
+        q = q.where(closed, *where).group_by(hour, node, key)
+        return conn.execute(q.having(having) if having is not None else q)
+
+    zero = literal(0.0)
+    yield from run(literal("disposition"), func.coalesce(CallRecord.disposition, "in_progress"), func.count(),
+                   func.coalesce(func.sum(CallRecord.duration_s), 0.0))
+    yield from run(literal("duration"), literal(""), func.count(), func.sum(CallRecord.duration_s),
+                   CallRecord.duration_s.is_not(None))
+    yield from run(literal("transfer_reason"), func.coalesce(CallRecord.transfer_reason, "sin motivo"), func.count(),
+                   zero, CallRecord.disposition.in_(TRANSFERRED))
+    for r in conn.execute(select(hour, node, CallTally.kind, CallTally.key, func.sum(CallTally.n), zero)
+                          .select_from(CallRecord).join(CallTally, CallTally.call_id == CallRecord.id)
+                          .where(closed).group_by(hour, node, CallTally.kind, CallTally.key)
+                          .having(func.sum(CallTally.n) != 0)):
+        yield tuple(r)  # type: ignore[misc]
+    yield from run(literal("tramite"), Case.tramite_id, func.count(), zero, join=(Case, Case.id == CallRecord.case_id))
+    lat = cast(CallRecord.latency_p50_ms // LATENCY_BIN_MS, String)
+    yield from run(literal("latency"), lat, func.count(), zero, CallRecord.latency_p50_ms.is_not(None))
+    scaled = TranscriptTurn.confidence * CONFIDENCE_BINS
+    raw = cast(func.floor(scaled), Integer) if pg else cast(scaled, Integer)   # PG's cast rounds; SQLite's cuts
+    b = case((raw >= CONFIDENCE_BINS, CONFIDENCE_BINS - 1), (raw < 0, 0), else_=raw)     # 1.0 is in the top bin
+    yield from run(literal("confidence"), cast(b, String), func.count(), zero, TranscriptTurn.speaker == "caller",
+                   TranscriptTurn.confidence.is_not(None),
+                   join=(TranscriptTurn, TranscriptTurn.call_id == CallRecord.id))
+
+
+def backfill(conn: Connection) -> int:
+    """Rebuild the whole rollup from the raw rows (closed calls): GROUP BY in the database for every kind but the
+    masked phrases (scrubbed here) and the peaks (one sweep over the calls' start/end); returns the calls counted."""
     conn.execute(delete(CallRollup))
     total: Contribution = {}
+    for h, node, kind, key, n, t in _grouped(conn):
+        _add(total, (_aware(h), node or "", str(kind), str(key)), int(n), float(t or 0.0))
+    for started, node, text in conn.execute(
+            select(CallRecord.started_at, CallRecord.node, TranscriptTurn.text).select_from(CallRecord)
+            .join(TranscriptTurn, TranscriptTurn.call_id == CallRecord.id)
+            .where(CallRecord.ended_at.is_not(None), TranscriptTurn.speaker == "caller",
+                   TranscriptTurn.intent.in_(sorted(NO_MATCH_INTENTS)))):
+        _add(total, (hour_of(_aware(started)), node or "", "not_understood", scrub(text or "")[:200]), 1)
     events: list[tuple[datetime, int]] = []
     hours: set[datetime] = set()
-    last, counted = 0, 0
-    while True:
-        rows = conn.execute(select(CallRecord.id, CallRecord.started_at, CallRecord.ended_at)
-                            .where(CallRecord.id > last, CallRecord.ended_at.is_not(None))
-                            .order_by(CallRecord.id).limit(batch)).all()
-        if not rows:
-            break
-        for key, (n, t) in contributions_of(conn, [r[0] for r in rows]).items():
-            _add(total, key, n, t)
-        for _, s_at, e_at in rows:
-            events += [(_aware(s_at), 1), (_aware(e_at), -1)]
-            hours.update(_span_hours(_aware(s_at), _aware(e_at)))
-        last, counted = rows[-1][0], counted + len(rows)
+    counted = 0
+    for s_at, e_at in conn.execute(select(CallRecord.started_at, CallRecord.ended_at)
+                                   .where(CallRecord.ended_at.is_not(None))):
+        s_at, e_at = _aware(s_at), _aware(e_at)
+        events += [(s_at, 1), (e_at, -1)]
+        hours.update(_span_hours(s_at, e_at))
+        counted += 1
     peak = _peaks_exact(events, hours)
     rows_out = [{"hour": h, "node": node, "kind": kind, "key": key, "n": int(n), "total": t}
                 for (h, node, kind, key), (n, t) in total.items() if n]
@@ -237,4 +283,3 @@ def backfill(conn: Connection, *, batch: int = 2000) -> int:
     for i in range(0, len(rows_out), 5000):
         conn.execute(insert(CallRollup), rows_out[i:i + 5000])
     return counted
-
