@@ -39,6 +39,7 @@ OPEN_STATES = ("pending", "active")
 class CallbackView:
     id: int
     case_id: int
+    folio: str
     number_masked: str
     number: str
     reason: str
@@ -51,7 +52,7 @@ class CallbackView:
 
 
 def _view(job: CallbackJob) -> CallbackView:
-    return CallbackView(job.id, job.case_id, dialplan.mask(job.number), job.number, job.reason, job.state,
+    return CallbackView(job.id, job.case_id, job.case.folio, dialplan.mask(job.number), job.number, job.reason, job.state,
                         job.attempts, job.next_attempt_at, job.lease_owner, job.last_outcome, job.detail)
 
 

@@ -336,6 +336,8 @@ class CallbackJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    case: Mapped[Case] = relationship()
+
 
 class CallbackOptOut(Base):
     """A number that asked not to be called again ("marque 9"); honoured by every channel that queues calls."""

@@ -111,7 +111,11 @@ class Dialer:
                     outcome, detail = outcome_for(code), f"SIP {code}" if code else str(exc)[:200]
                 else:
                     sip_call_id = leg.info.call_id
-                    outcome = await self.converse(leg, job)
+                    try:
+                        outcome = await self.converse(leg, job)
+                    finally:
+                        if not leg.ended:          # e.g. a silent answer: nobody else will hang up
+                            await leg.hangup()
             log.info("callback attempt %s", kv(event="callback_attempt", job=job.id, outcome=outcome,
                                               number=dialplan.mask(job.number)))
             await asyncio.to_thread(self.service.record_attempt, job.id, self.owner, outcome, now=self.clock(),

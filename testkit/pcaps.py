@@ -62,11 +62,13 @@ def write_pcmu_pcap(path: Path, pcm: bytes) -> Path:
     return _write(path, packets)
 
 
-def write_dtmf_pcap(path: Path, digits: str, event_ms: int = 160, gap_ms: int = 240, after_s: float = 0.0) -> Path:
+def write_dtmf_pcap(path: Path, digits: str, event_ms: int = 160, gap_ms: int = 240, after_s: float = 0.0,
+                    pt: int = TELEPHONE_EVENT_PT) -> Path:
     """RFC 4733 events, one per digit: start packet with marker, updates every 20 ms, three end packets.
 
     `after_s`: the audio pcap played before this one on the same stream lasts this long; sequence numbers and
-    timestamps continue from there, since pjmedia drops a stream whose sequence jumps back (same SSRC)."""
+    timestamps continue from there, since pjmedia drops a stream whose sequence jumps back (same SSRC).
+    `pt`: the negotiated payload type (pjsua2 offers telephone-event as 120 in the INVITEs it sends)."""
     packets: list[tuple[float, bytes]] = []
     seq, t = int(after_s / PACKET_S) + 1, 0.0
     ts_base = int(after_s * 8000) + SAMPLES_PER_PACKET
@@ -79,7 +81,7 @@ def write_dtmf_pcap(path: Path, digits: str, event_ms: int = 160, gap_ms: int = 
             repeats = 3 if end else 1
             for _ in range(repeats):
                 payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, k * SAMPLES_PER_PACKET)
-                packets.append((t + (k - 1) * PACKET_S, _rtp(TELEPHONE_EVENT_PT, seq, ts, payload, k == 1)))
+                packets.append((t + (k - 1) * PACKET_S, _rtp(pt, seq, ts, payload, k == 1)))
                 seq += 1
         t += (event_ms + gap_ms) / 1000
     return _write(path, packets)

@@ -1,0 +1,166 @@
+"""The status-change callback call end to end: the dialer (a real pjsua2 edge in the test process) calls a sipp
+phone, the real espeak-ng voice speaks, the phone keys by RFC 4733; the case, the job and the transcript are
+checked in a real database. Phone scripts: keys the PIN and listens (status heard, job done), keys 9 at once
+(opt-out honoured for every job of the number), answers and stays silent (retried as `silent`)."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from case_bridge.models import CallRecord, Interaction, TranscriptTurn
+from case_bridge.service import CaseService
+from foundation.config import Settings
+from ivr.callback_call import DIRECTION_NOTE, CallbackConversation
+from ivr.dialer import Dialer
+from ivr.sip.edge import EdgeConfig, SipEdge
+from ivr.speech.tts import EspeakSynthesizer
+from testkit import pcaps, sipp
+from testkit.db import TEST_TRAMITES, migrated_sqlite
+from testkit.ports import HOST, free_udp_port
+
+pytestmark = pytest.mark.sip
+T0 = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)     # 10:00 in Xalapa
+NUMBER = "2281234567"
+PJSUA_OFFER_TE_PT = 120
+
+PHONE = """<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="citizen phone answering a callback">
+  <recv request="INVITE">
+    <!-- pjsua2 offers telephone-event as payload type 120: the phone answers with it and keys with it. -->
+    <action><ereg regexp="a=rtpmap:120 telephone-event/8000" search_in="body" check_it="true" assign_to="te"/></action>
+  </recv>
+  <Reference variables="te"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]ans
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=phone 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [auto_media_port] RTP/AVP 0 120
+a=rtpmap:0 PCMU/8000
+a=rtpmap:120 telephone-event/8000
+a=fmtp:120 0-16
+]]></send>
+  <recv request="ACK"/>
+  <pause milliseconds="1500"/>
+  @KEYS@
+  <recv request="BYE" timeout="60000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+@pytest.fixture
+def service(tmp_path: Path):  # type: ignore[no-untyped-def]
+    svc = CaseService.from_url(migrated_sqlite(tmp_path / "d.db"))
+    svc.upsert_tramites(TEST_TRAMITES)
+    yield svc
+    svc.close()
+
+
+async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first_input_s: float = 8.0
+                ) -> tuple[str, str, str]:
+    """One callback call to a sipp phone that keys `keys` 1.5 s after answering; (outcome, call id, folio)."""
+    phone_port = free_udp_port()
+    base = Settings()
+    settings = base.model_copy(update={"outbound": base.outbound.model_copy(update={
+        "enabled": True, "allowed_prefixes": ["228"], "route": f"sip:{HOST}:{phone_port}",
+        "caller_name": "el Gobierno del Estado"})})
+    opened = service.open_case("licencia_conducir", "phone", missing=["Comprobante de domicilio"])
+    folio = opened.case.folio
+    service.update_status(folio, "awaiting_citizen", "falta comprobante", channel="office")
+    service.request_callback(folio, NUMBER, allowed_prefixes=["228"], now=T0)
+    digits = opened.pin if keys == "PIN" else keys
+    action = ""
+    if digits:
+        pcap = pcaps.write_dtmf_pcap(tmp_path / f"keys-{digits}.pcap", digits, pt=PJSUA_OFFER_TE_PT)
+        action = f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'
+    script = tmp_path / "phone.xml"
+    script.write_text(PHONE.replace("@KEYS@", action))
+    phone = await sipp.start_async(script, cwd=tmp_path, port=phone_port, timeout_s=90)
+    config = dataclasses.replace(EdgeConfig.from_settings(settings, 0, "cb/w0"), port=0, transports=("udp",),
+                                 randomize_rtp_port=True, allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
+    edge = SipEdge(config)
+    await edge.start()
+    tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate, sample_rate=8000,
+                            cache_dir=tmp_path / "tts")
+    await tts.start()
+    talk = CallbackConversation(service, tts, settings, first_input_s=first_input_s, key_timeout_s=4.0)
+    try:
+        dialer = Dialer(service, settings, "w0", edge, talk, capacity=4, active_calls=lambda: 0, clock=lambda: T0)
+        [task] = await dialer.run_once()
+        outcome = await asyncio.wait_for(task, 80)
+        code, text = await phone.wait(30)
+        assert code == 0, text
+    finally:
+        phone.kill()
+        await edge.stop(0)
+        await tts.close()
+    with service.uow.session() as s:
+        call_id = s.execute(select(CallRecord.sip_call_id).order_by(CallRecord.id.desc())).scalars().first()
+    assert call_id
+    return outcome, call_id, folio
+
+
+def turns(service: CaseService, call_id: str) -> list[tuple[str, str]]:
+    with service.uow.session() as s:
+        call = s.execute(select(CallRecord).where(CallRecord.sip_call_id == call_id)).scalar_one()
+        rows = s.execute(select(TranscriptTurn).where(TranscriptTurn.call_id == call.id)
+                         .order_by(TranscriptTurn.id)).scalars()
+        return [(r.speaker, r.text) for r in rows]
+
+
+async def test_pin_then_status_and_missing(tmp_path: Path, service: CaseService) -> None:
+    outcome, call_id, folio = await place(tmp_path, service, "PIN")
+    assert outcome == "answered"
+    said = turns(service, call_id)
+    portal = " ".join(text for who, text in said if who == "portal")
+    assert said[0][0] == "portal" and "Le llama el Gobierno del Estado" in said[0][1]
+    assert "licencia" not in said[0][1].lower()                  # nothing about the case before the PIN
+    assert ("caller", "(PIN, 4 dígitos)") in said               # the PIN itself is never stored
+    assert "Faltan datos o documentos" in portal and "Comprobante de domicilio" in portal
+    assert [c.state for c in service.callbacks_for(folio)] == ["done"]
+    with service.uow.session() as s:
+        items = s.execute(select(Interaction).where(Interaction.summary.startswith(DIRECTION_NOTE))).scalars().all()
+        assert [i.channel for i in items] == ["phone"]
+
+
+async def test_nine_stops_every_call_to_the_number(tmp_path: Path, service: CaseService) -> None:
+    outcome, call_id, folio = await place(tmp_path, service, "9")
+    assert outcome == "opt_out"
+    assert [c.state for c in service.callbacks_for(folio)] == ["opted_out"]
+    assert ("caller", "9") in turns(service, call_id)
+    other = service.open_case("licencia_conducir", "web").case.folio
+    assert service.request_callback(other, NUMBER, allowed_prefixes=["228"], now=T0).state == "opted_out"
+
+
+async def test_silent_answer_is_retried(tmp_path: Path, service: CaseService) -> None:
+    outcome, _, folio = await place(tmp_path, service, None, first_input_s=2.0)
+    assert outcome == "silent"
+    [job] = service.callbacks_for(folio)
+    assert (job.state, job.last_outcome, job.attempts) == ("pending", "silent", 1)
