@@ -31,7 +31,7 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 400
 DISPOSITION_LABELS = {"completed": "Resuelta", "transferred": "Transferida", "transfer_failed": "Transferencia fallida",
                       "abandoned": "Abandonada", "error": "Error", "lost": "Perdida", "in_progress": "En curso"}
-CHANNEL_NAMES = {"web": "Portal web", "office": "Oficina", "call_center": "Agente", "kiosk": "Kiosco"}
+CHANNEL_NAMES = {"web": "Portal web", "office": "Oficina", "call_center": "Agente", "kiosk": "Quiosco"}
 CSV_COLUMNS = ("call_id", "started_at", "answered_at", "ended_at", "duration_s", "caller", "node", "worker",
                "disposition", "folio", "tramite_id", "turns", "speech_turns", "dtmf_turns", "no_match", "no_input",
                "barge_ins", "latency_p50_ms", "latency_max_ms", "transfer_target", "transfer_reason", "intents")

@@ -164,6 +164,18 @@ async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, 
     seen = await desk.locator(".timeline").inner_text()
     assert seen.index("Llamada telefónica") < seen.index("Quiosco") < seen.index("Visita a oficina"), seen
     await office.close()
+    # ... and on the supervisor's dashboard, the case counts as continued at a kiosk
+    boss = f"supervisor{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(site.svc.create_staff, boss, "clave-de-supervision", "supervisor", "Supervisión")
+    ops = await site.browser.new_context(locale="es-MX")
+    board_page = await ops.new_page()
+    await board_page.goto(site.base + "/staff/login?next=/supervision")
+    await board_page.get_by_label("Usuario").fill(boss)
+    await board_page.get_by_label("Contraseña").fill("clave-de-supervision")
+    await board_page.get_by_role("button", name="Entrar").click()
+    await board_page.wait_for_url(site.base + "/supervision")
+    assert "Quiosco" in await board_page.locator("#ch-cross").inner_text()
+    await ops.close()
     case = await asyncio.to_thread(site.svc.find_case, folio)
     assert case is not None
     channels = [i.channel for i in case.interactions]
