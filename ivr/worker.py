@@ -33,6 +33,7 @@ log = logging.getLogger("ivr.worker")
 
 CALL_END_WAIT_S = 3.0          # after the handler returns, wait this long for the BYE to complete
 HANDLER_STOP_WAIT_S = 5.0      # at shutdown, after the last BYE, wait this long for handlers to return
+DIAL_POLL_S = 2.0              # outbound.enabled: how often due callback jobs are looked for
 
 CallHandler = Callable[[CallLeg], Awaitable[None]]
 
@@ -116,6 +117,7 @@ class Worker:
         self._engine: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        self._dial_task: asyncio.Task[None] | None = None
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -140,7 +142,11 @@ class Worker:
         uri = self.edge.local_uri()
         print(f"veratur ivr ready {kv(node=self.node, sip=uri, metrics_port=self.metrics_port, app=self.app)}",
               flush=True)
+        if self.settings.outbound.enabled:
+            self._dial_task = asyncio.create_task(self._dial_loop(), name="callback-dialer")
         await self._stop.wait()
+        if self._dial_task is not None:
+            self._dial_task.cancel()
         await self._shutdown()
         return 0
 
@@ -154,6 +160,35 @@ class Worker:
         self._engine = await Engine.create(self.settings, self.metrics)
         handler: CallHandler = self._engine.handle_call
         return handler
+
+    async def _dial_loop(self) -> None:
+        """Status-change callbacks (outbound.enabled): every DIAL_POLL_S take due jobs within this worker's
+        outbound share and call them; the lease keeps other workers and nodes off the same job."""
+        from case_bridge.service import CaseService
+        from ivr.callback_call import CallbackConversation
+        from ivr.dialer import Dialer
+        from ivr.speech.tts import EspeakSynthesizer
+        s = self.settings
+        service = CaseService.from_settings(s)
+        tts = EspeakSynthesizer(voice=s.tts.voice, rate=s.tts.rate, sample_rate=s.media.sample_rate,
+                                cache_dir=s.path(s.tts.cache_dir))
+        await tts.start()
+        dialer = Dialer(service, s, self.node, self.edge, CallbackConversation(service, tts, s),
+                        capacity=s.sip.max_calls_per_worker,
+                        active_calls=lambda: len(self._tasks) + dialer.outbound_active)
+        log.info("callback dialer started %s", kv(node=self.node, route=dialer.route or "-"))
+        try:
+            while not self._stop.is_set():
+                try:
+                    await dialer.run_once()
+                except Exception:
+                    log.exception("callback dialer pass failed")
+                await asyncio.sleep(DIAL_POLL_S)
+        finally:
+            for task in list(dialer.tasks):
+                task.cancel()
+            await tts.close()
+            service.close()
 
     def _on_call(self, leg: SipLeg) -> None:
         self.metrics.calls_active.inc()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -164,3 +166,38 @@ async def test_silent_answer_is_retried(tmp_path: Path, service: CaseService) ->
     assert outcome == "silent"
     [job] = service.callbacks_for(folio)
     assert (job.state, job.last_outcome, job.attempts) == ("pending", "silent", 1)
+
+
+def test_a_worker_process_dials_a_queued_callback(tmp_path: Path, service: CaseService) -> None:
+    """`veratur ivr` with outbound.enabled picks the queued job from the database and calls the phone; the phone
+    keys 9 and the number is opted out."""
+    from testkit.worker import Worker
+
+    phone_port = free_udp_port()
+    folio = service.open_case("licencia_conducir", "phone").case.folio
+    job = service.request_callback(folio, NUMBER, allowed_prefixes=["228"])
+    pcap = pcaps.write_dtmf_pcap(tmp_path / "nine.pcap", "9", pt=PJSUA_OFFER_TE_PT)
+    script = tmp_path / "phone.xml"
+    script.write_text(PHONE.replace("@KEYS@", f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'))
+    db_url = str(service.engine.url)
+    phone = subprocess.Popen(sipp.one_call_args(script, target=None, port=phone_port, timeout_s=60),
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = Worker(tmp_path / "w", env={
+        "VERATUR__DATABASE__URL": db_url, "VERATUR__OUTBOUND__ENABLED": "true",
+        "VERATUR__OUTBOUND__ROUTE": f"sip:{HOST}:{phone_port}", "VERATUR__OUTBOUND__ALLOWED_PREFIXES": '["228"]',
+        "VERATUR__TTS__CACHE_DIR": str(tmp_path / "tts"), "VERATUR__SIP__MEDIA_TIMEOUT_S": "30"})
+    (tmp_path / "w").mkdir()
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and service.callbacks_for(folio)[0].state in ("pending", "active"):
+            time.sleep(0.5)
+        [after] = service.callbacks_for(folio)
+        assert (after.id, after.state, after.last_outcome) == (job.id, "opted_out", "opt_out"), worker.log()[-3000:]
+        assert phone.wait(30) == 0, (phone.stderr.read() if phone.stderr else b"")[-2000:]
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+            phone.wait(5)
+        assert worker.stop() == 0, worker.log()[-3000:]
+    assert NUMBER not in worker.log()                           # masked in the worker's log lines
