@@ -195,6 +195,22 @@ async def appointment(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/kiosco/caso?aviso=cita")
 
 
+@routes.post("/kiosco/datos")
+@enrolled
+async def complete_data(request: web.Request) -> web.StreamResponse:
+    """The number or reference of a missing document, typed on the keypad (the portal's same step)."""
+    case = await _case(request)
+    form = await request.post()
+    values = {item: str(form.get(f"dato_{i}", ""))[:40] for i, item in enumerate(case.missing)}
+    try:
+        await asyncio.to_thread(request.app[SERVICE].complete_missing, case.folio, values, channel="kiosk",
+                                actor=request[KIOSK].actor)
+    except (InvalidInput, ChannelNotAllowed) as exc:
+        return _render_case(request, case, error=str(exc), status=400)
+    _done(request, "Entregó datos: " + ", ".join(k for k, v in values.items() if v.strip()))
+    raise web.HTTPSeeOther("/kiosco/caso?aviso=datos")
+
+
 @routes.get("/kiosco/recibo", name="kiosk_receipt")
 @enrolled
 async def receipt(request: web.Request) -> web.StreamResponse:

@@ -136,6 +136,13 @@ async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, 
     assert "Delegación Veracruz" in await page.locator("#cita").inner_text()
     await page.screenshot(path=str(shots / "kiosk_case.png"), full_page=True)
 
+    # the missing document's number, on the keypad
+    await page.locator("#dato_0").tap()
+    await _tap(page, "4455667788")
+    await page.get_by_role("button", name="Enviar datos").tap()
+    await page.wait_for_url(re.compile(r".*/kiosco/caso\?aviso=datos"))
+    assert "No falta nada" in await page.locator("#falta-t + *").inner_text()
+
     # the receipt, printed to PDF by headless Chromium with the print stylesheet
     await page.get_by_role("link", name="Imprimir comprobante").tap()
     await page.wait_for_url(site.base + "/kiosco/recibo")
@@ -146,6 +153,7 @@ async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, 
     assert f"{folio[:4]}-{folio[4:]}" in text
     assert pin not in re.findall(r"\d+", text), "the PIN is on the receipt"
     assert "LUPR850505MVZNZS02" not in text and "Delegación Veracruz" in text and "Qué sigue" in text
+    assert "Entregó datos: Comprobante de domicilio" in text
     assert "Imprimir" not in text and "segundos" not in text      # buttons and countdown are not printed
 
     # one timeline: the call, the kiosk visit (naming the kiosk) and an office clerk's follow-up, on the clerk's page
@@ -181,7 +189,7 @@ async def test_enrolled_kiosk_continues_phone_case_books_and_prints(site: Site, 
     channels = [i.channel for i in case.interactions]
     assert channels[0] == "phone" and "kiosk" in channels and channels[-1] == "office", channels
     kiosk_items = [i for i in case.interactions if i.channel == "kiosk"]
-    assert {i.outcome for i in kiosk_items} >= {"status_viewed", "appointment", "receipt_printed"}
+    assert {i.outcome for i in kiosk_items} >= {"status_viewed", "appointment", "data_completed", "receipt_printed"}
     assert all(i.actor == kiosk.actor for i in kiosk_items), [i.actor for i in kiosk_items]
     now = datetime.now(UTC)
     board = await asyncio.to_thread(site.svc.dashboard, now - timedelta(hours=1), now + timedelta(minutes=1))
