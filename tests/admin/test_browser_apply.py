@@ -122,7 +122,7 @@ async def test_admin_edits_validates_applies_and_calls_hear_the_swap(
         "VERATUR__ASR__MODEL": "ko-test", "VERATUR__DIALOGUE__RASA_URL": rasa.url,
         "VERATUR__DIALOGUE__TIMEOUT_S": "30",     # a turn that lands while Rasa loads the new model waits for it
         "VERATUR__DATABASE__URL": f"sqlite:///{tmp_path / 'case_bridge.db'}",
-        "VERATUR__TURNS__NO_INPUT_TIMEOUT_S": "60", "VERATUR__TURNS__MAX_NO_INPUT": "30",
+        "VERATUR__TURNS__NO_INPUT_TIMEOUT_S": "60", "VERATUR__TURNS__MAX_NO_INPUT": "10",
         "VERATUR__SIP__MEDIA_TIMEOUT_S": "30"})
     (tmp_path / "worker").mkdir()
     worker.start()
