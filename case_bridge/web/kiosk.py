@@ -26,7 +26,7 @@ from case_bridge.web.security import SERVICE, SETTINGS, STAFF, Session, require_
 KIOSK_COOKIE = "vt_kiosk"
 KIOSK_COOKIE_AGE_S = 365 * 24 * 3600
 KIOSK_DAYS_SHOWN = 5             # a few large day buttons rather than a month-long list
-SESSION_KEYS = ("k_kiosk", "k_folio", "k_seen", "k_done")
+SESSION_KEYS = ("k_kiosk", "k_folio", "k_seen", "k_start", "k_done")
 KIOSK = web.RequestKey("kiosk", KioskView)
 
 routes = web.RouteTableDef()
@@ -142,7 +142,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
         if result.ok and result.case is not None:
             session = session_of(request)
             _clear(session)
-            session.update(k_kiosk=kiosk.id, k_folio=result.case.folio, k_seen=int(time.time()), k_done=[])
+            now = time.time()
+            session.update(k_kiosk=kiosk.id, k_folio=result.case.folio, k_seen=int(now), k_start=now, k_done=[])
             session.changed = True
             _done(request, "Consultó su trámite")
             await asyncio.to_thread(svc.add_interaction, result.case.folio, "kiosk", "status_viewed",
@@ -215,9 +216,12 @@ async def complete_data(request: web.Request) -> web.StreamResponse:
 @enrolled
 async def receipt(request: web.Request) -> web.StreamResponse:
     case = await _case(request)
-    done = [str(x) for x in session_of(request).get("k_done", [])]
+    session, kiosk = session_of(request), request[KIOSK]
+    done = [str(x) for x in session.get("k_done", [])]
+    # one record per receipt of a visit: reloading the page does not add another (a new action, then a new one)
+    key = f"kiosk-receipt:{kiosk.id}:{case.folio}:{session.get('k_start', 0)}:{len(done)}"
     await asyncio.to_thread(request.app[SERVICE].add_interaction, case.folio, "kiosk", "receipt_printed",
-                            "imprimió su comprobante en el quiosco", actor=request[KIOSK].actor)
+                            "imprimió su comprobante en el quiosco", actor=kiosk.actor, idempotency_key=key)
     return aiohttp_jinja2.render_template("kiosk_receipt.html", request, _ctx(
         request, case=case, done=done, next_step=next_step(case), printed_at=time.time()))
 
