@@ -33,7 +33,9 @@ def write_settings(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Path, Se
         "node_name": "test-node",
         "data_dir": str(tmp_path / "var"),
         "sip": {"bind_address": HOST, "port": base, "worker_base_port": base + 1, "workers": 2,
-                "new_calls_per_second": 50, "rtp_port_start": free_port_block(200, 30000, 40000),
+                # every test caller is 127.0.0.1 (one "trunk"): its share is the whole rate unless a test says so
+                "new_calls_per_second": 50, "new_calls_per_source_per_second": 50,
+                "rtp_port_start": free_port_block(200, 30000, 40000),
                 "rtp_port_range": 200},
         "web": {"port": base + 9},
         "metrics": {"port": free_port_block(10)},

@@ -50,7 +50,7 @@ def states(settings) -> dict[str, tuple[str, int]]:  # type: ignore[no-untyped-d
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
     """One node (2 demo workers behind Kamailio) shared by the tests of this module that do not kill anything."""
     tmp = tmp_path_factory.mktemp("front-door")
-    config, settings = write_settings(tmp, sip={"workers": 2})
+    config, settings = write_settings(tmp, sip={"workers": 2, "new_calls_per_source_per_second": 10})
     with run_node(config, settings, *NODE_ARGS) as running:
         yield running
 

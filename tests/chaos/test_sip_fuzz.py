@@ -31,7 +31,8 @@ LEGIT_CALLS = 10
 
 
 def test_fuzzed_sip_while_real_calls_run(tmp_path: Path) -> None:
-    config, settings = write_settings(tmp_path, sip={"workers": 2})
+    # the production share (10/s of the node's rate) for the fuzzer's address: it must not spend the callers' rate
+    config, settings = write_settings(tmp_path, sip={"workers": 2, "new_calls_per_source_per_second": 10})
     logs = tmp_path / "logs"
     logs.mkdir()
     with run_node(config, settings, "--no-dialogue", "--no-web", "--ivr-app", DEMO_APP) as node:
