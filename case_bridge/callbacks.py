@@ -6,6 +6,9 @@ leaves a lease that expires and the job is due again. The schedule (attempts, sp
 citizen's local time) is `outbound.callback` in the configuration, passed in by the caller; every time comes in as
 an argument (`now`), so tests drive a clock of their own.
 
+    accept_callback(folio, phone, *, allowed_prefixes, now=None) -> CallbackView
+        the citizen said yes to "¿Quiere que le llamemos cuando cambie el estado?" (phone or portal): a `standby`
+        job that the next status change of the case, on any channel, makes due (cases.set_status)
     request_callback(folio, phone, *, reason, allowed_prefixes, now=None) -> CallbackView
         state pending, or invalid (not dialled; `detail` says why) or opted_out (the number asked for no calls)
     lease_due(owner, *, now, lease_s, limit, pacing_s=0) -> list[CallbackView]   jobs now this owner's to dial
@@ -32,7 +35,7 @@ from foundation.config import CallbackConfig
 
 RETRYABLE = frozenset({"busy", "no_answer", "silent", "failed"})
 OUTCOMES = RETRYABLE | {"answered", "opt_out"}
-OPEN_STATES = ("pending", "active")
+OPEN_STATES = ("standby", "pending", "active")
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,14 @@ class Callbacks:
 
     uow: UnitOfWork
 
+    def accept_callback(self, folio: str, phone: str | None, *, allowed_prefixes: list[str],
+                        now: datetime | None = None) -> CallbackView:
+        return self.request_callback(folio, phone, reason="status_changed", allowed_prefixes=allowed_prefixes,
+                                     now=now, standby=True)
+
     def request_callback(self, folio: str, phone: str | None, *, reason: str = "status_changed",
                          allowed_prefixes: list[str], now: datetime | None = None,
-                         schedule: CallbackConfig | None = None) -> CallbackView:
+                         schedule: CallbackConfig | None = None, standby: bool = False) -> CallbackView:
         now = now or utcnow()
         decision = dialplan.check(phone, allowed_prefixes)
 
@@ -100,7 +108,8 @@ class Callbacks:
             if open_job is not None:              # one call per case at a time: it will read the latest status
                 open_job.reason, open_job.updated_at = reason[:64], now
                 return _view(open_job)
-            job = CallbackJob(case_id=case.id, number=decision.number or "", reason=reason[:64], state="pending",
+            job = CallbackJob(case_id=case.id, number=decision.number or "", reason=reason[:64],
+                              state="standby" if standby else "pending",
                               attempts=0, next_attempt_at=now, last_outcome="", detail="", created_at=now,
                               updated_at=now)
             if not decision.ok:
@@ -190,6 +199,16 @@ class Callbacks:
             case = load_case(s, folio, for_view=True)
             jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id).order_by(CallbackJob.id))
             return [_view(j) for j in jobs.scalars()]
+
+
+def activate_standby(s: Session, case_id: int, now: datetime) -> int:
+    """The case's status changed: its accepted (standby) callback is due now. Returns how many were."""
+    jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case_id, CallbackJob.state == "standby"))
+    count = 0
+    for job in jobs.scalars():
+        job.state, job.next_attempt_at, job.updated_at = "pending", now, now
+        count += 1
+    return count
 
 
 def _recently_called(s: Session, job_id: int, now: datetime, pacing_s: int) -> bool:

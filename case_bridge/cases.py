@@ -311,6 +311,9 @@ def set_status(s: Session, case: Case, status: str, note: str, channel: str, act
                            channel=channel, actor=actor, at=now))
     case.status, case.current_channel, case.updated_at = status, channel, now
     log.info(kv(event="case_status", case=case.folio, status=status, channel=channel))
+    # A callback the citizen accepted is owed now, whichever channel changed the status.
+    from case_bridge.callbacks import activate_standby
+    activate_standby(s, case.id, now)
 
 def after_write(s: Session, case: Case) -> CaseView:
     s.flush()

@@ -310,7 +310,7 @@ __all__ = [
 ]
 
 
-CALLBACK_STATES = ("pending", "active", "done", "failed", "invalid", "opted_out", "cancelled")
+CALLBACK_STATES = ("standby", "pending", "active", "done", "failed", "invalid", "opted_out", "cancelled")
 
 
 class CallbackJob(Base):

@@ -142,3 +142,15 @@ def test_per_number_pacing(svc: CaseService) -> None:
     later = T0 + timedelta(seconds=320)
     assert [j.id for j in svc.lease_due("p", now=later, lease_s=60, limit=50, pacing_s=300)
             if j.id in (a.id, b.id)] == [b.id if first[0] == a.id else a.id]
+
+
+def test_accepted_callback_waits_for_a_status_change_on_any_channel(svc: CaseService) -> None:
+    folio = new_case(svc)
+    job = svc.accept_callback(folio, "228 123 7777", allowed_prefixes=PREFIXES, now=T0)
+    assert job.state == "standby"
+    assert job.id not in [j.id for j in svc.lease_due("s", now=T0 + timedelta(days=1), lease_s=60, limit=100)]
+    svc.update_status(folio, "awaiting_citizen", "falta un documento", channel="office")   # a clerk, not the phone
+    [after] = svc.callbacks_for(folio)
+    assert after.state == "pending"
+    assert after.id in [j.id for j in svc.lease_due("s", now=datetime.now(UTC) + timedelta(seconds=1), lease_s=60,
+                                                     limit=100)]
