@@ -120,6 +120,7 @@ async def test_portal_and_kiosk_pages_have_no_serious_violations(site: Site) -> 
     await page.get_by_label("PIN o últimos 4 caracteres de la CURP").fill("0000" if site.pin != "0000" else "1111")
     await page.get_by_role("button", name="Consultar").click()
     await check(page, "portal wrong PIN", found)
+    assert await page.get_attribute("#pin", "aria-describedby") == "error"     # the error is tied to its field
     await page.get_by_label("PIN o últimos 4 caracteres de la CURP").fill(site.pin)
     await page.get_by_role("button", name="Consultar").click()
     await page.wait_for_url(site.base + "/caso")
@@ -166,12 +167,24 @@ async def test_staff_pages_have_no_serious_violations(site: Site) -> None:
         if role == "clerk":
             await page.goto(site.base + "/staff/login")
             await check(page, "staff login", found)
+            await page.get_by_label("Usuario").fill(site.users[role])
+            await page.get_by_label("Contraseña").fill("no-es-la-clave")
+            await page.get_by_role("button", name="Entrar").click()
+            await check(page, "staff login refused", found)
+            assert await page.get_attribute("#contrasena", "aria-describedby") == "error"
         await _sign_in(page, site, role)
         for path in paths:
             await page.goto(site.base + path)
             await page.wait_for_load_state("load")
             assert page.url == site.base + path, f"{role} was sent to {page.url}"
             await check(page, role, found)
+        if role == "clerk":         # a search that finds nothing: the message is tied to the field
+            await page.goto(site.base + "/oficina")
+            await page.locator("#q").fill("abc")
+            await page.locator("#q").press("Enter")
+            await page.wait_for_load_state("load")
+            await check(page, "clerk search error", found)
+            assert await page.get_attribute("#q", "aria-describedby") == "error"
         if role == "agent":         # the queue item, as the console's script lists it
             await page.goto(site.base + "/agente")
             await page.get_by_text("pidió un agente").first.wait_for(timeout=5000)
