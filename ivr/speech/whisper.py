@@ -51,6 +51,8 @@ FRAMES_PER_S = 100               # mel frames per second (hop 160 at 16 kHz)
 FULL_WINDOW_FRAMES = 3000        # Whisper's 30 s window
 MAX_AUDIO_S = 30.0
 SALVAGE_MAX_S = 2.0              # a one-word answer with its pre-roll and endpoint silence is ~1-1.5 s
+SHORT_WORDS = 2                  # free speech this short is kept down to closed_log_prob_threshold
+CLOSED_OR_DIGITS = ("yes_no", "menu", "city", "digits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +287,10 @@ class WhisperDecoder:
             opt = replace(opt, max_tokens=budget)
         result = self._model.transcribe(pcm, self._rate, opt)
         self.last = result
-        text = map_answer(result.text, self._expect) if result.text else self._salvage(result, opt)
+        written = result.text
+        if written and self._expect.kind != "digits" and result.audio_s <= SALVAGE_MAX_S:
+            written = collapse_word_repeats(written)      # "siete siete siete siete" from one short "siete"
+        text = map_answer(written, self._expect) if written else self._salvage(result, opt)
         log.info("whisper %s", kv(call_id=self._call_id, audio_s=round(result.audio_s, 2),
                                   decode_s=round(result.decode_s, 3), tokens=result.tokens,
                                   logprob=round(result.avg_logprob, 2), no_speech=round(result.no_speech_prob, 2),
@@ -296,7 +301,8 @@ class WhisperDecoder:
     def _salvage(self, result: WhisperResult, opt: WhisperOptions) -> str:
         """A closed answer the guards dropped but that is a valid answer: a single real word scores a low
         log-probability ("Ocho." ~ -1.5), and a one-word loop ("3 3 3 ...") is that word said once. Only audio
-        the VAD called speech gets here, and only a valid answer to this prompt is kept."""
+        the VAD called speech gets here, and only a valid answer to this prompt (or, for free speech, one or two
+        words on at most SALVAGE_MAX_S of audio) is kept."""
         if result.rejected not in ("low_logprob", "loop", "repetition") or not result.raw:
             return ""
         if result.avg_logprob < opt.closed_log_prob_threshold:
@@ -310,6 +316,11 @@ class WhisperDecoder:
             if len(raw.split()) > 3:
                 return ""
         answer = closed_answer(raw, self._expect)
+        if answer is None and result.rejected == "low_logprob" and self._expect.kind not in CLOSED_OR_DIGITS \
+                and len(clean_text(raw).split()) <= SHORT_WORDS and result.audio_s <= SALVAGE_MAX_S:
+            # Free speech: one or two words said alone ("tres" at an open question) are mostly timestamp
+            # tokens in the average, so their mean log-prob is low; kept as written.
+            answer = map_answer(raw, self._expect)
         if answer is not None:
             log.info("whisper closed answer kept %s", kv(call_id=self._call_id, rejected=result.rejected,
                                                          kind=self._expect.kind))

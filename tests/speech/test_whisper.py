@@ -123,3 +123,12 @@ def test_a_digit_said_alone_at_a_menu_is_that_option_once(model: WhisperModel, d
     decoder.accept(hs.channel(hs.pad(hs.recording(f"digits/{digit}").pcm(), 300, 450)))
     assert decoder.final()[0] == name
     assert decoder.last is not None and len(decoder.last.raw.split()) == 1, decoder.last
+
+
+@pytest.mark.parametrize(("digit", "text"), [(1, "uno"), (7, "siete"), (9, "nueve")])
+def test_one_word_said_at_an_open_question_is_kept_once(model: WhisperModel, digit: int, text: str) -> None:
+    # free speech: a word alone scores low (its timestamp tokens weigh in the mean) and may come out repeated
+    decoder = WhisperDecoder(model, hs.RATE, options=replace(model.options, max_decode_s=60.0))
+    decoder.set_expect(Expect(kind="free"))
+    decoder.accept(hs.channel(hs.pad(hs.digit_pcm(str(digit)), 300, 900)))
+    assert decoder.final()[0] == text
