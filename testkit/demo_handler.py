@@ -55,6 +55,7 @@ class Probe:
         if self.path is None:
             return
         line = json.dumps({"call_id": call_id, "event": event, **fields}, ensure_ascii=False)
+        self.path.parent.mkdir(parents=True, exist_ok=True)     # a workers-only node has no var/ of its own yet
         with self.path.open("a", encoding="utf-8") as out:      # one write per line: readers never see half
             out.write(line + "\n")
 
