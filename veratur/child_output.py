@@ -4,10 +4,13 @@ Children echo what the network sent them: Kamailio's core dumps an unparsable da
 message=<...>`, over several lines, whatever corelog says), binary included. Such output broke a test harness
 reading the log as UTF-8 (the fuzz run) and puts caller numbers into logs. Each line is decoded (undecodable bytes
 replaced), control characters replaced, bounded; Kamailio's message dumps and the continuation lines that carry
-the rest of a dumped message are withheld with a count of bytes instead."""
+the rest of a dumped message are withheld with a count of bytes instead, and a phone number (7+ digits) or CURP
+in the rest of a Kamailio line, e.g. a header quoted by a parse error, is masked."""
 from __future__ import annotations
 
 import re
+
+from foundation.logs import scrub
 
 MAX_LINE_CHARS = 800
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -37,6 +40,8 @@ class OutputFilter:
                 self.withheld_bytes += len(text) - cut
                 self.in_dump = not text.endswith(">")
                 text = f"{text[:cut + len(_DUMP)]}... withheld>"
+            # the core quotes the header it could not parse ("bad header field [From: <sip:2281234567@...")
+            text = scrub(text)
         text = _CONTROL.sub("?", text)
         if len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]}... ({len(text) - MAX_LINE_CHARS} more chars cut)"

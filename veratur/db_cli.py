@@ -91,7 +91,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"db: {count} trámites loaded from {source}")
         if args.demo:
             folio, pin = seed_demo(svc)
-            print(f"db: demo case folio={folio} PIN={pin}")
+            print(f"db: demo case folio={folio} PIN={pin} (made-up demo data, not a citizen's)")
         return 0
     finally:
         svc.close()

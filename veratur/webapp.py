@@ -250,7 +250,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         demo = args.demo if args.demo is not None else settings.database_url.startswith("sqlite")
         if demo:
             folio, pin = seed_demo(service)
-            print(f"demo case: folio {folios.display(folio)} PIN {pin} (portal: consult it with these)", flush=True)
+            # The only PIN ever printed or logged: the embedded demo case's, made up for trying the portal; a
+            # citizen's PIN is shown once to that citizen and stored hashed.
+            print(f"demo case: folio {folios.display(folio)} PIN {pin} (made-up demo data, not a citizen's; "
+                  f"portal: consult it with these)", flush=True)
     app = build_app(settings, service)
     app.on_startup.append(_threads)
     app.on_cleanup.append(lambda _app: asyncio.to_thread(service.close))

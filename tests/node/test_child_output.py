@@ -20,6 +20,12 @@ def test_a_kamailio_message_dump_is_withheld_and_the_next_record_passes() -> Non
     assert out.withheld_bytes > sum(len(r) for r in REST)
 
 
+def test_a_header_quoted_by_a_kamailio_parse_error_has_its_number_masked() -> None:
+    line = OutputFilter("kamailio").line(b" 1(3521) ERROR: <core> [core/parser/msg_parser.c:339]: parse_headers(): "
+                                         b"bad header field [From: <sip:2281234567@127.0.0.2>;tag=fz5]\n")
+    assert line is not None and b"2281234567" not in line and b"******4567" in line
+
+
 def test_kamailio_start_up_lines_without_a_dump_are_kept() -> None:
     out = OutputFilter("kamailio")
     assert out.line(b"Listening on \n") == b"Listening on \n"
