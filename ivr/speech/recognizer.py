@@ -1,8 +1,8 @@
 """Streaming speech recognition: frames in, typed events out.
 
-`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.speech.vad` over `ivr.speech.speech_vad`) on every frame, keeps a pre-roll of
-quiet audio, and sends audio to the decoder only while the caller is in an utterance, so silence costs one
-energy computation per frame and no decoding. The endpointer (`ivr.speech.endpointing`) ends utterances. Decoding runs
+`RecognizeStream` is one call's stream. It runs the caller VAD (`ivr.speech.vad`, frames judged by
+`ivr.speech.speech_vad`) on every frame, keeps a pre-roll of quiet audio, and sends audio to the decoder only
+while the caller is in an utterance, so silence costs one energy computation per frame and no decoding. The endpointer (`ivr.speech.endpointing`) ends utterances. Decoding runs
 off the event loop in the engine's bounded thread pool, one batch at a time per stream (a recognizer is never
 used by two threads at once).
 
