@@ -136,9 +136,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
         error = "Escriba su PIN de 4 números."
     else:
         result = await asyncio.to_thread(svc.status_for, folio_text, pin=pin, client=kiosk.actor)
-        throttle = float(getattr(result, "throttle_s", 0.0))    # a kiosk with many recent failures is slowed
-        if throttle:
-            await asyncio.sleep(throttle)
+        if result.throttle_s:           # a kiosk with many recent failures is slowed, never refused
+            await asyncio.sleep(result.throttle_s)
         if result.ok and result.case is not None:
             session = session_of(request)
             _clear(session)
