@@ -217,3 +217,41 @@ async def _healthz(settings: Settings) -> dict:  # type: ignore[type-arg]
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/healthz")
         return await resp.json()
+
+
+class _Garbage(asyncio.DatagramProtocol):
+    """A 'registrar' that answers every datagram with garbage: a truncated status line, then random bytes."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        self.transport.sendto(b"SIP/2.0 2", addr)                          # type: ignore[attr-defined]
+        self.transport.sendto(os.urandom(300), addr)                       # type: ignore[attr-defined]
+        self.transport.sendto(b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n", addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.sip
+async def test_a_registrar_answering_garbage_leaves_a_clear_state_and_no_crash(
+        tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERATUR_TEST_PBX_PW", PASSWORD)
+    port = free_port_block(1)
+    _, settings = reg_settings(tmp_path, port)
+    monitor = registrations.RegistrationMonitor(settings)
+    loop = asyncio.get_running_loop()
+    transport, garbage = await loop.create_datagram_endpoint(_Garbage, local_addr=("127.0.0.1", port))
+    try:
+        async with run_kamailio(settings, logs) as k:
+            await asyncio.sleep(RETRY_S + 3)
+            state = await wait_state(k, monitor, "failed", 15)
+            assert state.state == "failed"
+            assert monitor.snapshot()["pbx"]["error"] == registrations.NO_REPLY
+            assert 1 <= garbage.received <= 12, garbage.received    # retransmissions of a few attempts, no storm
+            assert k.proc.poll() is None
+            assert (await k.rpc("core.uptime")).strip()            # still answering its control socket
+    finally:
+        transport.close()
