@@ -57,7 +57,8 @@ def duplicate_ids(file: str, parsed: Parsed, section: str, ids: list[str]) -> li
 
 
 SPOKEN_KEYS = frozenset({"spoken_name", "summary", "description", "when", "duration", "spoken", "prompt",
-                         "next_step", "where", "requirements", "hours", "notes", "short_label"})
+                         "next_step", "where", "requirements", "hours", "processing_time", "notes",
+                         "short_label"})
 """Keys whose text is read aloud by the TTS."""
 _ABBREVIATIONS = ("km", "kms", "hr", "hrs", "min", "av", "col", "no", "num", "aprox", "etc", "sr", "sra", "dr",
                   "lic", "ing", "carr", "fed", "edo", "mpio", "tel", "depto")

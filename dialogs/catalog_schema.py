@@ -235,6 +235,9 @@ class Tramite(_Strict):
     cost: Cost
     where: Text
     hours: Text | None = None
+    processing_time: Text | None = None
+    """How long until the caller has the result, spoken ("el mismo día"); only when it can be verified (a law's
+    deadline, a service that issues on the spot). Left empty, the portal says it does not know and where to ask."""
     channels_start: list[Channel] = Field(min_length=1)
     channels_finish: list[Channel] = Field(min_length=1)
     phone_start: PhoneStart | None = None

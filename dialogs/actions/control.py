@@ -9,6 +9,7 @@ DTMF convention: the engine sends collected keys as the intent message `/dtmf{"d
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -25,7 +26,9 @@ from dialogs.actions.context import (
 )
 from dialogs.actions.numbers import spoken_digits
 from dialogs.actions.payloads import MENU_PHRASES, TRANSFER_TEXT, expect, say
+from dialogs.actions.rescue import rescue, worth_rescuing
 from dialogs.actions.resources import UsesResources
+from dialogs.actions.spoken import say_more
 from dialogs.actions.tramites import ORDINALS, answer_tramite
 from dialogs.catalog_match import normalize
 
@@ -101,14 +104,40 @@ class ActionGoodbye(Action):
         return _stop_loop(tracker)
 
 
-class ActionVeraturFallback(Action):
-    """Not understood: ask to rephrase (with the key menu); the third time in a row, hand over to an agent."""
+GOODBYE_WORDS = re.compile(r"\b(adios|hasta (luego|pronto|manana)|bye|bai|es todo|seria todo|nada mas|"
+                           r"me despido|nos vemos|que (este|le vaya) bien|ya me voy|voy a colgar|ahi le dejo)\b")
+
+
+class ActionThanks(Action):
+    """'Gracias' after an answer offers more help once; thanks said to that offer, or thanks with a goodbye
+    ("eso es todo, muchas gracias, hasta luego"), end the call politely."""
+
+    def name(self) -> str:
+        return "action_thanks"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: dict[str, Any]) -> list[EventType]:
+        said = normalize(latest_text(tracker))
+        if GOODBYE_WORDS.search(said) or last_question(tracker) == "anything_else":
+            dispatcher.utter_message(response="utter_goodbye")
+            return _stop_loop(tracker)
+        dispatcher.utter_message(response="utter_thanks")
+        return []
+
+
+class ActionVeraturFallback(UsesResources, Action):
+    """Not understood: answer from the catalogs if the words name a city or a trámite; else ask to rephrase
+    (with the key menu); the third time in a row, hand over to an agent."""
 
     def name(self) -> str:
         return "action_veratur_fallback"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: dict[str, Any]) -> list[EventType]:
+        if not (tracker.active_loop or {}).get("name") and worth_rescuing(tracker):
+            answered = rescue(self.res, dispatcher, tracker)
+            if answered is not None:
+                return answered
         misses = 0
         for event in reversed(list(tracker.events)):
             if event.get("event") != "user":
@@ -161,6 +190,12 @@ class ActionDtmfMenu(UsesResources, Action):
 
 async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatcher,
                   tracker: Tracker) -> list[EventType]:
+    if question == "more":
+        rest = tracker.get_slot("more_text")
+        if yes and rest:
+            return say_more(dispatcher, str(rest), "¿Le ayudo con algo más?")
+        dispatcher.utter_message(response="utter_anything_else")
+        return [SlotSet("more_text", None)]
     if question == "readback":
         if yes:
             resend(dispatcher, previous_bot_turn(tracker))

@@ -22,7 +22,8 @@ from dialogs.actions.context import call_meta
 from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
 from dialogs.actions.payloads import FOLIO_MAX_DIGITS, VERIFICATION_MAX_DIGITS, expect, say
 from dialogs.actions.resources import UsesResources
-from dialogs.actions.tramites import items, uncap
+from dialogs.actions.spoken import head_and_rest
+from dialogs.actions.tramites import COUNT_WORDS, uncap
 from dialogs.catalog import spoken_list
 from foundation.logs import kv
 
@@ -33,26 +34,50 @@ AGENT_KEY = "0"
 WORDS_ATTEMPTS = {1: "Le queda un intento.", 2: "Le quedan dos intentos."}
 
 
-def status_text(res_tramites: Any, case: Any) -> str:
-    """What the caller hears about a verified case: status, what is missing, how to finish."""
-    folio = grouped_for_speech(case.folio)
-    parts = [f"Su trámite de {case.tramite.name}, folio {folio}. Estado: {case.status_label.rstrip('.')}."]
+MISSING_HEAD = 2
+"""Missing items read with the status; the rest follows on a 'sí'."""
+
+
+def status_text(res_tramites: Any, case: Any) -> tuple[str, str | None]:
+    """(what the caller hears about a verified case — status, the first missing items, how to finish —, the
+    rest of what is missing, read if the caller wants it). Sized for the ear: the folio is not read back (the
+    caller has just said or keyed it); the trámite's name confirms which case was found."""
     entry = res_tramites.get(case.tramite.id) if res_tramites is not None else None
+    name = entry.spoken_name if entry is not None else case.tramite.name
+    parts = [f"Estado: {case.status_label.rstrip('.')}."]
+    rest = None
     if case.missing:
-        if entry is not None:
-            parts.append(res_tramites.missing_items_text(entry, items(case.missing)))
+        head, others = head_and_rest(list(case.missing), MISSING_HEAD + 1)
+        if len(others) == 0 and len(head) > MISSING_HEAD:
+            pass                                   # three items: all said, no "one thing more"
+        elif len(head) > MISSING_HEAD:
+            others = [head.pop(), *others]
+        if others:
+            head.append(f"{COUNT_WORDS.get(len(others), str(len(others)))} cosas más")
+        if entry is not None:   # said with the catalog's template for this trámite
+            parts.append(res_tramites.missing_items_text(entry, head))
         else:
-            parts.append(f"Todavía le falta: {spoken_list(items(case.missing))}.")
+            parts.append(f"Todavía le falta: {spoken_list(head)}.")
+        rest = f"También le falta {spoken_list(others)}." if others else None
     if case.appointment_office and case.appointment_at:
         parts.append(f"Tiene cita en {case.appointment_office}.")
     finish = list(case.tramite.finish_channels)
+    how = None
     if case.status not in ("completed", "closed", "cancelled", "rejected"):
         if "web" in finish:
-            parts.append(f"{FINISH_WEB}.")
-        offices = list(case.tramite.offices) or ([entry.where] if entry is not None else [])
-        if "office" in finish and offices:
-            parts.append(f"O acuda a la oficina: {uncap(offices[0])}")
-    return " ".join(p.strip() for p in parts if p)
+            how = f"{FINISH_WEB}."
+        elif "office" in finish:
+            offices = list(case.tramite.offices) or ([entry.where] if entry is not None else [])
+            if offices:
+                how = f"Termínelo en la oficina: {uncap(offices[0].split('. ')[0].rstrip('.'))}."
+    if how and rest:        # the turn also offers the rest: how to finish comes with it, after the list
+        rest = f"{rest} {how}"
+    elif how:
+        parts.append(how)
+    text = " ".join(p.strip() for p in parts if p)
+    if name.lower() not in text.lower():      # the missing-items sentence usually names it already
+        text = f"Su trámite de {name}. {text}"
+    return text, rest
 
 
 class ValidateStatusForm(UsesResources, FormValidationAction):
@@ -100,8 +125,9 @@ class ValidateStatusForm(UsesResources, FormValidationAction):
             return {"verification": "n/a", "status_result": "unavailable"}
         log.info(kv(event="status_lookup", call_id=meta.call_id, case=folio, reason=result.reason))
         if result.reason == "ok":
-            say(dispatcher, status_text(self.res.tramites, result.case), case_folio=folio)
-            return {"verification": "ok", "status_result": "ok", "case_folio": folio}
+            text, rest = status_text(self.res.tramites, result.case)
+            say(dispatcher, text, case_folio=folio)
+            return {"verification": "ok", "status_result": "ok", "case_folio": folio, "more_text": rest}
         if result.reason == "locked":
             return {"verification": "locked", "status_result": "locked"}
         left = result.attempts_left
@@ -126,6 +152,8 @@ class ActionStatusReport(Action):
         elif result == "unavailable":
             say(dispatcher, "Si quiere, le comunico con un asesor: diga asesor o marque cero.",
                 hint=expect("menu", ("asesor", "cero", "no")), question="agent_offer", offer_reason="dialogue_error")
+        elif tracker.get_slot("more_text"):
+            say(dispatcher, "¿Quiere que le diga lo demás que le falta?", hint=expect("yes_no"), question="more")
         else:
             say(dispatcher, "¿Le ayudo con algo más?", question="anything_else")
         return [SlotSet("folio", None), SlotSet("verification", None), SlotSet("status_result", None)]

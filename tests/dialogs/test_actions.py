@@ -38,7 +38,7 @@ async def test_attractions_of_a_named_city(catalogs: Resources) -> None:
     events = await ActionTourismAnswer(catalogs).run(
         d, tracker("¿qué hay que ver en Papantla?", "ask_attractions", entities=[entity("city", "Papantla")]), {})
     assert "Tajín" in said(d)
-    assert slots_of(events) == {"city": "papantla", "topic": "attractions"}
+    assert {k: slots_of(events)[k] for k in ("city", "topic")} == {"city": "papantla", "topic": "attractions"}
 
 
 async def test_follow_up_without_city_keeps_the_city(catalogs: Resources) -> None:
