@@ -161,6 +161,14 @@ class SipConfig(_Section):
     def worker_port(self, index: int) -> int:
         return self.worker_base_port + index
 
+    def worker_rtp_ports(self, index: int) -> tuple[int, int]:
+        """(start, range) of worker `index`'s own slice of the RTP range: workers that share a range all try the
+        same first ports and each call's media setup pays a failed bind() first."""
+        share = self.rtp_port_range // max(1, self.workers)
+        if share < 4 * self.max_calls_per_worker:          # too small to slice (RTP + RTCP per call, spare): share
+            return self.rtp_port_start, self.rtp_port_range
+        return self.rtp_port_start + (index % self.workers) * share, share
+
 
 class MediaConfig(_Section):
     sample_rate: Literal[8000, 16000] = 8000

@@ -109,7 +109,7 @@ class Worker:
         self.node = f"{settings.node_name}/w{index}"     # veratur.supervisor.worker_node_name: keep them equal
         self.metrics = EngineMetrics()
         self.metrics_port = metrics_port
-        config = EdgeConfig.from_settings(settings, port, self.node)
+        config = EdgeConfig.from_settings(settings, port, self.node, index)
         self.edge = SipEdge(dataclasses.replace(config, pj_log_level=pj_log_level),
                             on_call=self._on_call, on_reject=self._on_reject)
         self.app = app

@@ -46,8 +46,9 @@ class EdgeConfig:
     pj_log_level: int = 1
 
     @classmethod
-    def from_settings(cls, settings: Settings, port: int, node: str) -> EdgeConfig:
+    def from_settings(cls, settings: Settings, port: int, node: str, index: int = 0) -> EdgeConfig:
         sip = settings.sip
+        rtp_start, rtp_range = sip.worker_rtp_ports(index)
         # Behind Kamailio a worker takes calls only from the front doors: a caller reaching the worker's port
         # directly would bypass the front door's rate limit and checks.
         peers = (sip.front_doors or [sip.bind_address]) if sip.use_kamailio else sip.allowed_peers
@@ -56,7 +57,7 @@ class EdgeConfig:
             public_address=sip.public_address, max_calls=sip.max_calls_per_worker,
             allowed_peers=tuple(ipaddress.ip_network(n, strict=False) for n in peers),
             user_agent=sip.user_agent,
-            rtp_port_start=sip.rtp_port_start, rtp_port_range=sip.rtp_port_range,
+            rtp_port_start=rtp_start, rtp_port_range=rtp_range,
             sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
             answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
             transfer_timeout_s=settings.escalation.transfer_timeout_s,
