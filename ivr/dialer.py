@@ -30,6 +30,7 @@ log = logging.getLogger("ivr.dialer")
 BUSY_CODES = frozenset({486, 600, 603})
 NO_ANSWER_CODES = frozenset({408, 480, 487})
 RING_TIMEOUT_S = 30.0
+OUTBOUND_HEADER = "X-Veratur-Outbound"   # the front door's token header (veratur.registrations.OUTBOUND_HEADER)
 
 
 class Placer(Protocol):
@@ -70,6 +71,16 @@ class Dialer:
         out = settings.outbound
         registrar = settings.sip.registrations[0].registrar if settings.sip.registrations else None
         self.route = out.route or registrar
+        # Behind Kamailio the call goes to the front door, which relays it to the route (veratur.registrations:
+        # route[OUTBOUND]) when it carries the node's token; the file is written with the front door's config.
+        self.token: str | None = None
+        token_file = settings.path(settings.data_dir) / "kamailio" / "outbound.token"
+        if settings.sip.use_kamailio and token_file.exists():
+            self.token = token_file.read_text(encoding="utf-8").strip()
+            host = settings.sip.bind_address
+            self.dial_via = f"sip:{'[' + host + ']' if ':' in host else host}:{settings.sip.port}"
+        else:
+            self.dial_via = self.route or ""
 
     async def run_once(self) -> list[asyncio.Task[str]]:
         """Lease what may be dialled now and start those calls; returns their tasks (each ends with the outcome)."""
@@ -100,11 +111,11 @@ class Dialer:
                 outcome, detail = "failed", f"number refused: {decision.reason}"
             else:
                 assert self.route is not None
-                headers = {"X-Veratur-Callback": str(job.id),
+                headers = {"X-Veratur-Callback": str(job.id), **({OUTBOUND_HEADER: self.token} if self.token else {}),
                            "P-Asserted-Identity": f'"{out.caller_name}" <sip:{out.caller_id}@'
                                                   f'{self.route.removeprefix("sip:")}>'}
                 try:
-                    leg = await self.placer.call(target_uri(decision.number, self.route), headers,
+                    leg = await self.placer.call(target_uri(decision.number, self.dial_via), headers,
                                                  timeout_s=self.ring_timeout_s)
                 except SipError as exc:
                     code = exc.status_code

@@ -189,6 +189,8 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         dlg_profile=DIALOG_PROFILE,
         dlg_timeout=hash_expire,
         uac=registrations.render_modules(settings, paths.db_dir, module_dir=module_dir),
+        outbound_check=registrations.render_outbound_check(settings),
+        outbound_route=registrations.render_outbound_route(settings, DISPATCHER_SET),
     ).lstrip()
 
 
@@ -454,9 +456,9 @@ request_route {{
         sl_send_reply("405", "Method Not Allowed");
         exit;
     }}
-    route(NEWCALL);
+{outbound_check}    route(NEWCALL);
 }}
-
+{outbound_route}
 # A new call: rate limit, choose the least-loaded worker with a free slot, relay.
 route[NEWCALL] {{
     # $shtinc creates no item: the first INVITE of a source in a second sets it.

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -252,3 +253,71 @@ def read_state_file(settings: Settings, max_age_s: float) -> dict[str, object] |
     if not isinstance(data, dict) or time.time() - float(data.get("at", 0)) > max_age_s:
         return None
     return data
+
+
+# ---------------------------------------------------------------------------------------------- outbound relay
+OUTBOUND_HEADER = "X-Veratur-Outbound"
+
+
+def outbound_token_file(settings: Settings) -> Path:
+    """The shared secret a worker puts in X-Veratur-Outbound so the front door relays its INVITE to the trunk
+    (without it any local process could use the node as a relay to the PSTN). Mode 0600, made once."""
+    return settings.path(settings.data_dir) / "kamailio" / "outbound.token"
+
+
+def ensure_outbound_token(settings: Settings) -> str:
+    path = outbound_token_file(settings)
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    _write_private(path, token + "\n")
+    return token
+
+
+def outbound_route_target(settings: Settings) -> str | None:
+    out = settings.outbound
+    if out.route:
+        return out.route.removeprefix("sip:")
+    return settings.sip.registrations[0].domain if settings.sip.registrations else None
+
+
+def render_outbound_check(settings: Settings) -> str:
+    """The request_route lines that send a worker's outbound INVITE to route[OUTBOUND] ('' when disabled)."""
+    if not settings.outbound.enabled or outbound_route_target(settings) is None:
+        return ""
+    return (f'    if (is_present_hf("{OUTBOUND_HEADER}")) {{\n'
+            "        route(OUTBOUND);\n"
+            "    }\n")
+
+
+def render_outbound_route(settings: Settings, ds_set: int) -> str:
+    """route[OUTBOUND]: a worker's INVITE with the right token and a plain number goes to outbound.route."""
+    target = outbound_route_target(settings)
+    if not settings.outbound.enabled or target is None:
+        return ""
+    token = ensure_outbound_token(settings)
+    return f'''
+# Outbound calls (callbacks): only from a worker with the node's token, only to a plain number, only to the
+# configured route (the PBX/trunk). Everything else is 403/484: the node is no open relay to the PSTN.
+route[OUTBOUND] {{
+    if ($hdr({OUTBOUND_HEADER}) != "{token}" || !ds_is_from_list("{ds_set}", "3")) {{
+        xlog("L_WARN", "event=outbound_refused reason=not_a_worker src=$si\\n");
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }}
+    remove_hf("{OUTBOUND_HEADER}");
+    if (!($rU =~ "^[0-9]{{7,15}}$")) {{
+        xlog("L_WARN", "event=outbound_refused reason=not_a_number src=$si\\n");
+        sl_send_reply("484", "Address Incomplete");
+        exit;
+    }}
+    $ru = "sip:" + $rU + "@{target}";
+    xlog("L_INFO", "event=outbound_relayed src=$si\\n");
+    record_route();
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+'''

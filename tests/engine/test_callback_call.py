@@ -90,7 +90,7 @@ async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first
     """One callback call to a sipp phone that keys `keys` 1.5 s after answering; (outcome, call id, folio)."""
     phone_port = free_udp_port()
     base = Settings()
-    settings = base.model_copy(update={"outbound": base.outbound.model_copy(update={
+    settings = base.model_copy(update={"data_dir": tmp_path, "outbound": base.outbound.model_copy(update={
         "enabled": True, "allowed_prefixes": ["228"], "route": f"sip:{HOST}:{phone_port}",
         "caller_name": "el Gobierno del Estado"})})
     opened = service.open_case("licencia_conducir", "phone", missing=["Comprobante de domicilio"])

@@ -142,7 +142,7 @@ async def test_callback_call_outcomes(tmp_path: Path, service: CaseService, answ
                                       ring_timeout_s: float) -> None:
     phone_port = free_udp_port()
     base = Settings()
-    settings = base.model_copy(update={"outbound": base.outbound.model_copy(update={
+    settings = base.model_copy(update={"data_dir": tmp_path, "outbound": base.outbound.model_copy(update={
         "enabled": True, "allowed_prefixes": ["228"], "route": f"sip:{HOST}:{phone_port}",
         "caller_name": "Gobierno de Prueba"})})
     folio = service.open_case("licencia_conducir", "phone").case.folio
@@ -182,3 +182,60 @@ async def test_callback_call_outcomes(tmp_path: Path, service: CaseService, answ
     else:                                           # retried at the schedule's first spacing
         assert after.state == "pending"
         assert after.next_attempt_at == T0 + timedelta(seconds=settings.outbound.callback.spacing_s[0])
+
+
+ANSWER_RR = ANSWER.replace("[last_CSeq:]\nContact:", "[last_CSeq:]\n[last_Record-Route:]\nContact:", 1)
+
+
+@pytest.mark.sip
+@pytest.mark.parametrize(("answer", "expected", "spoof"), [
+    (BUSY, "busy", False), (ANSWER_RR, "answered", False), (ANSWER_RR, "failed", True)])
+async def test_callback_call_through_the_front_door(tmp_path: Path, service: CaseService, answer: str,
+                                                    expected: str, spoof: bool) -> None:
+    """Behind Kamailio the dialer calls the front door, which relays to outbound.route only with the node's
+    token (a wrong one: 403, the phone never rings)."""
+    from testkit.node import run_kamailio, write_settings
+    phone_port = free_udp_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _, settings = write_settings(tmp_path, sip={"workers": 1}, outbound={
+        "enabled": True, "allowed_prefixes": ["228"], "route": f"sip:{HOST}:{phone_port}"})
+    folio = service.open_case("licencia_conducir", "phone").case.folio
+    service.request_callback(folio, "2281234567", allowed_prefixes=["228"], now=T0)
+    script = tmp_path / "phone.xml"
+    script.write_text(UAS.replace("@ANSWER@", answer))
+    async with run_kamailio(settings, logs) as k:
+        token_file = settings.path(settings.data_dir) / "kamailio" / "outbound.token"
+        if spoof:
+            token_file.write_text("not-the-token\n")
+        phone = await sipp.start_async(script, cwd=tmp_path, port=phone_port, timeout_s=15)
+        config = dataclasses.replace(EdgeConfig.from_settings(settings, settings.sip.worker_port(0), "fd/w0"),
+                                     transports=("udp",), randomize_rtp_port=True,
+                                     allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
+        edge = SipEdge(config)
+        await edge.start()
+
+        async def converse(leg: SipLeg, view: CallbackView) -> str:
+            await asyncio.sleep(0.5)
+            await leg.hangup()
+            await leg.wait_ended(5)
+            return "answered"
+
+        try:
+            dialer = Dialer(service, settings, "w0", edge, converse, capacity=4, active_calls=lambda: 0,
+                            clock=lambda: T0, ring_timeout_s=10)
+            assert dialer.dial_via == f"sip:{HOST}:{settings.sip.port}"
+            [task] = await dialer.run_once()
+            assert await asyncio.wait_for(task, 30) == expected
+            code, text = await phone.wait(20)
+        finally:
+            phone.kill()
+            await edge.stop(0)
+        log = k.log_text()
+    if spoof:
+        assert "reason=not_a_worker" in log and service.callbacks_for(folio)[0].detail == "SIP 403"
+        assert phone.logged_value("JOB") is None                       # the phone never rang
+    else:
+        assert code == 0, text
+        assert "event=outbound_relayed" in log
+        assert "not-the-token" not in log
