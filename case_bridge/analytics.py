@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, select, union_all
 from sqlalchemy.orm import aliased
 
 from case_bridge.models import CallRecord, CallRollup, Case, CaseStatusChange, Escalation, Interaction
@@ -241,16 +241,19 @@ class _Queries:
                               Interaction.started_at < self.until,
                               ~exists().where(earlier.channel == "phone", earlier.case_id == Interaction.case_id,
                                               earlier.started_at < self.since))
-                       .group_by(Interaction.case_id).subquery())
+                       .group_by(Interaction.case_id).cte("first_phone").prefix_with("MATERIALIZED"))
         phone_cases = int(self.conn.execute(select(func.count()).select_from(first_phone)).scalar_one())
-        # later contacts are joined on case_id (indexed) from the phone cases only, never scanned whole
-        rows: list[Any] = []
-        for model, at in ((Interaction, Interaction.started_at), (CaseStatusChange, CaseStatusChange.at)):
-            rows += self.conn.execute(
-                select(model.case_id, model.channel, first_phone.c.first, func.min(at))
-                .join(first_phone, first_phone.c.case_id == model.case_id)
-                .where(model.channel.in_(OTHER_CHANNELS), at > first_phone.c.first)
-                .group_by(model.case_id, model.channel, first_phone.c.first)).all()
+        # later contacts (interactions and status changes, in one statement over the CTE computed once) are
+        # joined on case_id (indexed) from the phone cases only, never scanned whole
+        later = union_all(*(
+            select(model.case_id, model.channel, first_phone.c.first, at.label("at"))
+            .join(first_phone, first_phone.c.case_id == model.case_id)
+            .where(model.channel.in_(OTHER_CHANNELS), at > first_phone.c.first)
+            for model, at in ((Interaction, Interaction.started_at), (CaseStatusChange, CaseStatusChange.at)))
+        ).subquery()
+        rows: list[Any] = list(self.conn.execute(
+            select(later.c.case_id, later.c.channel, later.c.first, func.min(later.c.at))
+            .group_by(later.c.case_id, later.c.channel, later.c.first)).all())
         firsts: dict[tuple[int, str], tuple[Any, Any]] = {}
         for case_id, channel, first, at in rows:   # per case and channel: the earlier of the two kinds
             key = (int(case_id), str(channel))
