@@ -31,7 +31,23 @@ def write_db(db_dir: Path, subscribers: dict[str, str]) -> None:
     # usrloc keeps contacts in memory (db_mode 0): a restarted PBX has forgotten every registration.
 
 
-def render(port: int, db_dir: Path, ctl: Path, min_expires: int = 5) -> str:
+def render(port: int, db_dir: Path, ctl: Path, min_expires: int = 5, relay_numbers_to: int | None = None) -> str:
+    # A trunk's side: INVITEs to a number (not a registered user) must authenticate, then go to the "PSTN" (a
+    # sipp phone on relay_numbers_to).
+    trunk = "" if relay_numbers_to is None else f"""
+        if ($rU =~ "^[0-9]+$") {{
+            if (!proxy_authorize("{REALM}", "subscriber")) {{
+                xlog("L_NOTICE", "pbx: outbound call challenged from=$si:$sp\\n");
+                proxy_challenge("{REALM}", "0");
+                exit;
+            }}
+            consume_credentials();
+            xlog("L_NOTICE", "pbx: outbound call authorized user=$au\\n");
+            $du = "sip:{HOST}:{relay_numbers_to}";
+            record_route();
+            t_relay();
+            exit;
+        }}"""
     return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -98,7 +114,7 @@ request_route {{
         }}
         exit;
     }}
-    if (is_method("INVITE")) {{
+    if (is_method("INVITE")) {{{trunk}
         if (!lookup("location")) {{
             sl_send_reply("404", "Not Registered");
             exit;
@@ -133,8 +149,8 @@ class RunningPbx:
 
 
 @contextlib.asynccontextmanager
-async def run_pbx(root: Path, port: int, subscribers: dict[str, str], name: str = "pbx"
-                  ) -> AsyncIterator[RunningPbx]:
+async def run_pbx(root: Path, port: int, subscribers: dict[str, str], name: str = "pbx",
+                  relay_numbers_to: int | None = None) -> AsyncIterator[RunningPbx]:
     """Start the PBX in its own process group under root/<name>; stopped (SIGTERM) on exit."""
     home = root / name
     run_dir = home / "run"
@@ -142,7 +158,7 @@ async def run_pbx(root: Path, port: int, subscribers: dict[str, str], name: str 
     write_db(home / "db", subscribers)
     ctl = run_dir / "kamailio_ctl"
     cfg = home / "pbx.cfg"
-    cfg.write_text(render(port, home / "db", ctl))
+    cfg.write_text(render(port, home / "db", ctl, relay_numbers_to=relay_numbers_to))
     log = home / "pbx.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([kamailio.find_binary(), "-DD", "-E", "-f", str(cfg), "-P", str(run_dir / "pid"),  # noqa: ASYNC220

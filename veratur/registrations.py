@@ -107,6 +107,10 @@ def render_modules(settings: Settings, db_dir: Path, module_dir: str | None = No
         f'modparam("uac", "reg_retry_interval", {retry_interval(settings)})',
         'modparam("uac", "reg_keep_callid", 1)',
         'modparam("uac", "reg_random_delay", 0)',
+        # Filled by uac_reg_request_to() for outbound calls through the trunk, read by uac_auth() on 401/407.
+        'modparam("uac", "auth_username_avp", "$avp(uac_au)")',
+        'modparam("uac", "auth_password_avp", "$avp(uac_ap)")',
+        'modparam("uac", "auth_realm_avp", "$avp(uac_ar)")',
         'modparam("uac", "restore_mode", "none")       # no From/To rewriting here; AUTO needs rr append_fromtag',
         "",
     ])
@@ -297,7 +301,27 @@ def render_outbound_route(settings: Settings, ds_set: int) -> str:
     if not settings.outbound.enabled or target is None:
         return ""
     token = ensure_outbound_token(settings)
-    return f'''
+    regs = settings.sip.registrations
+    via_registrar = bool(regs) and target == regs[0].domain
+    # Through the registrar: its credentials (from the uacreg table, never in this file) answer a 401/407.
+    auth = f"""
+    $var(number) = $rU;
+    if (uac_reg_request_to("{regs[0].name}", 0)) {{
+        $rU = $var(number);
+        t_on_failure("OUTBOUND_AUTH");
+    }}""" if via_registrar else ""
+    failure = """
+failure_route[OUTBOUND_AUTH] {
+    if (t_is_canceled()) {
+        exit;
+    }
+    if (t_check_status("401|407") && uac_auth()) {
+        xlog("L_INFO", "event=outbound_authenticated\\n");
+        t_relay();
+    }
+}
+""" if via_registrar else ""
+    return failure + f'''
 # Outbound calls (callbacks): only from a worker with the node's token, only to a plain number, only to the
 # configured route (the PBX/trunk). Everything else is 403/484: the node is no open relay to the PSTN.
 route[OUTBOUND] {{
@@ -312,7 +336,7 @@ route[OUTBOUND] {{
         sl_send_reply("484", "Address Incomplete");
         exit;
     }}
-    $ru = "sip:" + $rU + "@{target}";
+    $ru = "sip:" + $rU + "@{target}";{auth}
     xlog("L_INFO", "event=outbound_relayed src=$si\\n");
     record_route();
     if (!t_relay()) {{

@@ -27,9 +27,9 @@ RETRY_S = 6
 EXPIRES_S = 10
 
 
-def reg_settings(tmp_path: Path, pbx_port: int, *, env_var: str = "VERATUR_TEST_PBX_PW", **sip: object
-                 ) -> tuple[Path, Settings]:
-    return write_settings(tmp_path, sip={
+def reg_settings(tmp_path: Path, pbx_port: int, *, env_var: str = "VERATUR_TEST_PBX_PW",
+                 outbound: dict[str, object] | None = None, **sip: object) -> tuple[Path, Settings]:
+    return write_settings(tmp_path, outbound=outbound or {}, sip={
         "workers": 1, "registration_check_s": CHECK_S, "registration_retry_s": RETRY_S,
         "registrations": [{"name": "pbx", "registrar": f"sip:127.0.0.1:{pbx_port}", "user": "veratur",
                            "password_env": env_var, "expires": EXPIRES_S}], **sip},
@@ -255,3 +255,64 @@ async def test_a_registrar_answering_garbage_leaves_a_clear_state_and_no_crash(
             assert (await k.rpc("core.uptime")).strip()            # still answering its control socket
     finally:
         transport.close()
+
+
+@pytest.mark.sip
+async def test_outbound_call_through_the_registrar_answers_its_challenge(tmp_path: Path, logs: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback via the trunk we are registered at: the trunk challenges the INVITE (407), the front door
+    answers with the registration's credentials (uac_auth, nothing in kamailio.cfg), the phone answers."""
+    import dataclasses
+    import ipaddress
+    from datetime import UTC, datetime
+
+    from case_bridge.service import CaseService
+    from ivr.dialer import Dialer
+    from ivr.sip.edge import EdgeConfig, SipEdge
+    from testkit import sipp as sippkit
+    from testkit.db import TEST_TRAMITES, migrated_sqlite
+    from testkit.ports import free_udp_port
+    from tests.engine.test_dialer import ANSWER_RR, UAS
+
+    monkeypatch.setenv("VERATUR_TEST_PBX_PW", PASSWORD)
+    pbx_port, phone_port = free_port_block(1), free_udp_port()
+    _, settings = reg_settings(tmp_path, pbx_port, outbound={"enabled": True, "allowed_prefixes": ["228"]})
+    service = CaseService.from_url(migrated_sqlite(tmp_path / "d.db"))
+    service.upsert_tramites(TEST_TRAMITES)
+    now = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)
+    folio = service.open_case("licencia_conducir", "phone").case.folio
+    service.request_callback(folio, "2281234567", allowed_prefixes=["228"], now=now)
+    script = tmp_path / "phone.xml"
+    script.write_text(UAS.replace("@ANSWER@", ANSWER_RR))
+    try:
+        async with run_pbx(tmp_path, pbx_port, {"veratur": PASSWORD}, relay_numbers_to=phone_port) as pbx:
+            async with run_kamailio(settings, logs) as k:
+                assert PASSWORD not in k.paths.cfg.read_text()
+                phone = await sippkit.start_async(script, cwd=tmp_path, port=phone_port, timeout_s=20)
+                config = dataclasses.replace(EdgeConfig.from_settings(settings, settings.sip.worker_port(0), "t/w0"),
+                                             transports=("udp",), randomize_rtp_port=True,
+                                             allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
+                edge = SipEdge(config)
+                await edge.start()
+
+                async def converse(leg, view) -> str:  # type: ignore[no-untyped-def]
+                    await asyncio.sleep(0.5)
+                    await leg.hangup()
+                    await leg.wait_ended(5)
+                    return "answered"
+
+                try:
+                    dialer = Dialer(service, settings, "w0", edge, converse, capacity=4, active_calls=lambda: 0,
+                                    clock=lambda: now, ring_timeout_s=10)
+                    [task] = await dialer.run_once()
+                    outcome = await asyncio.wait_for(task, 30)
+                    code, text = await phone.wait(20)
+                finally:
+                    phone.kill()
+                    await edge.stop(0)
+                assert outcome == "answered", (k.log_text()[-2000:], pbx.log_text()[-2000:])
+                assert code == 0, text
+                assert "event=outbound_authenticated" in k.log_text()
+                assert "pbx: outbound call authorized user=veratur" in pbx.log_text()
+    finally:
+        service.close()
