@@ -510,7 +510,6 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
-
     async def _set_worker_state(self, index: int, state: str) -> None:
         child = self.children.get("kamailio")
         if child is None or child.proc is None or child.proc.returncode is not None:
