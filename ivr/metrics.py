@@ -39,6 +39,10 @@ class EngineMetrics:
         self.dialogue_fallbacks = Counter(
             "veratur_dialogue_fallback_total", "Turns answered by the fallback menu (Rasa down or slow)", registry=r)
         self.transfers = Counter("veratur_transfers_total", "Transfers to agents", ["result"], registry=r)
+        # turn latency counts the filler as the reply (it is what the caller hears), so a slow dialogue shows here
+        self.dialogue_fillers = Counter(
+            "veratur_dialogue_filler_total", "Turns where the dialogue was slow and 'Un momento' was said first",
+            registry=r)
         # the recorder's durable outbox (ivr/call/outbox.py): writes kept on the node while the database is away
         self.outbox_pending = Gauge("veratur_outbox_pending", "Case-bridge writes waiting in the outbox", registry=r)
         self.outbox_oldest_age = Gauge("veratur_outbox_oldest_age_seconds",

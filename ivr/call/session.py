@@ -339,6 +339,7 @@ class CallSession:
         try:
             done, _ = await asyncio.wait({pending}, timeout=FILLER_AFTER_S)
             if not done:
+                self.metrics.dialogue_fillers.inc()
                 filler = await self._play((self.phrases.one_moment,), allow_barge_in=False)
             reply = await pending
             if filler is not None and not filler.done:      # the answer follows the filler, never cuts it

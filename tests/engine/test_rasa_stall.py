@@ -90,6 +90,7 @@ async def test_a_stalled_rasa_leaves_at_most_a_second_of_dead_air(tmp_path: Path
         async with asyncio.timeout(15):
             while (metrics.registry.get_sample_value("veratur_dialogue_fallback_total") or 0) < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        assert metrics.registry.get_sample_value("veratur_dialogue_filler_total") == 1   # the alert's signal
         leg.hang_up()
         await asyncio.wait_for(task, 30)
     finally:
