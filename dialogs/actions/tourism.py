@@ -79,8 +79,12 @@ def asked_topic(intent: str, text: str, previous: str | None) -> str | None:
     return topic_from_text(text) or previous
 
 
-def asked_feature(text: str) -> tuple[str, tuple[str, ...]] | None:
-    plain = normalize(text)
+def asked_feature(text: str, city: City | None = None) -> tuple[str, tuple[str, ...]] | None:
+    """The feature asked about, from the words outside the city's own name ("Boca del Río" asks for no river)."""
+    plain = f" {normalize(text)} "
+    for phrase in sorted((normalize(p) for p in city.phrases), key=len, reverse=True) if city else ():
+        if phrase:
+            plain = plain.replace(f" {phrase} ", " ")
     return next(((label, found) for label, said, found in FEATURES if said.search(plain)), None)
 
 
@@ -155,9 +159,9 @@ def answer(city: City, topic: str, origin: City | None = None) -> str:
             route = getattr(city.access, key)
             if route is not None:
                 start = "Desde Xalapa" if key == "from_xalapa" else "Desde el puerto de Veracruz"
-                lead = "" if normalize(route.summary).startswith("desde") else f"{start}: "
-                routes.append(f"{lead}{route.summary.rstrip('.')}. Por {spoken_list(items(route.roads))}, "
-                              f"{route.duration.rstrip('.')}.")
+                # roads and time first: a long answer is cut for the ear, and these are what the caller asked
+                routes.append(f"{start}, por {spoken_list(items(route.roads))}, {route.duration.rstrip('.')}. "
+                              f"{route.summary.rstrip('.')}.")
         return " ".join(routes) or f"{name} es el punto de partida; pregunte por otra ciudad para saber cómo llegar."
     if topic == "office":
         info = city.tourist_info
@@ -196,7 +200,7 @@ def answer_tourism(cities: CityCatalog, dispatcher: CollectingDispatcher, tracke
         return [SlotSet("city", city.id)]
     origin = cities.find_origin(text) if topic == "access" else None
     festival = named_festival(cities, text, city) if topic == "festivals" else None
-    feature = asked_feature(text) if topic == "attractions" else None
+    feature = asked_feature(text, city) if topic == "attractions" else None
     if festival:
         reply = (f"{cap(festival.festival.name)}, en {city.spoken_name}: "
                  f"{festival.festival.when.rstrip('.')}. {festival.festival.description}")

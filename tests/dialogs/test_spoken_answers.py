@@ -15,7 +15,7 @@ from dialogs.actions.control import ActionThanks, ActionVeraturFallback, ActionY
 from dialogs.actions.resources import Resources
 from dialogs.actions.spoken import MAX_WORDS, MORE_QUESTION, split_to_fit, word_count
 from dialogs.actions.status import ActionStatusReport, ValidateStatusForm
-from dialogs.actions.tourism import TOPIC_BY_INTENT, ActionTourismAnswer
+from dialogs.actions.tourism import TOPIC_BY_INTENT, ActionTourismAnswer, asked_feature
 from dialogs.actions.tramites import FIELD_BY_INTENT, ActionTramiteInfo, asked_field
 from tests.dialogs.conftest import caller_number, entity, tracker
 
@@ -182,3 +182,10 @@ async def test_status_of_a_case_with_many_missing_items_is_short(resources: Reso
         await ActionStatusReport().run(d2, tracker(pin, "inform_number", slots={
             "status_result": "ok", "more_text": result["more_text"]}), {})
         assert last_custom(d2)["question"] == "more"
+
+
+def test_a_city_name_is_not_a_feature_asked(catalogs: Resources) -> None:
+    """'Boca del Río' names a river: asking what to see there is not asking for rivers."""
+    boca = catalogs.cities.get("boca-del-rio")
+    assert asked_feature("¿qué hay que ver en Boca del Río?", boca) is None
+    assert asked_feature("¿hay lagunas por boca del rio?", boca) == ("ríos y lagunas", ("rio", "laguna", "lago"))
