@@ -99,10 +99,12 @@ class Callbacks:
                          allowed_prefixes: list[str], now: datetime | None = None,
                          schedule: CallbackConfig | None = None, standby: bool = False) -> CallbackView:
         now = now or utcnow()
-        decision = dialplan.check(phone, allowed_prefixes)
 
         def work(s: Session) -> CallbackView:
             case = load_case(s, folio)
+            # no number given (the portal's "call me" button): the citizen's number on record
+            number = phone if phone is not None else (case.citizen.phone if case.citizen is not None else None)
+            decision = dialplan.check(number, allowed_prefixes)
             open_job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
                                                            CallbackJob.state.in_(OPEN_STATES))).scalar_one_or_none()
             if open_job is not None:              # one call per case at a time: it will read the latest status

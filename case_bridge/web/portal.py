@@ -15,7 +15,7 @@ from aiohttp import web
 
 from case_bridge.errors import CaseBridgeError, ChannelNotAllowed, InvalidInput
 from case_bridge.views import LOCAL_TZ, CaseView
-from case_bridge.web.security import CITIZEN_TTL_S, SERVICE, client_key, session_of
+from case_bridge.web.security import CITIZEN_TTL_S, SERVICE, SETTINGS, client_key, session_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 APPOINTMENT_HOURS = ("09:00", "10:00", "11:00", "12:00", "13:00", "16:00")
@@ -157,6 +157,24 @@ async def finish(request: web.Request) -> web.StreamResponse:
     case = await _my_case(request)
     svc = request.app[SERVICE]
     return await _action(request, case, lambda: svc.finish_online(case.folio), "terminado")
+
+
+@routes.post("/caso/llamada")
+async def callback_request(request: web.Request) -> web.StreamResponse:
+    """"Llámenme cuando cambie el estado": a standby callback to the number on record (made due by the next
+    status change on any channel). A number outside the dial plan is refused with a message, never dialled."""
+    case = await _my_case(request)
+    svc, settings = request.app[SERVICE], request.app[SETTINGS]
+    view = await asyncio.to_thread(svc.accept_callback, case.folio, None,
+                                   allowed_prefixes=settings.outbound.allowed_prefixes)
+    if view.state in ("invalid", "opted_out"):
+        reason = ("Ese número pidió no recibir llamadas." if view.state == "opted_out" else
+                  "No podemos llamar al número registrado en su trámite; actualícelo en una oficina.")
+        response = aiohttp_jinja2.render_template("portal_case.html", request, {
+            "case": case, "days": _appointment_days(), "hours": APPOINTMENT_HOURS, "notice": "", "error": reason})
+        response.set_status(400)
+        return response
+    raise web.HTTPSeeOther("/caso?aviso=llamada")
 
 
 @routes.post("/salir")

@@ -263,3 +263,30 @@ async def test_open_api_caps_cases_per_client(client: TestClient, svc: CaseServi
     r = await client.post("/open311/v2/requests.json", json={"service_code": "acta_nacimiento"})
     assert r.status == 429 and int(r.headers["Retry-After"]) > 0
     assert (await r.json())[0]["code"] == 429
+
+
+async def test_citizen_asks_for_a_callback_on_status_change(svc: CaseService) -> None:
+    """The portal's "call me when the status changes": a standby callback to the number on record, made due by
+    the next status change; a number outside the dial plan is refused with a message and never queued to dial."""
+    settings = load_settings()
+    dial_plan = settings.model_copy(update={"outbound": settings.outbound.model_copy(
+        update={"allowed_prefixes": ["229"]})})
+    opened = svc.open_case("acta_nacimiento", "phone", citizen=CitizenInfo("Ana Ruiz", phone="2291234567"))
+    foreign = svc.open_case("acta_nacimiento", "phone", citizen=CitizenInfo("Luis Paz", phone="5512345678"))
+    for case, expected in ((opened, 303), (foreign, 400)):
+        app = build_app(dial_plan, svc, secret=uuid.uuid4().bytes * 2)
+        async with TestClient(TestServer(app)) as client:
+            token = await _csrf(client)
+            r = await client.post("/consulta", data={"_csrf": token, "folio": case.case.folio, "pin": case.pin})
+            assert "Llámenme cuando cambie el estado" in await r.text()
+            r = await client.post("/caso/llamada", data={"_csrf": token}, allow_redirects=False)
+            assert r.status == expected, await r.text()
+            if expected == 400:
+                assert "No podemos llamar al número registrado" in await r.text()
+    [job] = svc.callbacks_for(opened.case.folio)
+    assert job.state == "standby" and job.number == "2291234567"
+    [refused] = svc.callbacks_for(foreign.case.folio)
+    assert refused.state == "invalid"
+    svc.update_status(opened.case.folio, "in_review", "revisado en oficina", channel="office", actor="clerk")
+    [job] = svc.callbacks_for(opened.case.folio)
+    assert job.state == "pending"                 # the status change made it due: the dialer calls now
