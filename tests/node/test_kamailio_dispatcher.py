@@ -128,12 +128,19 @@ async def test_new_call_rate_limit_answers_503(tmp_path: Path, logs: Path) -> No
     workers = start_workers(settings, logs)
     try:
         async with run_kamailio(settings, logs):
-            with RawSip(HOST, settings.sip.port) as raw:
-                for _ in range(8):
+            # 8 new calls in the same second from 4 addresses, 2 each: under the per-source share (which is never
+            # above the node's rate), over the node's 3 a second
+            sources = [RawSip(HOST, settings.sip.port, src_host=f"127.0.0.{n}") for n in (1, 5, 6, 7)]
+            try:
+                for raw in sources * 2:
                     raw.send(raw.invite_packet())
-                answers = await asyncio.to_thread(raw.collect, 8, 5.0)
-            limited = [msg for code, reason, msg in answers.finals if code == 503 and reason == "Too Many New Calls"]
-            assert len(limited) >= 4, answers.codes()
+                replies = [await asyncio.to_thread(raw.collect, 2, 5.0) for raw in sources]
+            finally:
+                for raw in sources:
+                    raw.close()
+            finals = [final for answers in replies for final in answers.finals]
+            limited = [msg for code, reason, msg in finals if code == 503 and reason == "Too Many New Calls"]
+            assert len(limited) >= 4, [a.codes() for a in replies]
             assert all(b"Retry-After: 1" in msg for msg in limited)
     finally:
         for proc in workers:
