@@ -29,6 +29,7 @@ log = logging.getLogger("ivr.callback_call")
 
 PIN_DIGITS = 4
 PIN_TRIES = 2
+CHOICE_KEY_WAIT_S = 2.0     # after a lone 9 or 0: no further key this long = the choice, not a PIN's first digit
 DIRECTION_NOTE = "Llamada saliente: aviso de cambio de estado"
 
 
@@ -78,10 +79,15 @@ class CallbackConversation:
         if first is None:
             return ("answered", "abandoned") if talk.ended else ("silent", "abandoned")
         for attempt in range(PIN_TRIES):
-            if first in "90":
+            # 9 or 0 alone is a choice; followed by more keys it is the first digit of a PIN (a PIN may start
+            # with either, and people key a PIN without pausing)
+            rest = await talk.digits(PIN_DIGITS - 1, CHOICE_KEY_WAIT_S if first in "90" else self.key_timeout_s)
+            if first in "90" and not rest:
                 await talk.note(first, "dtmf_menu")
                 return await self._control(talk, first)
-            pin = first + await talk.digits(PIN_DIGITS - 1, self.key_timeout_s)
+            if len(rest) < PIN_DIGITS - 1:
+                rest += await talk.digits(PIN_DIGITS - 1 - len(rest), self.key_timeout_s)
+            pin = first + rest
             await talk.note(f"(PIN, {len(pin)} dígitos)", "dtmf_pin")
             result = await asyncio.to_thread(self.service.status_for, job.folio, pin=pin, timeline=False)
             if result.reason == "ok" and result.case is not None:

@@ -85,8 +85,8 @@ def service(tmp_path: Path):  # type: ignore[no-untyped-def]
     svc.close()
 
 
-async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first_input_s: float = 8.0
-                ) -> tuple[str, str, str]:
+async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first_input_s: float = 8.0,
+                pin_starts: str = "") -> tuple[str, str, str]:
     """One callback call to a sipp phone that keys `keys` 1.5 s after answering; (outcome, call id, folio)."""
     phone_port = free_udp_port()
     base = Settings()
@@ -94,6 +94,8 @@ async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first
         "enabled": True, "allowed_prefixes": ["228"], "route": f"sip:{HOST}:{phone_port}",
         "caller_name": "el Gobierno del Estado"})})
     opened = service.open_case("licencia_conducir", "phone", missing=["Comprobante de domicilio"])
+    while not opened.pin.startswith(pin_starts):       # PINs are random: open cases until one starts so
+        opened = service.open_case("licencia_conducir", "phone", missing=["Comprobante de domicilio"])
     folio = opened.case.folio
     service.update_status(folio, "awaiting_citizen", "falta comprobante", channel="office")
     service.request_callback(folio, NUMBER, allowed_prefixes=["228"], now=T0)
@@ -150,6 +152,14 @@ async def test_pin_then_status_and_missing(tmp_path: Path, service: CaseService)
     with service.uow.session() as s:
         items = s.execute(select(Interaction).where(Interaction.summary.startswith(DIRECTION_NOTE))).scalars().all()
         assert [i.channel for i in items] == ["phone"]
+
+
+async def test_a_pin_that_starts_with_nine_is_a_pin_not_the_opt_out(tmp_path: Path, service: CaseService) -> None:
+    """9 or 0 followed at once by more keys is a PIN (keyed without a pause), not the opt-out or agent choice."""
+    outcome, call_id, folio = await place(tmp_path, service, "PIN", pin_starts="9")
+    assert outcome == "answered"
+    assert ("caller", "(PIN, 4 dígitos)") in turns(service, call_id)
+    assert [c.state for c in service.callbacks_for(folio)] == ["done"]
 
 
 async def test_nine_stops_every_call_to_the_number(tmp_path: Path, service: CaseService) -> None:
