@@ -274,18 +274,25 @@ class Cases:
 
         return self.uow.write(work)
 
-    def finish_online(self, folio: str, *, actor: str | None = None) -> CaseView:
+    def finish_online(self, folio: str, *, actor: str | None = None, channel: str = "web") -> CaseView:
+        """The citizen finishes the trámite themselves on the web portal or at a kiosk, where its catalog entry
+        allows that channel and nothing is missing."""
+        where = {"web": ("en línea", "finished_online"), "kiosk": ("en el quiosco", "finished_at_kiosk")}
+        if channel not in where:
+            raise ChannelNotAllowed(f"no se termina un trámite por el canal {channel}")
+        place, outcome = where[channel]
+
         def work(s: Session) -> CaseView:
             case = load_case(s, folio)
-            if "web" not in case.tramite.finish_channels:
-                raise ChannelNotAllowed("este trámite no se puede terminar en línea")
+            if channel not in case.tramite.finish_channels:
+                raise ChannelNotAllowed(f"este trámite no se puede terminar {place}")
             if case.missing:
                 raise InvalidInput("aún faltan datos: " + ", ".join(case.missing))
             if case.status not in ("open", "in_review", "awaiting_citizen"):
                 raise InvalidInput("el caso no está abierto")
-            s.add(Interaction(case_id=case.id, channel="web", outcome="finished_online", actor=actor,
-                              summary="terminó el trámite en línea"))
-            set_status(s, case, "resolved", "Terminado en línea por el ciudadano", "web", actor)
+            s.add(Interaction(case_id=case.id, channel=channel, outcome=outcome, actor=actor,
+                              summary=f"terminó el trámite {place}"))
+            set_status(s, case, "resolved", f"Terminado {place} por el ciudadano", channel, actor)
             return after_write(s, case)
 
         return self.uow.write(work)

@@ -113,6 +113,10 @@ class CaseView:
     def can_finish_online(self) -> bool:
         return self.is_open and not self.missing and "web" in self.tramite.finish_channels
 
+    @property
+    def can_finish_at_kiosk(self) -> bool:
+        return self.is_open and not self.missing and "kiosk" in self.tramite.finish_channels
+
 
 @dataclass(frozen=True, slots=True)
 class OpenedCase:

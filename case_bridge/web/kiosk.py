@@ -211,6 +211,20 @@ async def complete_data(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/kiosco/caso?aviso=datos")
 
 
+@routes.post("/kiosco/terminar")
+@enrolled
+async def finish(request: web.Request) -> web.StreamResponse:
+    """Finish the trámite here, where the catalog lets it be finished at a kiosk and nothing is missing."""
+    case = await _case(request)
+    try:
+        await asyncio.to_thread(request.app[SERVICE].finish_online, case.folio, channel="kiosk",
+                                actor=request[KIOSK].actor)
+    except (InvalidInput, ChannelNotAllowed) as exc:
+        return _render_case(request, case, error=str(exc), status=400)
+    _done(request, "Terminó su trámite en el quiosco")
+    raise web.HTTPSeeOther("/kiosco/caso?aviso=terminado")
+
+
 @routes.get("/kiosco/recibo", name="kiosk_receipt")
 @enrolled
 async def receipt(request: web.Request) -> web.StreamResponse:

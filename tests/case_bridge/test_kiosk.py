@@ -27,7 +27,7 @@ from aiohttp import web
 from case_bridge.folio import new_folio
 from case_bridge.ratelimit import CLIENT_MAX_FAILURES
 from case_bridge.service import CaseService
-from case_bridge.views import CitizenInfo
+from case_bridge.views import CitizenInfo, TramiteInfo
 from case_bridge.web.kiosk import KIOSK_COOKIE
 from foundation.config import load_settings
 from ivr.call.leg import CallInfo
@@ -272,3 +272,32 @@ async def test_lockout_is_per_kiosk(site: Site, tmp_path: Path) -> None:
     finally:
         await http_a.close()
         await http_b.close()
+
+
+async def test_a_trámite_the_catalog_lets_finish_at_a_kiosk_is_finished_there(site: Site) -> None:
+    """Nothing missing and the catalog allows the kiosk: the citizen finishes it there (recorded as the kiosk's);
+    a trámite that finishes only at an office is refused with a message."""
+    await asyncio.to_thread(site.svc.upsert_tramites, [TramiteInfo(
+        "constancia_quiosco", "Constancia de no adeudo", "Finanzas", ("phone", "web", "kiosk"),
+        ("web", "office", "kiosk"), (), ())])
+    here = await asyncio.to_thread(site.svc.open_case, "constancia_quiosco", "phone",
+                                   citizen=CitizenInfo("Rosa Luna Paz"))
+    office_only = await asyncio.to_thread(site.svc.open_case, "licencia_conducir", "phone",
+                                          citizen=CitizenInfo("Rosa Luna Paz"), missing=["Comprobante de domicilio"])
+    kiosk, token = await asyncio.to_thread(site.svc.enrol_kiosk, "Quiosco para terminar")
+    for opened, finishable in ((here, True), (office_only, False)):
+        http, csrf = await _kiosk_client(site, token)
+        try:
+            async with http.post(site.base + "/kiosco/consulta",
+                                 data={"_csrf": csrf, "folio": opened.case.folio, "pin": opened.pin}) as r:
+                assert r.status == 200 and ("Terminar mi trámite" in await r.text()) is finishable
+            async with http.post(site.base + "/kiosco/terminar", data={"_csrf": csrf}, allow_redirects=False) as r:
+                assert r.status == (303 if finishable else 400), await r.text()
+        finally:
+            await http.close()
+    done = await asyncio.to_thread(site.svc.find_case, here.case.folio)
+    assert done is not None and done.status == "resolved"
+    assert [(i.channel, i.outcome, i.actor) for i in done.interactions if i.outcome == "finished_at_kiosk"] == [
+        ("kiosk", "finished_at_kiosk", kiosk.actor)]
+    still = await asyncio.to_thread(site.svc.find_case, office_only.case.folio)
+    assert still is not None and still.status != "resolved"
