@@ -20,7 +20,7 @@ from aiohttp import web
 from case_bridge.errors import ChannelNotAllowed, InvalidInput
 from case_bridge.kiosks import KioskView
 from case_bridge.views import CaseView
-from case_bridge.web.portal import APPOINTMENT_HOURS, appointment_days, appointment_time
+from case_bridge.web.portal import APPOINTMENT_HOURS, appointment_days, appointment_time, lookup_failure
 from case_bridge.web.security import SERVICE, SETTINGS, STAFF, Session, require_role, session_of
 
 KIOSK_COOKIE = "vt_kiosk"
@@ -148,14 +148,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
             await asyncio.to_thread(svc.add_interaction, result.case.folio, "kiosk", "status_viewed",
                                     f"consultó su caso en el quiosco {kiosk.name}", actor=kiosk.actor)
             raise web.HTTPSeeOther("/kiosco/caso")
-        if result.reason == "malformed":
-            error = "El folio no es válido. Tiene 8 números. Revise que no falte ni sobre ninguno."
-        elif result.reason == "locked":
-            minutes = max(1, (result.retry_after_s or 60) // 60)
-            error, status = f"Demasiados intentos. Por seguridad espere {minutes} minutos.", 429
-        else:
-            left = f" Le quedan {result.attempts_left} intentos." if result.attempts_left else ""
-            error, status = "El folio y el PIN no coinciden." + left, 401
+        error, status = lookup_failure(result, "El folio no es válido. Tiene 8 números. "
+                                               "Revise que no falte ni sobre ninguno.")
     response = aiohttp_jinja2.render_template("kiosk_home.html", request,
                                               _ctx(request, error=error, folio=folio_text, ended=False))
     response.set_status(status)

@@ -14,7 +14,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from case_bridge.errors import CaseBridgeError, ChannelNotAllowed, InvalidInput
-from case_bridge.views import LOCAL_TZ, CaseView
+from case_bridge.views import LOCAL_TZ, CaseView, StatusResult
 from case_bridge.web.security import CITIZEN_TTL_S, SERVICE, SETTINGS, client_key, session_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -68,6 +68,17 @@ def appointment_time(day_text: str, hour: str) -> datetime:
 appointment_days = _appointment_days
 
 
+def lookup_failure(result: StatusResult, malformed: str) -> tuple[str, int]:
+    """What a citizen is told when a folio + PIN lookup fails, and the HTTP status (portal and kiosk)."""
+    if result.reason == "malformed":
+        return malformed, 400
+    if result.reason == "locked":
+        minutes = max(1, (result.retry_after_s or 60) // 60)
+        return f"Demasiados intentos. Por seguridad espere {minutes} minutos.", 429
+    left = f" Le quedan {result.attempts_left} intentos." if result.attempts_left else ""
+    return "El folio y el PIN no coinciden." + left, 401
+
+
 @routes.get("/", name="portal_home")
 @aiohttp_jinja2.template("portal_home.html")
 async def home(request: web.Request) -> dict[str, object]:
@@ -97,15 +108,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
             await asyncio.to_thread(svc.add_interaction, result.case.folio, "web", "status_viewed",
                                     "consultó su caso en el portal")
             raise web.HTTPSeeOther("/caso")
-        if result.reason == "malformed":
-            error = ("El folio no es válido: tiene 8 dígitos y el último es de verificación. "
-                     "Revise que no falte ni sobre ningún número.")
-        elif result.reason == "locked":
-            minutes = max(1, (result.retry_after_s or 60) // 60)
-            error, status = f"Demasiados intentos. Por seguridad espere {minutes} minutos.", 429
-        else:
-            left = f" Le quedan {result.attempts_left} intentos." if result.attempts_left else ""
-            error, status = "El folio y el PIN no coinciden." + left, 401
+        error, status = lookup_failure(result, "El folio no es válido: tiene 8 dígitos y el último es de "
+                                               "verificación. Revise que no falte ni sobre ningún número.")
     response = aiohttp_jinja2.render_template("portal_home.html", request,
                                               {"error": error, "folio": folio_text, "metodo": method})
     response.set_status(status)
