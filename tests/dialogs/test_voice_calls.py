@@ -53,7 +53,6 @@ def smoke_results(rasa_stack: RasaStack, cases_db: str, tmp_path_factory: pytest
     yield {r.name: r for r in results}
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (issue 11): Whisper repeats a one-word answer ('tres' -> '3 3 3 ... 3', 14 times) and barge-in over a prompt does not stop it (no partials from Whisper): 3/5 scripts passed in the last full run")
 def test_smoke_subset_task_success(smoke_results: dict[str, ScriptResult]) -> None:
     results = list(smoke_results.values())
     figures = summary(results)
@@ -78,7 +77,6 @@ def _speech(smoke_results: dict[str, ScriptResult], name: str) -> ScriptResult:
     return result
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (issue 11): in the last full run Whisper heard the spoken menu choice 'tres' as the folio digits and the PIN as nothing")
 def test_spoken_folio_and_pin_hear_the_status(smoke_results: dict[str, ScriptResult]) -> None:
     result = _speech(smoke_results, "spoken-status")
     assert result.success, format_text([result])
@@ -94,7 +92,6 @@ def test_option_number_said_aloud_takes_its_branch(smoke_results: dict[str, Scri
     assert result.success, format_text([result])
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (issue 11): with Whisper there are no partials, and the portal kept talking 14 s after the caller began")
 def test_barge_in_over_the_greeting_stops_it(smoke_results: dict[str, ScriptResult]) -> None:
     result = _speech(smoke_results, "barge-in-greeting")
     assert result.success, format_text([result])
