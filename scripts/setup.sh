@@ -43,6 +43,7 @@ fi
 # node_modules stays out of git. Installed here so no test downloads anything.
 if ! command -v npm >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
 fi
 node_hash=$(cat testkit/node/package.json testkit/node/package-lock.json | sha1sum | cut -c1-12)
