@@ -170,6 +170,46 @@ class SipConfig(_Section):
         return self.rtp_port_start + (index % self.workers) * share, share
 
 
+NODE_ROLES = ("all", "front", "media", "dialogue")
+
+
+class NodeConfig(_Section):
+    """Scale-out: what this node runs and who its peers are (docs/scale-out.md).
+
+    all (default): everything on one machine, as before. front: Kamailio and the web app; media nodes register
+    their workers with it over Kamailio's RPC (ctl binrpc on TCP `rpc_port`). media: the IVR workers (and the
+    node's recognition service); they register with every address in `front_doors`. dialogue: Rasa and the
+    action server; media nodes reach it through dialogue.rasa_url."""
+
+    role: Literal["all", "front", "media", "dialogue"] = "all"
+    front_doors: list[str] = []        # media: IP of each front node (its Kamailio RPC at rpc_port)
+    rpc_port: int = Field(2046, ge=1, le=65535)   # front: where Kamailio's RPC listens on sip.bind_address
+    # media: how often each front door's dispatcher is checked and missing workers (a restarted front door)
+    # added again
+    register_interval_s: float = Field(5.0, ge=0.5, le=300)
+    # `veratur node drain`: the longest a draining media node waits for its calls to end before it stops
+    # (what is left then gets sip.shutdown_grace_s more, then a BYE)
+    drain_timeout_s: float = Field(600.0, ge=0, le=86400)
+
+    @field_validator("front_doors")
+    @classmethod
+    def _ips(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address (a front node's address)") from None
+        if len(set(value)) != len(value):
+            raise ValueError("front door addresses must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _media_has_front_doors(self) -> NodeConfig:
+        if self.role == "media" and not self.front_doors:
+            raise ValueError("a media node needs node.front_doors (the front nodes its workers register with)")
+        return self
+
+
 class MediaConfig(_Section):
     sample_rate: Literal[8000, 16000] = 8000
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] = ["PCMU", "PCMA"]
@@ -358,6 +398,7 @@ class OutboundConfig(_Section):
 class Settings(_Section):
     node_name: str = "veratur-1"
     data_dir: Path = Path("var")
+    node: NodeConfig = NodeConfig()
     sip: SipConfig = SipConfig()
     media: MediaConfig = MediaConfig()
     asr: AsrConfig = AsrConfig()
@@ -372,6 +413,21 @@ class Settings(_Section):
     escalation: EscalationConfig = EscalationConfig()
     retention: RetentionConfig = RetentionConfig()
     outbound: OutboundConfig = OutboundConfig()
+
+    @model_validator(mode="after")
+    def _front_node_has_kamailio(self) -> Settings:
+        if self.node.role == "front" and not self.sip.use_kamailio:
+            raise ValueError("node.role front runs Kamailio: sip.use_kamailio must be true")
+        return self
+
+    def worker_sources(self) -> list[str]:
+        """Networks a worker behind Kamailio takes calls from: sip.front_doors, else a media node's front doors,
+        else this node's own address (its own Kamailio)."""
+        if self.sip.front_doors:
+            return list(self.sip.front_doors)
+        if self.node.role == "media":
+            return [f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}" for ip in self.node.front_doors]
+        return [self.sip.bind_address]
 
     def path(self, value: Path | str) -> Path:
         """A configured path, relative ones taken from the repository root."""

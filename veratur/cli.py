@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "call": ("ivr.caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),
     "chat": ("veratur.chat", "text conversation with the same dialogue, for administrators"),
     "flows": ("veratur.flows.cli", "dialog-flow administration: validate, apply, rollback"),
+    "node": ("veratur.node_cli", "scale-out: `node drain` (out of rotation, calls end, stop), `node status`"),
     "db": ("veratur.db_cli", "database schema: `db upgrade`, `db check`"),
     "catalog": ("dialogs.catalog_check", "tourism and trámite catalogs: validate, find, lookups, generate"),
     # The suite is built on the test toolkit's human recordings (testkit.human_speech), below which veratur sits.

@@ -27,17 +27,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pydantic import ValidationError
 
-from foundation.config import ConfigError, Settings
+from foundation.config import NODE_ROLES, ConfigError, Settings
 from foundation.logs import kv
 from foundation.paths import REPO_ROOT
 from veratur import kamailio, registrations
 from veratur.child_output import OutputFilter
 from veratur.health import http_ok, sip_options
+from veratur.membership import Membership
 
 if TYPE_CHECKING:
     from case_bridge.service import CaseService
@@ -63,6 +66,11 @@ REGISTRATION_POLL_MAX_S = 5.0    # uac.reg_dump at least this often while regist
 Probe = Callable[[], Awaitable[bool]]
 
 
+def pid_file(settings: Settings) -> Path:
+    """Where `veratur up` leaves its pid for `veratur node drain`."""
+    return settings.path(settings.data_dir) / "veratur-up.pid"
+
+
 def worker_node_name(node_name: str, index: int) -> str:
     """The node name worker `index` records its calls under (ivr.worker.Worker.node)."""
     return f"{node_name}/w{index}"
@@ -81,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scale-out: only the IVR workers on their worker ports (and the dialogue unless "
                              "--no-dialogue), no Kamailio and no web; another node's Kamailio lists them in "
                              "sip.remote_workers")
+    parser.add_argument("--role", choices=NODE_ROLES,
+                        help="scale-out: front (Kamailio, web), media (workers, registered with node.front_doors), "
+                             "dialogue (Rasa, actions) or all (default node.role)")
     parser.add_argument("--ivr-app", default="engine",
                         help="call handler of the workers (see `veratur ivr --app`)")
 
@@ -91,6 +102,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             print("veratur up: --workers must be between 1 and 64", file=sys.stderr)
             return 2
         settings = settings.model_copy(update={"sip": settings.sip.model_copy(update={"workers": args.workers})})
+    if getattr(args, "role", None):
+        try:    # validated again: a media node without front doors is refused here too
+            settings = Settings.model_validate({**settings.model_dump(),
+                                                "node": {**settings.node.model_dump(), "role": args.role}})
+        except ValidationError as exc:
+            print(f"veratur up: --role {args.role}: {exc.errors()[0]['msg']}", file=sys.stderr)
+            return 2
     supervisor = Supervisor(settings, args)
     try:
         return asyncio.run(supervisor.run())
@@ -142,6 +160,10 @@ class Supervisor:
         self._fast_stop = False
         self._stop_requested_at = 0.0
         self._case_service: CaseService | None = None
+        self._draining = asyncio.Event()
+        self.role = settings.node.role
+        self.membership = (Membership(settings, settings.sip.workers)
+                           if self.role == "media" and not getattr(args, "workers_only", False) else None)
         self.registry = CollectorRegistry()
         self.child_up = Gauge("veratur_child_up", "1 while the child process is running and healthy", ["child"],
                               registry=self.registry)
@@ -172,21 +194,25 @@ class Supervisor:
         if importlib.util.find_spec("ivr.worker") is None:
             raise StartupError("the IVR worker (module ivr.worker) is not installed: run `make setup`")
         specs: list[ChildSpec] = []
-        if not self.args.no_dialogue:
+        role = self.role
+        workers_only = getattr(self.args, "workers_only", False)
+        runs_workers = role in ("all", "media")
+        if not self.args.no_dialogue and role in ("all", "dialogue"):
             specs += self._optional("rasa", "veratur.rasa_server", ChildSpec(
                 "rasa", self._veratur("rasa"), lambda: http_ok(s.dialogue.rasa_url.rstrip("/") + "/status"), 300.0))
             action_port = s.dialogue.action_server_port
             specs += self._optional("actions", "dialogs.actions.server", ChildSpec(
                 "actions", self._veratur("actions"),
                 lambda: http_ok(f"http://127.0.0.1:{action_port}/health"), 120.0))
-        if s.recognition_service.mode == "builtin":
+        if s.recognition_service.mode == "builtin" and runs_workers:
             url = urlparse(s.recognition_service.url)
             asr_host, asr_port = url.hostname or "127.0.0.1", url.port or 2700
             specs += self._optional("asr-service", "ivr.recognition_service", ChildSpec(
                 "asr-service", self._veratur("asr-service"), self._tcp_probe(asr_host, asr_port), 180.0))
-        workers_only = getattr(self.args, "workers_only", False)
-        behind_kamailio = sip.use_kamailio or workers_only
+        behind_kamailio = sip.use_kamailio or workers_only or role == "media"
         worker_ports = [sip.worker_port(i) for i in range(sip.workers)] if behind_kamailio else [sip.port]
+        if not runs_workers:
+            worker_ports = []
         grace = getattr(sip, "shutdown_grace_s", 30.0)
         for index, port in enumerate(worker_ports):
             specs.append(ChildSpec(
@@ -194,9 +220,9 @@ class Supervisor:
                 self._veratur("ivr", "--index", str(index), "--port", str(port), "--app", self.args.ivr_app),
                 self._sip_probe(host, port), WORKER_READY_TIMEOUT_S, worker_index=index,
                 stop_timeout_s=grace + STOP_MARGIN_S))
-        if not self.args.no_web and not workers_only:
+        if not self.args.no_web and not workers_only and role in ("all", "front"):
             specs += self._web_specs()
-        if sip.use_kamailio and not workers_only:
+        if sip.use_kamailio and not workers_only and role in ("all", "front"):
             kamailio.find_binary()
             specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
         return specs
@@ -248,8 +274,8 @@ class Supervisor:
         """Bring the case database to the current schema before any child opens it: the action server seeds the
         trámite catalog at start and would otherwise find no tables on a fresh install. A database that is down
         is not fatal: calls go on and the workers keep their writes in the outbox."""
-        if getattr(self.args, "workers_only", False):
-            return
+        if getattr(self.args, "workers_only", False) or self.role == "media":
+            return                    # the front and dialogue nodes own the schema; media nodes only write
         from case_bridge.migrate import upgrade
         self.settings.path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         try:
@@ -291,6 +317,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_drain)
         try:
             specs = self.plan()
         except kamailio.KamailioError as exc:
@@ -306,8 +333,9 @@ class Supervisor:
                     spec.argv = kamailio.command(paths)
         self._serve_metrics()
         await self._migrate_database()
-        if not getattr(self.args, "workers_only", False):
+        if not getattr(self.args, "workers_only", False) and self.role in ("all", "front"):
             self._spawn(self._daily_purge(), "retention")
+        self._write_pid_file()
         by_name = {spec.name: spec for spec in specs}
         try:
             # Rasa first: its cold start is the longest; nothing waits for it, nor for the recognition
@@ -319,8 +347,11 @@ class Supervisor:
             webs = [spec for spec in specs if spec.name == "web" or spec.name.startswith("web-")]
             for spec in workers + webs:
                 self._supervise(spec)
-            if not await self._wait_ready([spec.name for spec in workers]):
+            if workers and not await self._wait_ready([spec.name for spec in workers]):
                 return 1
+            if self.membership is not None:
+                await self._sync_membership()
+                self._spawn(self._keep_membership(), "membership")
             if "kamailio" in by_name:
                 self._supervise(by_name["kamailio"])
                 if not await self._wait_ready(["kamailio"]):
@@ -336,6 +367,8 @@ class Supervisor:
             return 0
         finally:
             await self._stop_all()
+            with contextlib.suppress(OSError):
+                pid_file(self.settings).unlink()
 
     def _on_signal(self, sig: int) -> None:
         now = time.monotonic()
@@ -349,6 +382,73 @@ class Supervisor:
         log.info("stopping %s", kv(event="stop_requested", signal=signal.Signals(sig).name))
         self._stop_requested_at = now
         self._stopping.set()
+
+    def _write_pid_file(self) -> None:
+        path = pid_file(self.settings)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        except OSError as exc:
+            log.warning("pid file not written %s", kv(path=str(path), error=exc))
+
+    # ---------------------------------------------------------------- scale-out: membership and drain
+    def _ready_workers(self) -> set[int]:
+        return {c.spec.worker_index for c in self.children.values()
+                if c.spec.worker_index is not None and c.healthy and c.proc is not None
+                and c.proc.returncode is None}
+
+    async def _sync_membership(self) -> None:
+        assert self.membership is not None
+        await self.membership.sync(self._ready_workers())
+
+    async def _keep_membership(self) -> None:
+        """Re-add this node's workers to a front door that lost them (restarted) while the node runs."""
+        interval = self.settings.node.register_interval_s
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            if not self._stopping.is_set():
+                await self._sync_membership()
+
+    def _on_drain(self) -> None:
+        """SIGUSR1 (`veratur node drain`): no new calls, let the calls end, then stop."""
+        if self._draining.is_set() or self._stopping.is_set():
+            return
+        log.info("drain requested %s", kv(event="drain_requested", node=self.settings.node_name))
+        self._draining.set()
+        self._spawn(self._drain(), "drain")
+
+    async def _drain(self) -> None:
+        limit = self.settings.node.drain_timeout_s
+        started = time.monotonic()
+        if self.membership is not None:
+            self.membership.draining = True
+        for index in sorted(self._ready_workers()):
+            await self._set_worker_state(index, "d")
+        load: int | None = None
+        while time.monotonic() - started < limit and not self._stopping.is_set():
+            load = await self._calls_held()
+            if load == 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+        log.info("drained %s", kv(event="node_drained", node=self.settings.node_name, calls_left=load,
+                                  waited_s=round(time.monotonic() - started, 1)))
+        print(f"Drained: {load if load is not None else 'unknown'} call(s) left after "
+              f"{time.monotonic() - started:.0f} s; stopping", flush=True)
+        self._stopping.set()
+
+    async def _calls_held(self) -> int | None:
+        """Calls the front door(s) count on this node's workers (None: no front door answered)."""
+        if self.membership is not None:
+            return await self.membership.load()
+        if "kamailio" in self.children:
+            try:
+                states = await kamailio.worker_states(self.kamailio_paths)
+            except kamailio.KamailioError:
+                return None
+            return sum(load for _, load in states.values())
+        return None
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -449,7 +549,7 @@ class Supervisor:
         log.info("child ready %s", kv(event="child_ready", child=spec.name, ready_s=round(ready_s, 2),
                                       restarts=child.restarts))
         if spec.worker_index is not None and child.restarts:
-            await self._set_worker_state(spec.worker_index, "ap")
+            await self._set_worker_state(spec.worker_index, "d" if self._draining.is_set() else "ap")
         child.ready.set()
         missed = 0
         while True:
@@ -511,6 +611,8 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
     async def _set_worker_state(self, index: int, state: str) -> None:
+        if self.membership is not None:
+            await self.membership.set_state(index, state)
         child = self.children.get("kamailio")
         if child is None or child.proc is None or child.proc.returncode is not None:
             return
@@ -535,6 +637,9 @@ class Supervisor:
             except kamailio.KamailioError as exc:
                 log.warning("dead worker's dialogs not ended %s", kv(event="dialogs_end_failed", worker=index,
                                                                      error=exc))
+        if self.membership is not None:
+            ended = await self.membership.end_dialogs(index)
+            log.info("dead worker's dialogs ended %s", kv(event="dialogs_ended", worker=index, dialogs=ended))
         node = worker_node_name(self.settings.node_name, index)
         for attempt in range(1, LOST_CALLS_ATTEMPTS + 1):
             try:
@@ -589,8 +694,12 @@ class Supervisor:
         for child in workers:
             assert child.spec.worker_index is not None
             await self._set_worker_state(child.spec.worker_index, "d")
+        if self.membership is not None:
+            self.membership.draining = True        # the membership loop must not add them back meanwhile
         # 2. Workers let their calls end (sip.shutdown_grace_s), hang up the rest, exit.
         await self._stop_children(workers)
+        if self.membership is not None:
+            await self.membership.leave()
         # 3. Everything else: the front door last among the SIP parts, so the workers' BYEs got through.
         await self._stop_children([c for c in self.children.values() if c.spec.worker_index is None])
         for task in list(self._tasks):
@@ -618,7 +727,13 @@ class Supervisor:
         if "kamailio" in self.children:
             transports = "/".join(t.upper() for t in sip.transports)
             remote = f" + {len(sip.remote_workers)} on other nodes" if sip.remote_workers else ""
+            if self.role == "front":
+                remote += (f" + the media nodes' (they register over RPC at "
+                           f"{kamailio.rpc_target(sip.bind_address, s.node.rpc_port)})")
             front = f"{len(workers)} worker(s){remote} x {sip.max_calls_per_worker} calls, behind Kamailio"
+        elif self.membership is not None:
+            transports = "UDP/TCP"
+            front = f"media node: registered with the front door(s) {', '.join(s.node.front_doors)}"
         elif getattr(self.args, "workers_only", False):
             transports = "UDP/TCP"
             front = "workers only: another node's Kamailio lists them in sip.remote_workers"
@@ -626,7 +741,9 @@ class Supervisor:
             transports = "UDP/TCP"
             front = f"1 worker x {sip.max_calls_per_worker} calls, no Kamailio"
         lines = [f"Veratur node {s.node_name} is up."]
-        if "kamailio" in self.children or not getattr(self.args, "workers_only", False):
+        if self.role == "dialogue":
+            lines.append("  Role:      dialogue (Rasa and the action server only)")
+        elif "kamailio" in self.children or not (getattr(self.args, "workers_only", False) or self.membership):
             lines += [f"  Dial:      sip:veratur@{uri_host}:{sip.port}  ({transports}; {front})",
                       f"  Try it:    veratur call sip:veratur@{uri_host}:{sip.port} --dtmf 1"]
         else:

@@ -51,7 +51,7 @@ class EdgeConfig:
         rtp_start, rtp_range = sip.worker_rtp_ports(index)
         # Behind Kamailio a worker takes calls only from the front doors: a caller reaching the worker's port
         # directly would bypass the front door's rate limit and checks.
-        peers = (sip.front_doors or [sip.bind_address]) if sip.use_kamailio else sip.allowed_peers
+        peers = settings.worker_sources() if sip.use_kamailio else sip.allowed_peers
         return cls(
             bind_address=sip.bind_address, port=port, transports=tuple(sip.transports),
             public_address=sip.public_address, max_calls=sip.max_calls_per_worker,
