@@ -159,10 +159,12 @@ def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def run_node(config: Path, settings: Settings, *extra: str, ready_timeout_s: float = 240.0) -> Iterator[Node]:
+def run_node(config: Path, settings: Settings, *extra: str, ready_timeout_s: float = 240.0,
+             prefix: tuple[str, ...] = ()) -> Iterator[Node]:
     """`veratur --config CONFIG up EXTRA...`; yields once the banner is printed; stops it (SIGTERM) after.
-    Everything the node printed is left in node.log beside the config."""
-    argv = [sys.executable, "-m", "veratur.cli", "--config", str(config), "up", *extra]
+    Everything the node printed is left in node.log beside the config. `prefix` runs it through another program
+    that execs it (e.g. `ip netns exec NS`, testkit.netns)."""
+    argv = [*prefix, sys.executable, "-m", "veratur.cli", "--config", str(config), "up", *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             errors="replace", start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     node = Node(settings, proc)

@@ -194,6 +194,7 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         mpath=module_dir or find_module_dir(),
         ctl_socket=paths.ctl_socket,
         ctl_tcp=rpc_listen_line(settings),
+        **{f"stat_{name}": stat for name, stat in FRONT_DOOR_STATS.items()},
         reload_delta=RELOAD_DELTA_S,
         dispatcher_list=paths.dispatcher_list,
         ds_set=DISPATCHER_SET,
@@ -275,6 +276,23 @@ async def set_worker_state(paths: KamailioPaths, index: int, state: str) -> None
     await kamcmd(paths, "dispatcher.set_duid_state", state, str(DISPATCHER_SET), worker_duid(index))
 
 
+# Kamailio's own counts of new INVITEs by outcome (statistics module, group `script`).
+FRONT_DOOR_STATS = {"source": "calls_rejected_source_rate", "node": "calls_rejected_node_rate",
+                    "full": "calls_rejected_no_worker", "dispatched": "calls_dispatched"}
+
+
+async def front_door_counts(paths: KamailioPaths) -> dict[str, int]:
+    """{"source": n, "node": n, "full": n, "dispatched": n}: new INVITEs refused for the per-source share, the node's
+    rate, no free worker, and those dispatched, since Kamailio started (counted by Kamailio, whoever reads replies)."""
+    text = await kamcmd(paths, "stats.get_statistics", "script:")
+    return parse_front_door_counts(text)
+
+
+def parse_front_door_counts(text: str) -> dict[str, int]:
+    found = dict(re.findall(r"script:(\w+) = (\d+)", text))
+    return {name: int(found.get(stat, 0)) for name, stat in FRONT_DOOR_STATS.items()}
+
+
 async def worker_states(paths: KamailioPaths) -> dict[str, tuple[str, int]]:
     """{duid: (FLAGS, active call load)} as Kamailio's dispatcher sees them (e.g. {"w0": ("AP", 3)})."""
     text = await kamcmd(paths, "dispatcher.list")
@@ -286,6 +304,15 @@ async def worker_states(paths: KamailioPaths) -> dict[str, tuple[str, int]]:
         if duid and flags:
             states[duid.group(1)] = (flags.group(1), int(load.group(1)) if load else 0)
     return states
+
+
+async def rpc_at(target: str, *args: str, timeout_s: float = 5.0) -> str:
+    """kamcmd_at, and a fault Kamailio answers is an error too: kamcmd exits 0 and prints `error: CODE - REASON`
+    (e.g. `error: 500 - Ongoing reload` from a dispatcher.add refused within reload_delta)."""
+    out = await kamcmd_at(target, *args, timeout_s=timeout_s)
+    if out.startswith("error:"):
+        raise KamailioError(f"kamcmd {' '.join(args)}: {out.strip()[:200]}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -315,7 +342,7 @@ def parse_destinations(text: str) -> list[Destination]:
 async def destinations_at(target: str) -> list[Destination]:
     """Every destination of the dispatcher at `target`; [] while it has none (Kamailio answers 500 then)."""
     try:
-        text = await kamcmd_at(target, "dispatcher.list")
+        text = await rpc_at(target, "dispatcher.list")
     except KamailioError as exc:
         if "No Destination Sets" in str(exc):
             return []
@@ -392,6 +419,7 @@ loadmodule "pipelimit.so"
 loadmodule "htable.so"
 loadmodule "dispatcher.so"
 loadmodule "dialog.so"
+loadmodule "statistics.so"
 {uac}
 ####### Module parameters #########
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
@@ -408,6 +436,12 @@ modparam("pipelimit", "timer_interval", 1)
 # newcalls: new INVITEs per source address and second ("IP/epoch second" keys, gone 3 s later), so one flooding
 # source spends only its own share and not the node's whole rate.
 modparam("htable", "htable", "newcalls=>size=12;autoexpire=3;")
+# What the front door refused, counted by Kamailio itself (`kamcmd stats.get_statistics script:`): the figures of a
+# flood do not depend on a client reading every answer.
+modparam("statistics", "variable", "{stat_source}")
+modparam("statistics", "variable", "{stat_node}")
+modparam("statistics", "variable", "{stat_full}")
+modparam("statistics", "variable", "{stat_dispatched}")
 
 # dispatcher: call-load balancing over the workers, OPTIONS probing, load slots that expire.
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -548,23 +582,27 @@ route[NEWCALL] {{
         if ($var(from_source) == {rate_per_source} + 1) {{
             xlog("L_WARN", "event=call_rejected reason=source_rate_limit limit_per_s={rate_per_source} src=$si\n");
         }}
+        update_stat("{stat_source}", "+1");
         append_to_reply("Retry-After: {retry_rate}\r\n");
         sl_send_reply("503", "Too Many New Calls From This Address");
         exit;
     }}
     if (!pl_check("new_invites", "TAILDROP", "{rate}")) {{
         xlog("L_WARN", "event=call_rejected reason=rate_limit limit_per_s={rate} src=$si\n");
+        update_stat("{stat_node}", "+1");
         append_to_reply("Retry-After: {retry_rate}\r\n");
         sl_send_reply("503", "Too Many New Calls");
         exit;
     }}
     if (!ds_select_dst("{ds_set}", "{ds_alg}")) {{
         xlog("L_WARN", "event=call_rejected reason=no_worker_free src=$si\n");
+        update_stat("{stat_full}", "+1");
         append_to_reply("Retry-After: {retry_full}\r\n");
         sl_send_reply("503", "Service Unavailable");
         exit;
     }}
     xlog("L_INFO", "event=call_dispatched dst=$du src=$si\n");
+    update_stat("{stat_dispatched}", "+1");
     dlg_manage();
     record_route();
     t_on_reply("DISPATCH_REPLY");

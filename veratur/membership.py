@@ -53,7 +53,7 @@ class Membership:
         self.joined: set[str] = set()     # front doors that list every ready worker
 
     async def _rpc(self, target: str, *args: str) -> str:
-        return await kamailio.kamcmd_at(target, *args, timeout_s=RPC_TIMEOUT_S)
+        return await kamailio.rpc_at(target, *args, timeout_s=RPC_TIMEOUT_S)
 
     async def _rebuild(self, target: str, *args: str) -> None:
         """dispatcher.add / dispatcher.remove, retried while Kamailio refuses a rebuild too close to the last."""

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from foundation.config import Settings
 from veratur import kamailio
@@ -43,6 +44,15 @@ def _running_pid(settings: Settings) -> int | None:
     return pid
 
 
+def _alive(pid: int) -> bool:
+    """The node's process still runs (an exited one its parent has not reaped yet is a zombie: gone for us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def _drain(settings: Settings, args: argparse.Namespace) -> int:
     pid = _running_pid(settings)
     if pid is None:
@@ -57,9 +67,7 @@ def _drain(settings: Settings, args: argparse.Namespace) -> int:
         settings.node.drain_timeout_s + settings.sip.shutdown_grace_s + 2 * STOP_MARGIN_S)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             print(f"Node {settings.node_name} drained and stopped; start it again to rejoin", flush=True)
             return 0
         time.sleep(POLL_S)
