@@ -176,7 +176,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or urlparse(settings.dialogue.rasa_url).port or 5005
     action_port = args.action_port or settings.dialogue.action_server_port
     endpoints = write_endpoints(action_port, settings.path(settings.data_dir) / "rasa", settings.redis.url)
-    cmd = rasa_command(Path(model), port, endpoints)
-    print(f"rasa: {Path(model).name} on http://127.0.0.1:{port} (actions on {action_port})", flush=True)
+    # A dialogue node serves the media nodes: Rasa listens on dialogue.rasa_url's address, not only on loopback.
+    host = (urlparse(settings.dialogue.rasa_url).hostname or "127.0.0.1") if settings.node.role == "dialogue" \
+        else "127.0.0.1"
+    cmd = rasa_command(Path(model), port, endpoints, host=host)
+    print(f"rasa: {Path(model).name} on http://{host}:{port} (actions on {action_port})", flush=True)
     os.chdir(DIALOGS_DIR)
     os.execve(cmd[0], cmd, rasa_env())   # the supervisor manages rasa itself, with no wrapper in between

@@ -104,3 +104,17 @@ def test_dispatcher_list_parsing() -> None:
     assert kamailio.parse_destinations(text) == [
         kamailio.Destination("sip:10.9.0.2:5070", "m1.w0", "AP", 3),
         kamailio.Destination("sip:10.9.0.3:5070", "m2.w0", "DX", 0)]
+
+
+def test_roles_example_serves_every_host(tmp_path: Path) -> None:
+    from foundation.paths import REPO_ROOT
+    example = REPO_ROOT / "config" / "examples" / "scaleout-roles.yml"
+    front = load_settings(example, environ={})
+    media = load_settings(example, environ={"VERATUR__NODE__ROLE": "media", "VERATUR__NODE_NAME": "media-1",
+                                            "VERATUR__SIP__BIND_ADDRESS": "10.0.0.21"})
+    assert media.worker_sources() == ["10.0.0.11/32"]       # the workers take calls from the front door only
+    front = front.model_copy(update={"node": front.node.model_copy(update={"role": "front"}),
+                                     "data_dir": tmp_path})
+    assert 'binrpc", "tcp:10.0.0.11:2046"' in kamailio.render_config(front, kamailio.KamailioPaths(tmp_path),
+                                                                     module_dir="/mods")
+    assert names(media) == [f"ivr-{i}" for i in range(4)]
