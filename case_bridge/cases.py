@@ -28,9 +28,9 @@ log = logging.getLogger("case_bridge.cases")
 _DUMMY_PIN_HASH = hashing.hash_pin("0000")   # verified against when a folio is unknown: same timing either way
 
 
-def verification_keys(folio: str, client: str | None) -> list[str]:
-    """The lockout counters one verification of `folio` by `client` reads and counts."""
-    return [f"folio:{folio}"] + ([f"client:{client}"] if client else [])
+def verification_keys(folio: str, client: str | None, call: str | None = None) -> list[str]:
+    """The lockout counters one verification of `folio` by `client` (in phone call `call`) reads and counts."""
+    return [f"folio:{folio}"] + ([f"client:{client}"] if client else []) + ([f"call:{call}"] if call else [])
 
 
 def client_throttle(keys: list[str], locks: list[Lock]) -> float:
@@ -113,14 +113,16 @@ class Cases:
         return OpenedCase(case_snapshot(s, case.folio), pin, True)
 
     def status_for(self, folio_text: str, *, pin: str | None = None, curp_last4: str | None = None,
-                   client: str | None = None, timeline: bool = True) -> StatusResult:
+                   client: str | None = None, call: str | None = None, timeline: bool = True) -> StatusResult:
+        """Verify and answer a case's status. `client` is who asks (an address, a caller number: slowed after many
+        failures), `call` the phone call it comes from (its failures end verifying in that call)."""
         try:
             folio = folios.normalize(folio_text)
         except MalformedFolio as exc:
             return StatusResult("malformed", message=str(exc))
         if not pin and not curp_last4:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
-        keys = verification_keys(folio, client)
+        keys = verification_keys(folio, client, call)
         locks = self.uow.limiter.check_many(keys)
         if any(lock.locked for lock in locks):
             return locked_result(locks)
@@ -159,19 +161,27 @@ class Cases:
                 self.uow.limiter.succeed(key)
 
     def count_denial(self, folio: str, keys: list[str]) -> StatusResult:
-        """After a failed verification: count it on every key (folio and client); locked once a limit is hit."""
+        """After a failed verification: count it on every key (folio, client, call); locked once a limit is hit.
+        A call from a client already being slowed is locked at its first failure: a phone turn cannot be held for
+        the delay (the dialogue would time out), so each further guess from that number costs a new call."""
         worst = None
         throttle = 0.0
-        for key in keys:
+        locked: list[Lock] = []
+        for key in keys:        # every key counts the failure, even once one of them is locked by it
             lock = self.uow.limiter.fail(key)
             if key.startswith("folio:"):
                 worst = lock
             elif key.startswith("client:"):
                 throttle = client_delay_s(lock.failures)
+            elif key.startswith("call:") and throttle and not lock.locked:
+                lock = self.uow.limiter.lock(key)
             if lock.locked:
-                log.warning(kv(event="verification_locked", key=key.split(":")[0], case=folio))
-                return StatusResult("locked", retry_after_s=lock.retry_after_s, attempts_left=0,
-                                    message="demasiados intentos; espere e intente más tarde", throttle_s=throttle)
+                log.warning(kv(event="verification_locked", key=key.split(":")[0], case=folio,
+                               lock_s=lock.retry_after_s))
+                locked.append(lock)
+        if locked:
+            return StatusResult("locked", retry_after_s=max(lock.retry_after_s for lock in locked), attempts_left=0,
+                                message="demasiados intentos; espere e intente más tarde", throttle_s=throttle)
         left = FOLIO_MAX_FAILURES - worst.failures if worst else None
         return StatusResult("denied", attempts_left=left, message="el folio o la verificación no coinciden",
                             throttle_s=throttle)

@@ -7,6 +7,13 @@ slowed by `client_delay_s`, never refused, so someone walking through many folio
 the citizens who share the address). Redis holds them so every web node and IVR worker shares the same count. If Redis can't be
 reached, the same counters live in the `verification_attempts` table (the fallback is logged); counts taken during
 a Redis outage are not merged back, which at worst grants a few extra attempts once — never unlimited ones.
+
+Across addresses and calls, what bounds guessing one case's 4-digit PIN is the folio lock: each new lock of the
+same folio less than `LOCK_MEMORY_S` after the previous one lasts twice as long as the one before (15 min, 30 min, 1 h ... at most
+`MAX_LOCKOUT_S`), so a botnet gets about 20 guesses a day instead of 288 (issue 13). A verified lookup does not
+forget the earlier locks (the attacker must not be able to rely on the citizen resetting them); staff's reset does.
+On the phone, a third counter is kept per call (`call:<call id>`): `CALL_MAX_FAILURES` failed verifications end
+verifying in that call, whatever folios were tried and whatever caller number the call claims.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ log = logging.getLogger("case_bridge.ratelimit")
 
 FOLIO_MAX_FAILURES = 3
 CLIENT_MAX_FAILURES = 10
+CALL_MAX_FAILURES = 5             # failed verifications in one phone call, over all folios tried in it
 OPEN_MAX_PER_WINDOW = 60          # cases one client may open through the unauthenticated API per window
 # Staff sign-in (case_bridge.web.staff): `login:<user>@<address>` locks after CLIENT_MAX_FAILURES (only that pair:
 # an outsider cannot lock a colleague elsewhere out), `login-from:<address>` after this many across usernames
@@ -45,6 +53,16 @@ def client_delay_s(failures: int) -> float:
     return min(2.0 ** ((failures - CLIENT_MAX_FAILURES) / 5), CLIENT_MAX_DELAY_S)
 WINDOW_S = 15 * 60
 LOCKOUT_S = 15 * 60
+MAX_LOCKOUT_S = 24 * 3600
+LOCK_MEMORY_S = 24 * 3600        # how long a folio's earlier locks count towards the length of its next one
+
+
+def lockout_s(key: str, locks_before: int) -> int:
+    """How long the lock set now on `key` lasts, after `locks_before` earlier locks of it within LOCK_MEMORY_S:
+    folio locks double each time (a PIN guessed across many addresses); other keys always LOCKOUT_S."""
+    if not key.startswith("folio:"):
+        return LOCKOUT_S
+    return int(min(LOCKOUT_S * 2 ** min(locks_before, 16), MAX_LOCKOUT_S))
 REDIS_TIMEOUT_S = 0.25
 
 # The lockout check of every status lookup, in one command: for each (lock key, failure key) pair, the lock's TTL
@@ -99,6 +117,8 @@ class AttemptLimiter:
             return LOGIN_ADDRESS_MAX_FAILURES
         if key.startswith("client:"):
             return NEVER                       # counted for client_delay_s, never locked
+        if key.startswith("call:"):
+            return CALL_MAX_FAILURES
         return OPEN_MAX_PER_WINDOW if key.startswith("open:") else CLIENT_MAX_FAILURES
 
     # -- queries ------------------------------------------------------------------------------------------
@@ -127,15 +147,37 @@ class AttemptLimiter:
                 pipe.expire(fail_key, WINDOW_S, nx=True)
                 failures = int(pipe.execute()[0])
                 if failures >= self._limit(key):
-                    self._redis.set(f"{self._prefix}:lock:{key}", 1, ex=LOCKOUT_S)
+                    seconds = self._redis_lock(key)
                     self._redis.delete(fail_key)
                     self.last_backend = "redis"
-                    return Lock(True, LOCKOUT_S, failures)
+                    return Lock(True, seconds, failures)
                 self.last_backend = "redis"
                 return Lock(False, 0, failures)
             except redis.RedisError as exc:
                 self._fallback(exc)
         return self._db_fail(key)
+
+    def _redis_lock(self, key: str) -> int:
+        assert self._redis is not None
+        history = f"{self._prefix}:locks:{key}"
+        pipe = self._redis.pipeline()
+        pipe.incr(history)
+        pipe.expire(history, LOCK_MEMORY_S)
+        seconds = lockout_s(key, int(pipe.execute()[0]) - 1)
+        self._redis.set(f"{self._prefix}:lock:{key}", 1, ex=seconds)
+        return seconds
+
+    def lock(self, key: str) -> Lock:
+        """Lock `key` now, whatever its count (a call whose caller number is already being slowed)."""
+        if self._redis is not None:
+            try:
+                seconds = self._redis_lock(key)
+                self._redis.delete(f"{self._prefix}:fail:{key}")
+                self.last_backend = "redis"
+                return Lock(True, seconds, 0)
+            except redis.RedisError as exc:
+                self._fallback(exc)
+        return self._db_fail(key, force=True)
 
     def hit(self, key: str) -> Lock:
         """Count one use of a rate-limited action (same counter as `fail`)."""
@@ -159,13 +201,15 @@ class AttemptLimiter:
         """Lift a lock (staff action after checking the citizen's identity)."""
         if self._redis is not None:
             try:
-                self._redis.delete(f"{self._prefix}:fail:{key}", f"{self._prefix}:lock:{key}")
+                self._redis.delete(f"{self._prefix}:fail:{key}", f"{self._prefix}:lock:{key}",
+                                   f"{self._prefix}:locks:{key}")
             except redis.RedisError as exc:
                 self._fallback(exc)
         with self._sessions() as s, s.begin():
-            row = s.get(VerificationAttempt, key)
-            if row is not None:
-                s.delete(row)
+            for row_key in (key, f"locks:{key}"):
+                row = s.get(VerificationAttempt, row_key)
+                if row is not None:
+                    s.delete(row)
 
     # -- database fallback --------------------------------------------------------------------------------
     def _fallback(self, exc: Exception) -> None:
@@ -184,26 +228,37 @@ class AttemptLimiter:
                 return Lock(True, int((row.locked_until - now).total_seconds()) + 1, row.failures)
             return Lock(False, 0, row.failures)
 
-    def _db_fail(self, key: str) -> Lock:
+    def _db_fail(self, key: str, *, force: bool = False) -> Lock:
         now = utcnow()
         with self._sessions() as s, s.begin():
-            row = s.execute(select(VerificationAttempt).where(VerificationAttempt.key == key)
-                            .with_for_update()).scalar_one_or_none()
-            if row is None:
-                row = VerificationAttempt(key=key, failures=0, window_started_at=now)
-                s.add(row)
-            elif not _locked(row, now) and (row.locked_until is not None
-                                            or now - row.window_started_at > timedelta(seconds=WINDOW_S)):
-                row.failures, row.window_started_at, row.locked_until = 0, now, None
+            row = _row_for_update(s, key, now, WINDOW_S)
             row.failures += 1
-            if row.failures >= self._limit(key):
-                row.locked_until = now + timedelta(seconds=LOCKOUT_S)
-                return Lock(True, LOCKOUT_S, row.failures)
+            if force or row.failures >= self._limit(key):
+                # the lock history: a row `locks:<key>` whose count is the number of locks within LOCK_MEMORY_S
+                history = _row_for_update(s, f"locks:{key}", now, LOCK_MEMORY_S)
+                seconds = lockout_s(key, history.failures)
+                history.failures, history.window_started_at = history.failures + 1, now   # memory from the last lock
+                row.locked_until = now + timedelta(seconds=seconds)
+                return Lock(True, seconds, row.failures)
             return Lock(False, 0, row.failures)
 
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
+
+
+def _row_for_update(s: Session, key: str, now: datetime, window_s: int) -> VerificationAttempt:
+    """The counter row of `key`, locked for this transaction; a new window once the last one ended."""
+    row = s.execute(select(VerificationAttempt).where(VerificationAttempt.key == key)
+                    .with_for_update()).scalar_one_or_none()
+    if row is None:
+        row = VerificationAttempt(key=key, failures=0, window_started_at=now)
+        s.add(row)
+        s.flush()
+    elif not _locked(row, now) and (row.locked_until is not None
+                                    or now - row.window_started_at > timedelta(seconds=window_s)):
+        row.failures, row.window_started_at, row.locked_until = 0, now, None
+    return row
 
 
 def _locked(row: VerificationAttempt, now: datetime) -> bool:

@@ -89,7 +89,8 @@ class CallbackConversation:
                 rest += await talk.digits(PIN_DIGITS - 1 - len(rest), self.key_timeout_s)
             pin = first + rest
             await talk.note(f"(PIN, {len(pin)} dígitos)", "dtmf_pin")
-            result = await asyncio.to_thread(self.service.status_for, job.folio, pin=pin, timeline=False)
+            result = await asyncio.to_thread(self.service.status_for, job.folio, pin=pin, call=talk.call_id,
+                                             timeline=False)
             if result.reason == "ok" and result.case is not None:
                 break
             if attempt == PIN_TRIES - 1 or result.reason == "locked":

@@ -118,7 +118,8 @@ class ValidateStatusForm(UsesResources, FormValidationAction):
         pin, curp_last4 = (chars, None) if chars.isdigit() else (None, chars)
         try:
             result = await asyncio.to_thread(functools.partial(
-                cases.status_for, folio, pin=pin, curp_last4=curp_last4, client=meta.caller_number))
+                cases.status_for, folio, pin=pin, curp_last4=curp_last4, client=meta.caller_number,
+                call=meta.call_id))     # failures per call too: the caller number is spoofable
         except Exception as exc:  # the database is down: say so, keep no data, offer the agent
             log.error(kv(event="status_failed", call_id=meta.call_id, case=folio, error=type(exc).__name__))
             say(dispatcher, "En este momento no puedo consultar los trámites.")

@@ -273,6 +273,32 @@ async def test_unknown_folio_is_a_clear_answer_and_a_retry(resources: Resources)
     assert "No encontré un trámite con ese folio" in said(d)
 
 
+async def test_one_call_cannot_walk_through_folios_with_changing_caller_numbers(resources: Resources,
+                                                                              opened: tuple[str, str]) -> None:
+    """The caller number is whatever the From header claims: the call itself counts the failed verifications (issue
+    13), so after CALL_MAX_FAILURES in one call even a right PIN is refused in it and the agent is offered."""
+    from case_bridge.folio import damm_digit
+    from case_bridge.ratelimit import CALL_MAX_FAILURES
+    folio, pin = opened
+    call_id = f"walk-{uuid.uuid4().hex}@test"
+    form = ValidateStatusForm(resources)
+    results = []
+    for _ in range(CALL_MAX_FAILURES):
+        payload = str(uuid.uuid4().int)[:7]
+        meta = {"caller_number": caller_number(), "call_id": call_id}
+        results.append(await form.validate_verification("1234", CollectingDispatcher(), tracker(
+            "1234", "inform_number", slots={"folio": payload + damm_digit(payload)}, metadata=meta), {}))
+    assert results[0] == {"folio": None, "verification": None}
+    assert results[-1] == {"verification": "locked", "status_result": "locked"}
+    d = CollectingDispatcher()
+    result = await form.validate_verification(pin, d, tracker(pin, "inform_number", slots={"folio": folio}, metadata={
+        "caller_number": caller_number(), "call_id": call_id}), {})
+    assert result["status_result"] == "locked" and "Estado" not in said(d)
+    result = await form.validate_verification(pin, CollectingDispatcher(), tracker(pin, "inform_number", slots={
+        "folio": folio}, metadata={"caller_number": caller_number(), "call_id": f"next-{call_id}"}), {})
+    assert result["status_result"] == "ok"                     # the next call may verify
+
+
 async def test_zero_at_the_folio_prompt_means_agent(resources: Resources) -> None:
     result = await ValidateStatusForm(resources).validate_folio("0", CollectingDispatcher(),
                                                                 tracker("/dtmf", "dtmf"), {})
