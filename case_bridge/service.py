@@ -20,9 +20,10 @@ Cases
         an idempotent retry with the same key returns the same folio and PIN, `created=False`). `call_id` (SIP
         Call-ID) links the case to that call and records the phone Interaction with `summary`.
     status_for(folio_text, *, pin: str | None = None, curp_last4: str | None = None, client: str | None = None,
-               timeline: bool = True) -> StatusResult
+               call: str | None = None, timeline: bool = True) -> StatusResult
         Citizen-side lookup. reason: ok | malformed (bad length/check digit: not counted) | denied (unknown folio
-        or wrong verification, indistinguishable) | locked (3 failures on the folio, or 10 from one `client`).
+        or wrong verification, indistinguishable) | locked (3 failures on the folio: 15 min, doubling for each
+        lock within a day; or 5 in the phone call `call`; a `client` with 10 failures is slowed by `throttle_s`).
         timeline=False: `case.interactions` empty and `case.history` only the last change (one SQL statement:
         the hot path for the phone line and the status API).
     find_case(folio_text) -> CaseView | None            staff/internal lookup, no verification: never for citizens
@@ -64,6 +65,7 @@ Kiosks (case_bridge/kiosks.py: enrolled devices of /kiosco)
     revoke_kiosk(kiosk_id);  kiosk_for_token(token) -> KioskView | None (None if unknown or revoked);  list_kiosks()
 Staff and catalog
     create_staff(username, password, role, display_name="") -> StaffView;  set_password(username, password)
+    set_active(username, active)   a password change or a deactivation ends the user's sessions everywhere
     authenticate(username, password) -> StaffView | None;  get_staff(staff_id) -> StaffView | None
     upsert_tramites(Iterable[TramiteInfo]) -> int;  list_tramites() -> list[TramiteInfo];  get_tramite(id)
 

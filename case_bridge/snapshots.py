@@ -1,6 +1,7 @@
 """Frozen snapshots (`case_bridge.views`) built from rows, and the one-statement status read of the hot path."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -51,7 +52,13 @@ def tramite_info(t: Tramite) -> TramiteInfo:
 
 
 def staff_view(u: StaffUser) -> StaffView:
-    return StaffView(u.id, u.username, u.role, u.display_name, u.active)
+    return StaffView(u.id, u.username, u.role, u.display_name, u.active, credential_stamp(u.password_hash))
+
+
+def credential_stamp(password_hash: str) -> str:
+    """A short digest of the stored password hash (salted: every password change gives a new one). Kept in the
+    session, so a password change ends the sessions signed in before it, in every web process, Redis or not."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def case_view(c: Case) -> CaseView:

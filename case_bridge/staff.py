@@ -54,7 +54,21 @@ class StaffDirectory:
             user = s.execute(select(StaffUser).where(StaffUser.username == username)).scalar_one_or_none()
             if user is None:
                 raise InvalidInput(f"usuario desconocido: {username}")
-            user.password_hash = hashing.hash_secret(password)
+            user.password_hash = hashing.hash_secret(password)   # a new stamp: earlier sessions end (views.py)
+            log.info(kv(event="staff_password_set", user=username))
+
+        self.uow.write(work)
+
+    def set_active(self, username: str, active: bool) -> None:
+        """Deactivate (or reactivate) an account. Every web process re-reads the account on each request, so a
+        deactivated user's sessions end at their next request, wherever they were signed in."""
+
+        def work(s: Session) -> None:
+            user = s.execute(select(StaffUser).where(StaffUser.username == username)).scalar_one_or_none()
+            if user is None:
+                raise InvalidInput(f"usuario desconocido: {username}")
+            user.active = active
+            log.info(kv(event="staff_active_set", user=username, active=active))
 
         self.uow.write(work)
 

@@ -175,6 +175,7 @@ class StaffView:
     role: str
     display_name: str
     active: bool
+    credential_stamp: str = ""   # changes with the password: a session signed in before a change is refused
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     user.add_argument("--role", required=True, choices=["agent", "clerk", "supervisor", "admin"])
     user.add_argument("--name", default="", help="display name")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    pw = sub.add_parser("set-password", help="change a staff user's password (their sessions end)")
+    pw.add_argument("username")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    off = sub.add_parser("deactivate-user", help="deactivate a staff user (their sessions end at once)")
+    off.add_argument("username")
     seed = sub.add_parser("seed", help="load the trámite catalog into the database")
     seed.add_argument("--demo", action="store_true", help="also create a demo citizen and case (prints folio+PIN)")
     sub.add_parser("purge", help="delete call details and transcripts older than retention.* (case_bridge.retention)")
@@ -73,12 +78,20 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.db_command == "purge":
             return purge_now(settings, svc)
-        if args.db_command == "create-user":
-            if args.password_stdin:
-                password = sys.stdin.readline().rstrip("\n")
-            else:
-                password = getpass.getpass("contraseña: ")
+        if args.db_command in ("create-user", "set-password", "deactivate-user"):
             try:
+                if args.db_command == "deactivate-user":
+                    svc.set_active(args.username, False)
+                    print(f"db: user {args.username} deactivated; their sessions have ended")
+                    return 0
+                if args.password_stdin:
+                    password = sys.stdin.readline().rstrip("\n")
+                else:
+                    password = getpass.getpass("contraseña: ")
+                if args.db_command == "set-password":
+                    svc.set_password(args.username, password)
+                    print(f"db: password of {args.username} changed; their earlier sessions have ended")
+                    return 0
                 user = svc.create_staff(args.username, password, args.role, args.name)
             except CaseBridgeError as exc:
                 print(f"db: {exc}", file=sys.stderr)

@@ -213,7 +213,8 @@ def sign_in(request: web.Request, staff: StaffView) -> None:
     session = session_of(request)
     session.clear()
     now = time.time()
-    session["staff"] = {"id": staff.id, "u": staff.username, "role": staff.role, "iat": now, "seen": now}
+    session["staff"] = {"id": staff.id, "u": staff.username, "role": staff.role, "iat": now, "seen": now,
+                        "cred": staff.credential_stamp}
     rotate(request)
 
 
@@ -239,8 +240,8 @@ async def current_staff(request: web.Request) -> StaffView | None:
     if revocations is not None and issued <= await asyncio.to_thread(revocations.not_before, info["id"]):
         return None                     # logged out, or ended by an administrator, since this sign-in
     staff = await asyncio.to_thread(request.app[SERVICE].get_staff, info["id"])
-    if staff is None or staff.role != info.get("role"):
-        return None
+    if staff is None or staff.role != info.get("role") or staff.credential_stamp != info.get("cred"):
+        return None                     # deactivated, role changed, or password changed since this sign-in
     if now - seen > SEEN_REFRESH_S:
         session["staff"] = {**info, "seen": now}
     return staff

@@ -92,3 +92,35 @@ async def test_idle_and_old_sessions_end(two_processes: tuple[TestClient, TestCl
     assert await _open_with(one, forged(iat=now - SESSION_TTL_S - 5, seen=now)) == 302
     legacy = {**data, "staff": {k: v for k, v in data["staff"].items() if k not in ("iat", "seen")}}
     assert await _open_with(one, signer.dumps(legacy)) == 302        # a cookie from before this change
+
+
+async def test_a_password_change_ends_the_earlier_sessions_in_every_process(
+        two_processes: tuple[TestClient, TestClient], svc: CaseService) -> None:  # type: ignore[type-arg]
+    """The password hash is salted, so its stamp in the session changes with every change: no Redis involved (a
+    lost Redis write cannot keep a stolen session alive past the password change)."""
+    one, two = two_processes
+    cookie, staff_id = await _sign_in(one, svc)
+    staff = svc.get_staff(staff_id)
+    assert staff is not None
+    assert await _open_with(one, cookie) == 200 and await _open_with(two, cookie) == 200
+    svc.set_password(staff.username, "otra-contraseña-larga")      # e.g. `veratur db set-password`
+    assert await _open_with(one, cookie) == 302 and await _open_with(two, cookie) == 302
+    page = await (await two.get("/staff/login")).text()
+    token = re.search(r'name="_csrf" value="([^"]+)"', page)
+    assert token
+    r = await two.post("/staff/login", allow_redirects=False, data={
+        "_csrf": token.group(1), "usuario": staff.username, "contrasena": "otra-contraseña-larga"})
+    assert r.status == 303
+    fresh = two.session.cookie_jar.filter_cookies(two.make_url("/"))[COOKIE].value
+    assert await _open_with(one, fresh) == 200                      # signed in after the change: fine
+
+
+async def test_deactivating_a_user_ends_their_sessions_in_every_process(
+        two_processes: tuple[TestClient, TestClient], svc: CaseService) -> None:  # type: ignore[type-arg]
+    one, two = two_processes
+    cookie, staff_id = await _sign_in(one, svc)
+    staff = svc.get_staff(staff_id)
+    assert staff is not None and await _open_with(two, cookie) == 200
+    svc.set_active(staff.username, False)                          # e.g. `veratur db deactivate-user`
+    assert await _open_with(one, cookie) == 302 and await _open_with(two, cookie) == 302
+    assert svc.authenticate(staff.username, PASSWORD) is None
