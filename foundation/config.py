@@ -184,6 +184,10 @@ class NodeConfig(_Section):
     role: Literal["all", "front", "media", "dialogue"] = "all"
     front_doors: list[str] = []        # media: IP of each front node (its Kamailio RPC at rpc_port)
     rpc_port: int = Field(2046, ge=1, le=65535)   # front: where Kamailio's RPC listens on sip.bind_address
+    # front, two front doors: the address they share (VRRP/keepalived moves it to the survivor). Kamailio also
+    # listens on it (the host needs net.ipv4.ip_nonlocal_bind=1 while the other holds it) and record-routes
+    # every call with it, so a call's BYE reaches whichever front door holds it now.
+    shared_address: str | None = None
     # media: how often each front door's dispatcher is checked and missing workers (a restarted front door)
     # added again
     register_interval_s: float = Field(5.0, ge=0.5, le=300)
@@ -201,6 +205,13 @@ class NodeConfig(_Section):
                 raise ValueError(f"{item!r} is not an IP address (a front node's address)") from None
         if len(set(value)) != len(value):
             raise ValueError("front door addresses must be unique")
+        return value
+
+    @field_validator("shared_address")
+    @classmethod
+    def _shared_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
         return value
 
     @model_validator(mode="after")
@@ -270,6 +281,8 @@ class TurnsConfig(_Section):
     max_no_match: int = Field(3, ge=1, le=10)
     endpoint_silence_ms_free: int = Field(900, ge=100, le=5000)
     endpoint_silence_ms_closed: int = Field(450, ge=100, le=5000)
+    # an incomplete spoken digit string (Whisper reads it at the closed silence) waits this long for its next group
+    endpoint_silence_ms_digits: int = Field(1200, ge=100, le=5000)
     barge_in_min_speech_ms: int = Field(200, ge=0, le=2000)
     dtmf_inter_digit_timeout_s: float = Field(3.0, gt=0, le=30)
     max_call_duration_s: int = Field(900, ge=10, le=86400)
@@ -426,7 +439,8 @@ class Settings(_Section):
         if self.sip.front_doors:
             return list(self.sip.front_doors)
         if self.node.role == "media":
-            return [f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}" for ip in self.node.front_doors]
+            shared = [self.node.shared_address] if self.node.shared_address else []
+            return [f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}" for ip in self.node.front_doors + shared]
         return [self.sip.bind_address]
 
     def path(self, value: Path | str) -> Path:

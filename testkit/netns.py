@@ -43,12 +43,18 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _delete(ns: str) -> None:
-    """Kill whatever still runs inside `ns`, then delete it (its veths go with it)."""
+def kill_all(ns: str) -> int:
+    """SIGKILL every process inside `ns` (a host lost at once). How many there were."""
     pids = _ip("netns", "pids", ns, check=False).stdout.split()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
             os.kill(int(pid), signal.SIGKILL)
+    return len(pids)
+
+
+def _delete(ns: str) -> None:
+    """Kill whatever still runs inside `ns`, then delete it (its veths go with it)."""
+    kill_all(ns)
     _ip("netns", "del", ns, check=False)
 
 
@@ -86,6 +92,25 @@ class Topology:
 
     def address(self, host: str) -> str:
         return self.addresses[host]
+
+    def shared(self, index: int = 100) -> str:
+        """An extra address on the subnet (e.g. a virtual address that moves between hosts)."""
+        return f"{self.subnet}.{index}"
+
+    def move_address(self, address: str, to: str, from_: str | None = None) -> None:
+        """What VRRP (keepalived) does when the holder is lost: the address leaves `from_` and appears on `to`;
+        the others' neighbour caches are flushed, as keepalived's gratuitous ARP makes them learn the new owner."""
+        if from_ is not None:
+            _ip("-n", self.hosts[from_], "addr", "del", f"{address}/24", "dev", "eth0", check=False)
+        _ip("-n", self.hosts[to], "addr", "add", f"{address}/24", "dev", "eth0")
+        for name, ns in self.hosts.items():
+            if name != to:
+                _ip("-n", ns, "neigh", "flush", "all", check=False)
+
+    def allow_nonlocal_bind(self, host: str) -> None:
+        """net.ipv4.ip_nonlocal_bind=1 in `host` (a standby listens on the shared address before it holds it)."""
+        subprocess.run(self.argv(host, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind"]), check=True,
+                       timeout=10)
 
     def argv(self, host: str, argv: list[str]) -> list[str]:
         """`argv` run inside `host`'s namespace (`ip netns exec` execs it: the pid is the program's own)."""

@@ -173,6 +173,16 @@ def rpc_listen_line(settings: Settings) -> str:
     return f'modparam("ctl", "binrpc", "tcp:{_host(settings.sip.bind_address)}:{settings.node.rpc_port}")\n'
 
 
+def _record_route(shared: str | None, port: int) -> str:
+    """record_route(), or with a shared front-door address the Record-Route that names it (whichever front door
+    holds the address receives the call's in-dialog requests, also after the other one is lost)."""
+    if not shared:
+        return "record_route();"
+    uri = f"{_host(shared)}:{port}"
+    return (f'if ($proto == "tcp") {{ record_route_preset("{uri};transport=tcp"); }} '
+            f'else {{ record_route_preset("{uri}"); }}')
+
+
 def rpc_target(address: str, port: int) -> str:
     """kamcmd's -s value for a front door's RPC over TCP."""
     return f"tcp:{_host(address)}:{port}"
@@ -184,6 +194,9 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
     host = _host(sip.bind_address)
     advertise = f" advertise {_host(sip.public_address)}:{sip.port}" if sip.public_address else ""
     listens = "\n".join(f"listen={proto}:{host}:{sip.port}{advertise}" for proto in sip.transports)
+    shared = settings.node.shared_address if settings.node.role == "front" else None
+    if shared:
+        listens += "\n" + "\n".join(f"listen={proto}:{_host(shared)}:{sip.port}" for proto in sip.transports)
     hash_expire = settings.turns.max_call_duration_s + HASH_EXPIRE_MARGIN_S
     return _TEMPLATE.format(
         node=settings.node_name,
@@ -215,6 +228,7 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         mtu_proto="TCP" if "tcp" in sip.transports else "UDP",
         max_message=MAX_MESSAGE_BYTES,
         dlg_profile=DIALOG_PROFILE,
+        record_route=_record_route(shared, sip.port),
         dlg_timeout=hash_expire,
         uac=registrations.render_modules(settings, paths.db_dir, module_dir=module_dir),
         outbound_check=registrations.render_outbound_check(settings),
@@ -604,7 +618,7 @@ route[NEWCALL] {{
     xlog("L_INFO", "event=call_dispatched dst=$du src=$si\n");
     update_stat("{stat_dispatched}", "+1");
     dlg_manage();
-    record_route();
+    {record_route}
     t_on_reply("DISPATCH_REPLY");
     t_on_failure("DISPATCH_FAILURE");
     if (!t_relay()) {{

@@ -118,3 +118,15 @@ def test_roles_example_serves_every_host(tmp_path: Path) -> None:
     assert 'binrpc", "tcp:10.0.0.11:2046"' in kamailio.render_config(front, kamailio.KamailioPaths(tmp_path),
                                                                      module_dir="/mods")
     assert names(media) == [f"ivr-{i}" for i in range(4)]
+
+
+async def test_shared_front_door_address_is_listened_on_and_record_routed(tmp_path: Path) -> None:
+    s = settings(tmp_path, node__role="front", node__shared_address="127.0.0.77", sip__transports="[udp, tcp]")
+    paths = kamailio.write_config(s)
+    await kamailio.check_config(paths)            # kamailio -c accepts it (listening on an address not yet held)
+    text = paths.cfg.read_text()
+    assert "listen=udp:127.0.0.77:5060" in text and "listen=tcp:127.0.0.77:5060" in text
+    assert 'record_route_preset("127.0.0.77:5060;transport=tcp")' in text
+    assert 'record_route_preset("127.0.0.77:5060")' in text
+    media = settings(tmp_path, node__role="media", node__front_doors="[10.9.0.1]", node__shared_address="10.9.0.100")
+    assert media.worker_sources() == ["10.9.0.1/32", "10.9.0.100/32"]

@@ -12,13 +12,11 @@ The workers run the SIP-only demo handler (routing across hosts is what is teste
 tests/node/test_node_up.py). All nodes share one SQLite case file (the namespaces share the file system)."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,10 +24,8 @@ import psutil
 import pytest
 
 from testkit import netns
-from testkit.demo_handler import DEMO_APP
-from testkit.node import Node, caller_scenario, run_node, write_settings
-from testkit.sipp import screen_counts, sipp_binary
-from veratur import kamailio
+from testkit.node import Node
+from testkit.scaleout import CALLS_PER_WORKER, WORKERS, Cluster, active, dispatched, load
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow]
 
@@ -37,8 +33,6 @@ WHY_NOT = netns.unavailable()
 if WHY_NOT:
     pytestmark.append(pytest.mark.skip(reason=f"scale-out topology in network namespaces: {WHY_NOT}"))
 
-SIP_PORT = 5060
-WORKERS = 2
 HOSTS = ["front", "m1", "m2", "caller"]
 
 
@@ -46,78 +40,6 @@ HOSTS = ["front", "m1", "m2", "caller"]
 def topo() -> Iterator[netns.Topology]:
     with netns.topology(HOSTS) as t:
         yield t
-
-
-def node_config(tmp_path: Path, topo: netns.Topology, host: str, **node: object) -> tuple[Path, object]:
-    d = tmp_path / host
-    d.mkdir()
-    return write_settings(
-        d, node_name=f"{host}-{topo.tag}", node=node,
-        sip={"bind_address": topo.address(host), "port": SIP_PORT, "worker_base_port": 5070, "workers": WORKERS,
-             "allowed_peers": [topo.network], "shutdown_grace_s": 20.0, "rtp_port_start": 20000,
-             "rtp_port_range": 400, "new_calls_per_second": 50, "new_calls_per_source_per_second": 50},
-        database={"url": f"sqlite:///{tmp_path / 'shared.db'}"}, asr={"model": "ko-test"})
-
-
-class Cluster:
-    def __init__(self, tmp_path: Path, topo: netns.Topology) -> None:
-        self.tmp, self.topo = tmp_path, topo
-        self.front_cfg, self.front_settings = node_config(tmp_path, topo, "front", role="front")
-        self.media = {h: node_config(tmp_path, topo, h, role="media", front_doors=[topo.address("front")],
-                                     register_interval_s=1.0, drain_timeout_s=60.0) for h in ("m1", "m2")}
-        self.ctl = kamailio.KamailioPaths.for_settings(self.front_settings)   # its unix socket: a file, reachable
-        self.media_base = 30000                 # the caller namespace is the test's own: ports need no probing
-
-    def run(self, host: str) -> contextlib.AbstractContextManager[Node]:
-        if host == "front":
-            return run_node(self.front_cfg, self.front_settings, "--no-web", prefix=tuple(self.topo.argv(host, [])))
-        cfg, settings = self.media[host]
-        return run_node(cfg, settings, "--ivr-app", DEMO_APP, prefix=tuple(self.topo.argv(host, [])))
-
-    def dests(self) -> list[kamailio.Destination]:
-        return asyncio.run(kamailio.destinations_at(f"unix:{self.ctl.ctl_socket}"))
-
-    def of(self, host: str) -> list[kamailio.Destination]:
-        return [d for d in self.dests() if d.uri.startswith(f"sip:{self.topo.address(host)}:")]
-
-    def wait(self, what: str, check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value or time.monotonic() > deadline:
-                assert value, f"{what}: not within {timeout_s} s; dispatcher: {self.dests()}"
-                return value
-            time.sleep(0.3)
-
-    def calls(self, name: str, calls: int, hold_ms: int, rate: float = 20) -> subprocess.Popen[bytes]:
-        """sipp from the caller namespace through the front door; screen in logs/<name>.log."""
-        logs = self.tmp / "logs"
-        logs.mkdir(exist_ok=True)
-        scenario = caller_scenario(self.tmp, None)
-        out = (logs / f"{name}.log").open("wb")
-        self.media_base += 4 * calls + 8
-        argv = [sipp_binary(), "-sf", str(scenario), "-i", self.topo.address("caller"), "-p", "0",
-                "-mp", str(self.media_base), "-m", str(calls), "-l", str(calls), "-r", str(rate), "-d", str(hold_ms),
-                "-recv_timeout", "30000", "-nostdin", "-trace_err", "-error_file", str(logs / f"{name}.errors.log"),
-                f"{self.topo.address('front')}:{SIP_PORT}"]
-        return subprocess.Popen(self.topo.argv("caller", argv), stdout=out, stderr=subprocess.STDOUT, cwd=logs,
-                                start_new_session=True)
-
-    def counts(self, name: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> tuple[int, int]:
-        proc.wait(timeout_s)
-        return screen_counts(self.tmp / "logs" / f"{name}.log")
-
-
-def active(dests: list[kamailio.Destination], count: int = WORKERS) -> bool:
-    return len(dests) == count and all(d.flags.startswith("A") for d in dests)
-
-
-def load(dests: list[kamailio.Destination]) -> int:
-    return sum(d.load for d in dests)
-
-
-def dispatched(front: Node, start: int) -> list[str]:
-    return re.findall(r"event=call_dispatched dst=sip:([\d.]+):", "".join(front.stderr[start:]))
 
 
 @contextlib.contextmanager
@@ -131,7 +53,7 @@ def cluster_up(tmp_path: Path, topo: netns.Topology) -> Iterator[tuple[Cluster, 
 
 def test_killed_media_workers_lose_only_their_calls(tmp_path: Path, topo: netns.Topology) -> None:
     with cluster_up(tmp_path, topo) as (c, front, m1, m2):
-        held = c.calls("held", calls=8, hold_ms=15000)
+        held = c.calls("held", calls=8, hold_ms=10000)
         c.wait("8 calls up", lambda: load(c.dests()) == 8)
         on_m1, on_m2 = load(c.of("m1")), load(c.of("m2"))
         assert on_m1 and on_m2, c.dests()                 # call load spreads them over both nodes
@@ -177,12 +99,12 @@ def test_drain_drops_no_call_and_the_node_rejoins(tmp_path: Path, topo: netns.To
         c.wait("m1 left the dispatcher", lambda: not c.of("m1"), timeout_s=20)
         # m2 alone holds a full load; m1 rejoins meanwhile: the front door's count of m2's calls survives the
         # dispatcher.add (a dispatcher.reload would zero it), and the next calls can only go to m1.
-        busy = c.calls("busy", calls=WORKERS * 4, hold_ms=30000)
-        c.wait("m2 full", lambda: load(c.of("m2")) == WORKERS * 4)
+        busy = c.calls("busy", calls=WORKERS * CALLS_PER_WORKER, hold_ms=25000)
+        c.wait("m2 full", lambda: load(c.of("m2")) == WORKERS * CALLS_PER_WORKER)
         with c.run("m1"):
             c.wait("m1 rejoined", lambda: active(c.of("m1")))
-            assert load(c.of("m2")) == WORKERS * 4, c.dests()
+            assert load(c.of("m2")) == WORKERS * CALLS_PER_WORKER, c.dests()
             again = c.calls("again", calls=4, hold_ms=2000)
             c.wait("calls on the rejoined node", lambda: load(c.of("m1")) > 0, timeout_s=30)
             assert c.counts("again", again) == (4, 0)
-            assert c.counts("busy", busy) == (WORKERS * 4, 0)
+            assert c.counts("busy", busy) == (WORKERS * CALLS_PER_WORKER, 0)
