@@ -99,7 +99,8 @@ def stream_config(settings: Settings) -> StreamConfig:
         vad=settings.asr.vad,
         vad_speech_threshold=settings.asr.vad_speech_threshold,
         endpoint=EndpointConfig(silence_ms_free=settings.turns.endpoint_silence_ms_free,
-                                silence_ms_closed=settings.turns.endpoint_silence_ms_closed))
+                                silence_ms_closed=settings.turns.endpoint_silence_ms_closed,
+                                silence_ms_digits=settings.turns.endpoint_silence_ms_digits))
 
 
 class Engine:

@@ -45,31 +45,155 @@ def clean_text(text: str) -> str:
     return " ".join(re.findall(r"[\wáéíóúüñ]+", text.lower()))
 
 
-def digits_in(text: str) -> tuple[str, int]:
+_HUNDREDS = {"cien": 100, "ciento": 100, "doscientos": 200, "trescientos": 300, "cuatrocientos": 400,
+             "quinientos": 500, "seiscientos": 600, "setecientos": 700, "ochocientos": 800, "novecientos": 900}
+_REPEAT = {"doble": 2, "triple": 3}
+# Halves of a number a recognizer wrote apart ("dieci seis", "veinti tres") and the old "diez y seis".
+_PREFIXES = {"dieci": 10, "veinti": 20}
+
+
+def _unit(word: str | None) -> str | None:
+    """The single digit `word` stands for ("cinco", "5"), else None."""
+    if word is None:
+        return None
+    if len(word) == 1 and word.isdigit():
+        return word
+    return _DIGIT_WORDS.get(word)
+
+
+def _tens(word: str) -> int | None:
+    """20..90 said as a word ("ochenta") or written as a numeral ("80"); "veinte" counts (veinte y tres)."""
+    if word in _TENS:
+        return _TENS[word]
+    if word == "veinte":
+        return 20
+    if len(word) == 2 and word.isdigit() and word[1] == "0" and word[0] >= "2":
+        return int(word)
+    return None
+
+
+_NUMBER_VOCAB = (*_DIGIT_WORDS, *_TEENS, *_TENS, *_HUNDREDS, *_REPEAT)
+FUZZY_DIGIT_CUTOFF = 0.75     # "fiete" -> siete, "tero" -> cero, "sequenta" -> setenta (Whisper on noisy lines)
+FUZZY_MIN_EXACT = 2           # digits heard exactly before a near word counts among others that are not numbers
+
+
+_SOUND_TABLE = str.maketrans("jzfcv", "xsskb", "h")
+
+
+def sound_key(word: str) -> str:
+    """A rough Spanish sound key, so spellings of one sound compare equal: ch/j/g(e,i)/x -> x ("ojo" ~ "ocho"),
+    c(e,i)/z/f -> s ("fiete" ~ "siete", a band-limited line blurs f and s), qu/k/c -> k, v -> b, ll/y -> y,
+    h silent."""
+    w = word.replace("ch", "x").replace("qu", "k").replace("ll", "y")
+    w = re.sub(r"[cg](?=[ei])", lambda m: "s" if m.group(0) == "c" else "x", w)
+    return w.translate(_SOUND_TABLE)
+
+
+# digits, teens and tens only: "cien" or "doble" guessed from a near word would add digits out of nothing
+_NUMBER_KEYS = {sound_key(w): w for w in reversed((*_DIGIT_WORDS, *_TEENS, *_TENS))}
+
+
+def _near_number_word(word: str) -> str:
+    """The number word `word` is a misspelling of (3+ letters with the same sound key, or 4+ letters whose key
+    is at a difflib ratio >= FUZZY_DIGIT_CUTOFF), else `word`."""
+    if len(word) < 3 or not word.isalpha() or word in _NUMBER_VOCAB or word in _FILLERS:
+        return word
+    key = sound_key(word)
+    if key in _NUMBER_KEYS:
+        return _NUMBER_KEYS[key]
+    if len(word) < 4:
+        return word
+    close = difflib.get_close_matches(key, list(_NUMBER_KEYS), n=1, cutoff=FUZZY_DIGIT_CUTOFF)
+    return _NUMBER_KEYS[close[0]] if close else word
+
+
+def digits_in(text: str, *, fuzzy: bool = False) -> tuple[str, int]:
     """(digit string, words that were neither digits nor fillers) read from `text`: "cero uno dos" -> "012",
-    "21 74" -> "2174", "veinte treinta y cuatro" -> "2034", "ocho mil" -> ("8", 1)."""
-    words = fold(text).split()
+    "21 74" -> "2174", "veinte treinta y cuatro" -> "2034", "50 y 4" -> "54", "doble cinco" -> "55",
+    "dieci seis" -> "16", "ciento veinte" -> "120", "ocho mil" -> ("8", 1). With `fuzzy`, a word that is not a
+    number but spelled like one ("fiete") counts as that number when the rest is clearly a digit string."""
+    digits, other = _parse_digits(fold(text).split())
+    if fuzzy and other and digits:
+        near = _parse_digits([_near_number_word(w) for w in fold(text).split()])
+        # kept when the rest is clearly a digit string: enough digits heard exactly, or nothing left over
+        if near[1] < other and (len(digits) >= FUZZY_MIN_EXACT or near[1] == 0):
+            return near
+    return digits, other
+
+
+def _parse_digits(words: list[str]) -> tuple[str, int]:
     out: list[str] = []
     other = 0
     i = 0
+
+    def at(k: int) -> str | None:
+        return words[k] if k < len(words) else None
+
     while i < len(words):
         w = words[i]
+        tens = _tens(w)
+        if tens is not None and at(i + 1) == "y" and _unit(at(i + 2)) is not None:
+            out.append(str(tens + int(_unit(at(i + 2)) or 0)))        # "ochenta y cinco", "50 y 4"
+            i += 3
+            continue
+        if tens is not None and not w.isdigit() and at(i + 1) in _DIGIT_WORDS and at(i + 1) != "cero":
+            # a tens word says the caller reads pairs: "veinte cinco" is veinticinco with the halves apart,
+            # "cuarenta cinco" a swallowed "y"
+            out.append(str(tens + int(_DIGIT_WORDS[at(i + 1) or ""])))
+            i += 2
+            continue
+        if w in _REPEAT and _unit(at(i + 1)) is not None:
+            out.append((_unit(at(i + 1)) or "") * _REPEAT[w])           # "doble cinco" -> 55
+            i += 2
+            continue
+        if w in _PREFIXES and _unit(at(i + 1)) is not None:
+            out.append(str(_PREFIXES[w] + int(_unit(at(i + 1)) or 0)))  # "dieci seis" -> 16
+            i += 2
+            continue
+        if w == "diez" and at(i + 1) == "y" and _unit(at(i + 2)) not in (None, "0"):
+            out.append(str(10 + int(_unit(at(i + 2)) or 0)))            # "diez y seis" -> 16
+            i += 3
+            continue
+        if w in _HUNDREDS:
+            value = _HUNDREDS[w]
+            rest = at(i + 1)
+            i += 1
+            if rest is not None and w != "cien":
+                low, used = _below_hundred(words, i)
+                if used:
+                    value += low
+                    i += used
+            out.append(str(value))
+            continue
         if w.isdigit():
             out.append(w)
         elif w in _DIGIT_WORDS:
             out.append(_DIGIT_WORDS[w])
         elif w in _TEENS:
             out.append(str(_TEENS[w]))
-        elif w in _TENS:
-            value = _TENS[w]
-            if i + 2 < len(words) and words[i + 1] == "y" and words[i + 2] in _DIGIT_WORDS:
-                value += int(_DIGIT_WORDS[words[i + 2]])
-                i += 2
-            out.append(str(value))
+        elif tens is not None:
+            out.append(str(tens))
+        elif w == "veintiun":
+            out.append("21")
         elif w not in _FILLERS:
             other += 1
         i += 1
     return "".join(out), other
+
+
+def _below_hundred(words: list[str], i: int) -> tuple[int, int]:
+    """(value 1..99, words used) of the number words at `words[i:]` after "ciento"/"doscientos"..., else (0, 0)."""
+    w = words[i] if i < len(words) else ""
+    tens = _TENS.get(w)
+    if tens is not None:
+        if i + 2 < len(words) and words[i + 1] == "y" and words[i + 2] in _DIGIT_WORDS:
+            return tens + int(_DIGIT_WORDS[words[i + 2]]), 3
+        return tens, 1
+    if w in _TEENS:
+        return _TEENS[w], 1
+    if w in _DIGIT_WORDS and w != "cero":
+        return int(_DIGIT_WORDS[w]), 1
+    return 0, 0
 
 
 def yes_no(text: str) -> str | None:
@@ -163,7 +287,7 @@ def map_answer(text: str, expect: Expect) -> str:
     if kind in CLOSED_KINDS:
         cleaned = collapse_word_repeats(cleaned)
     if kind == "digits":
-        digits, other = digits_in(cleaned)
+        digits, other = digits_in(cleaned, fuzzy=True)
         # Mostly digits: the digit string. Words besides digits ("no lo tengo", "asesor"): the words.
         if digits and other <= max(1, len(digits) // 4):
             return digits

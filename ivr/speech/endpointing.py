@@ -3,6 +3,8 @@
 The trailing-silence threshold adapts to what the prompt expects (`ivr.speech.expect.Expect.kind`): a closed answer
 (yes/no, a menu word, a city, digits) ends after `turns.endpoint_silence_ms_closed`, free speech after
 `turns.endpoint_silence_ms_free`; a spoken digit string that already has `max_digits` digits ends at once.
+With `silence_ms_digits` (a recognizer that can read the digits heard so far, `wants_peek`), an incomplete digit
+string waits longer: callers read a folio in groups ("1765 ... 4354") and pause 0.5-1 s between them.
 Silence is counted from the later of the last voiced frame and the last change of the Vosk partial, so a
 decoder still producing words keeps the turn open. Pure: the caller passes the time.
 """
@@ -37,6 +39,7 @@ def spoken_digits(text: str) -> str:
 class EndpointConfig:
     silence_ms_free: int
     silence_ms_closed: int
+    silence_ms_digits: int | None = None     # an incomplete spoken digit string (None: silence_ms_closed)
 
 
 class Endpointer:
@@ -52,7 +55,19 @@ class Endpointer:
         self.expect = expect
 
     @property
+    def digits_wait(self) -> bool:
+        """An expected digit string waits `silence_ms_digits` for its next group until it is complete."""
+        return self.expect.kind == "digits" and (self.config.silence_ms_digits or 0) > self.config.silence_ms_closed
+
+    def wants_peek(self, *, last_voiced_at: float | None, now: float) -> bool:
+        """Time to read the digits heard so far: a closed answer's silence has passed, the string may be done."""
+        return self.digits_wait and last_voiced_at is not None \
+            and (now - last_voiced_at) * 1000 + 1e-6 >= self.config.silence_ms_closed
+
+    @property
     def silence_threshold_ms(self) -> int:
+        if self.digits_wait:
+            return self.config.silence_ms_digits or self.config.silence_ms_closed
         if self.expect.kind in CLOSED_KINDS:
             return self.config.silence_ms_closed
         return self.config.silence_ms_free
@@ -76,7 +91,8 @@ class Endpointer:
         if self._last_partial and self.digits_complete(self._last_partial):
             return True
         quiet_since = last_voiced_at
-        if self._partial_changed_at is not None and self._partial_changed_at > quiet_since:
+        # a peek's text is not more speech: the wait for the next group counts from the last voiced frame
+        if not self.digits_wait and self._partial_changed_at is not None and self._partial_changed_at > quiet_since:
             quiet_since = self._partial_changed_at
         return (now - quiet_since) * 1000 + 1e-6 >= self.silence_threshold_ms   # 1e-6: float sums of 20 ms
 

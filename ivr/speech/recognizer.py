@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,14 +136,15 @@ class StreamConfig:
     vad_speech_threshold: float = 0.5
 
 
-_AUDIO, _FINAL, _RESET, _PHRASES, _CLOSE = range(5)
+_AUDIO, _FINAL, _RESET, _PHRASES, _CLOSE, _PEEK = range(6)
 
 
 class RecognizeStream:
     """One call's recognition: `push_frame()` on the loop (cheap), events from `get()`/`events()`."""
 
     def __init__(self, decoder_factory: Callable[[], Decoder], executor: Executor | None, config: StreamConfig, *,
-                 sample_rate: int, call_id: str = "-", metrics: EngineMetrics | None = None) -> None:
+                 sample_rate: int, call_id: str = "-", metrics: EngineMetrics | None = None,
+                 peek_digits: bool = False) -> None:
         self._decoder_factory = decoder_factory
         self._decoder: Decoder | None = None
         self._executor = executor
@@ -153,7 +154,12 @@ class RecognizeStream:
         self.vad = CallerTurnTracker(config.vad_threshold_db)
         self.voicing = make_voicing(config.vad, sample_rate, energy_threshold_db=config.vad_threshold_db,
                                     speech_threshold=config.vad_speech_threshold)
-        self.endpointer = Endpointer(config.endpoint)
+        # peek_digits: the decoder has `peek()` (reads the utterance so far without ending it) and
+        # `final_from_peek()`, so an incomplete digit string can wait for its next group (Endpointer.digits_wait).
+        self._peek_digits = peek_digits
+        endpoint = config.endpoint if peek_digits else replace(config.endpoint, silence_ms_digits=None)
+        self.endpointer = Endpointer(endpoint)
+        self._peeked_voiced_at: float | None = None   # last voiced frame when the utterance was last peeked
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=max(0, config.preroll_ms // FRAME_MS))
         self._inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         self._events: asyncio.Queue[AsrEvent] = asyncio.Queue()
@@ -211,6 +217,7 @@ class RecognizeStream:
         if not vad.in_utterance:
             if transition is not None:          # STARTING -> QUIET: a blip; forget what it fed the decoder
                 self._progress_ms = 0
+                self._peeked_voiced_at = None
                 self._inbox.put_nowait((_RESET, None))
                 self.partial = ""
                 self.endpointer.reset()
@@ -235,6 +242,10 @@ class RecognizeStream:
         if vad.confirmed and self.endpointer.is_end(confirmed=True, last_voiced_at=vad.last_voiced_at,
                                                    speech_started_at=vad.speech_started_at, now=now):
             self.end_utterance()
+        elif self._peek_digits and vad.confirmed and self._peeked_voiced_at != vad.last_voiced_at \
+                and self.endpointer.wants_peek(last_voiced_at=vad.last_voiced_at, now=now):
+            self._peeked_voiced_at = vad.last_voiced_at
+            self._inbox.put_nowait((_PEEK, None))
 
     def end_utterance(self) -> None:
         """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
@@ -242,8 +253,11 @@ class RecognizeStream:
         voiced = self.vad.voiced_ms
         self.utterances_ended += 1
         seq = self.utterances_ended
+        # nothing voiced since the last peek: that reading covers the whole utterance
+        reuse_peek = self._peeked_voiced_at is not None and self._peeked_voiced_at == self.vad.last_voiced_at
+        self._peeked_voiced_at = None
         self._events.put_nowait(EndOfSpeech(self._now, speech_end, voiced, seq))
-        self._inbox.put_nowait((_FINAL, (speech_end, voiced, seq)))
+        self._inbox.put_nowait((_FINAL, (speech_end, voiced, seq, reuse_peek)))
         self.vad.reset()
         self.endpointer.reset()
         self._utterance_open = False
@@ -258,6 +272,7 @@ class RecognizeStream:
         self.partial = ""
         self._utterance_open = False
         self._progress_ms = 0
+        self._peeked_voiced_at = None
 
     # -- output --
     async def get(self) -> AsrEvent:
@@ -366,13 +381,21 @@ class RecognizeStream:
             flush_audio()
             if kind == _FINAL:
                 t0 = time.perf_counter()
-                text, conf = dec.final()
+                from_peek = getattr(dec, "final_from_peek", None)
+                text, conf = from_peek() if arg[3] and from_peek is not None else dec.final()
                 self.decode_s += time.perf_counter() - t0
                 if text:
                     segments.append(text)
                 out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1], arg[2]))
                 segments.clear()
                 self._since_partial = 0
+            elif kind == _PEEK:
+                peek = getattr(dec, "peek", None)
+                if peek is not None:
+                    t0 = time.perf_counter()
+                    heard = peek()
+                    self.decode_s += time.perf_counter() - t0
+                    out.append(Partial(" ".join([*segments, heard]).strip()))
             elif kind == _RESET:
                 dec.reset()
                 segments.clear()

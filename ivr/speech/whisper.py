@@ -81,6 +81,13 @@ class WhisperOptions:
     # ("ocho" alone scores -1.0 to -1.4 with its timestamp tokens; loud noise Whisper writes words for, -1.2 to -1.8,
     # but that never passes the speech VAD)
     closed_log_prob_threshold: float = -1.6
+    # When the prompt expects digits (`for_expect`): the repetition penalty pushes the decoder away from a digit
+    # it already wrote, and digit strings repeat digits ("6963", "17654354"); and the n-best list lets the
+    # mapping prefer a reading with the expected digit count (see `pick_digits`).
+    digits_beam_size: int = 3
+    digits_repetition_penalty: float = 1.1
+    digits_hypotheses: int = 1
+    num_hypotheses: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,8 @@ class WhisperResult:
     audio_s: float
     decode_s: float
     rejected: str | None = None    # why the text was dropped: no_speech, low_logprob, loop, repetition, cap, short
+    # the beam's other readings, best first, with their mean log-probs (only when num_hypotheses > 1)
+    alternatives: tuple[tuple[str, float], ...] = ()
 
     @property
     def confidence(self) -> float | None:
@@ -220,9 +229,15 @@ class WhisperModel:
         prompt = self._prompt(opt.initial_prompt, opt.timestamps)
         # Timestamp tokens (a pair per segment) come on top of the text's budget.
         room = budget + (8 if opt.timestamps else 0)
+        hypotheses = max(1, min(opt.num_hypotheses, opt.beam_size))
         result = self.model.generate(features, [prompt], beam_size=opt.beam_size, max_length=len(prompt) + room,
                                      return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                                     suppress_tokens=[-1], repetition_penalty=opt.repetition_penalty)[0]
+                                     suppress_tokens=[-1], repetition_penalty=opt.repetition_penalty,
+                                     num_hypotheses=hypotheses)[0]
+        alternatives = tuple(
+            (self.tokenizer.decode([t for t in seq if t < self.tokenizer.eot]).strip(),
+             float(score) * len(seq) / (len(seq) + 1) if seq else float(score))
+            for seq, score in zip(result.sequences_ids[1:], result.scores[1:], strict=False))
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
         hit_budget = len(tokens) >= budget or len(result.sequences_ids[0]) >= room
         written = self.tokenizer.decode(tokens).strip()
@@ -249,7 +264,39 @@ class WhisperModel:
         elif decode_s > opt.max_decode_s:
             reason = "cap"
         return WhisperResult("" if reason else raw, raw, avg_logprob, no_speech, ratio, len(tokens), audio_s,
-                             decode_s, rejected=reason)
+                             decode_s, rejected=reason, alternatives=alternatives)
+
+
+ALTERNATIVE_MARGIN = 0.35      # how much lower a beam reading's mean log-prob may be and still replace the best
+
+
+def pick_digits(text: str, result: WhisperResult, expect: Expect) -> str:
+    """The best beam reading when it is a digit string of the expected length, else the first other reading (at
+    most ALTERNATIVE_MARGIN below it in mean log-prob) that is: a folio heard with a digit missing ("1765436")
+    is often right one reading down. Words (the caller said something else) are left to the dialogue."""
+    want = expect.max_digits
+    if text.isdigit() and len(text) == want:
+        return text
+    if not text.isdigit():
+        return text
+    for alt, logprob in result.alternatives:
+        if logprob < result.avg_logprob - ALTERNATIVE_MARGIN:
+            break
+        mapped = map_answer(alt, expect)
+        if mapped.isdigit() and len(mapped) == want:
+            return mapped
+    return text
+
+
+def for_expect(opt: WhisperOptions, expect: Expect) -> WhisperOptions:
+    """The decode options for what the prompt expects: the token budget of the answer, and the digit mode."""
+    budget = budget_for(expect)
+    if budget is not None:
+        opt = replace(opt, max_tokens=budget)
+    if expect.kind == "digits":
+        opt = replace(opt, beam_size=opt.digits_beam_size, repetition_penalty=opt.digits_repetition_penalty,
+                      num_hypotheses=opt.digits_hypotheses)
+    return opt
 
 
 class WhisperDecoder:
@@ -266,6 +313,7 @@ class WhisperDecoder:
         self._max_bytes = int(MAX_AUDIO_S * sample_rate) * 2
         self._expect = Expect()
         self.last: WhisperResult | None = None
+        self._peeked: tuple[str, float | None] | None = None
 
     def accept(self, pcm: bytes) -> str | None:
         room = self._max_bytes - len(self._buf)
@@ -279,19 +327,39 @@ class WhisperDecoder:
     def final(self) -> tuple[str, float | None]:
         pcm = bytes(self._buf)
         self._buf.clear()
+        self._peeked = None
         if not pcm:
             return "", None
-        opt = self._options or self._model.options
-        budget = budget_for(self._expect)
-        if budget is not None:
-            opt = replace(opt, max_tokens=budget)
+        return self._decode(pcm, "final")
+
+    def peek(self) -> str:
+        """What the utterance so far reads as, without ending it (the stream asks at a pause in a digit string:
+        complete, the turn ends at once; short of the expected digits, it waits for the next group)."""
+        if not self._buf:
+            return ""
+        self._peeked = self._decode(bytes(self._buf), "peek")
+        return self._peeked[0]
+
+    def final_from_peek(self) -> tuple[str, float | None]:
+        """The final when nothing was voiced since the last peek: that reading, without decoding again."""
+        peeked = self._peeked
+        if peeked is None:
+            return self.final()
+        self._buf.clear()
+        self._peeked = None
+        return peeked
+
+    def _decode(self, pcm: bytes, stage: str) -> tuple[str, float | None]:
+        opt = for_expect(self._options or self._model.options, self._expect)
         result = self._model.transcribe(pcm, self._rate, opt)
         self.last = result
         written = result.text
         if written and self._expect.kind != "digits" and result.audio_s <= SALVAGE_MAX_S:
             written = collapse_word_repeats(written)      # "siete siete siete siete" from one short "siete"
         text = map_answer(written, self._expect) if written else self._salvage(result, opt)
-        log.info("whisper %s", kv(call_id=self._call_id, audio_s=round(result.audio_s, 2),
+        if self._expect.kind == "digits" and result.alternatives:
+            text = pick_digits(text, result, self._expect)
+        log.info("whisper %s", kv(call_id=self._call_id, stage=stage, audio_s=round(result.audio_s, 2),
                                   decode_s=round(result.decode_s, 3), tokens=result.tokens,
                                   logprob=round(result.avg_logprob, 2), no_speech=round(result.no_speech_prob, 2),
                                   rejected=result.rejected or "-", kind=self._expect.kind,
@@ -328,6 +396,7 @@ class WhisperDecoder:
 
     def reset(self) -> None:
         self._buf.clear()
+        self._peeked = None
 
     def set_expect(self, expect: Expect) -> None:
         self._expect = expect
@@ -355,7 +424,7 @@ class WhisperRecognizer:
         def factory() -> Decoder:
             return WhisperDecoder(self.model, sample_rate, call_id, self._metrics)
         s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
-                            metrics=self._metrics)
+                            metrics=self._metrics, peek_digits=True)
         s.start()
         return s
 

@@ -51,3 +51,29 @@ def test_runaway_utterance_is_cut() -> None:
 def test_spoken_digits() -> None:
     assert spoken_digits("mi folio es uno dos 3 cero") == "1230"
     assert spoken_digits("nada") == ""
+
+
+WAIT = EndpointConfig(silence_ms_free=900, silence_ms_closed=450, silence_ms_digits=1200)
+
+
+def test_an_incomplete_digit_string_waits_for_its_next_group() -> None:
+    # a caller reads "1765 ... 4354": the pause between groups is longer than a closed answer's silence
+    ep = Endpointer(WAIT, Expect(kind="digits", max_digits=8))
+    assert not ep.wants_peek(last_voiced_at=1.0, now=1.4)
+    assert ep.wants_peek(last_voiced_at=1.0, now=1.45)
+    ep.on_partial("1765", 1.8)                  # the recognizer read the first group: 4 of 8 digits
+    assert not ends(ep, last_voiced=1.0, now=2.0)
+    assert ends(ep, last_voiced=1.0, now=2.2)   # counted from the last voiced frame, not from the reading
+
+
+def test_a_complete_peeked_digit_string_ends_at_once() -> None:
+    ep = Endpointer(WAIT, Expect(kind="digits", max_digits=4))
+    ep.on_partial("6963", 1.5)
+    assert ends(ep, last_voiced=1.0, now=1.52)
+
+
+@pytest.mark.parametrize("kind", ["yes_no", "menu", "free"])
+def test_only_digit_strings_wait_longer(kind: str) -> None:
+    ep = Endpointer(WAIT, Expect(kind=kind))  # type: ignore[arg-type]
+    assert not ep.wants_peek(last_voiced_at=1.0, now=3.0)
+    assert ends(ep, last_voiced=1.0, now=1.9)

@@ -94,3 +94,25 @@ def test_token_budget_follows_the_expected_answer() -> None:
     assert budget_for(Expect(kind="free")) is None
     assert budget_for(Expect(kind="digits", max_digits=8)) == 36
     assert budget_for(MENU) == 20
+
+
+@pytest.mark.parametrize(("text", "digits"), [
+    # callers read a folio in pairs: "diecisiete, sesenta y cinco, ...", and Whisper writes half of it in numerals
+    ("diecisiete sesenta y cinco cuarenta y tres cincuenta y cuatro", "17654354"),
+    ("14 26 80 40 y 3", "14268043"),
+    ("veinte cinco", "25"),                       # veinticinco with its halves apart
+    ("dieci seis, veinti tres", "1623"),
+    ("diez y seis", "16"),
+    ("doble cinco uno cero", "5510"),
+    ("ciento veinte, cero cinco", "12005"),
+    # misspellings of digit words on a noisy line, inside what is clearly a digit string
+    ("fiete uno ojo seis cero dos uno cuatro", "71860214"),
+    ("fiete ojo fiete cero", "7870"),
+])
+def test_digit_strings_as_callers_say_them(text: str, digits: str) -> None:
+    assert map_answer(text, DIGITS) == digits
+
+
+@pytest.mark.parametrize("text", ["No lo tengo, quiero un asesor.", "un nuevo trámite", "no sé cuál es"])
+def test_sentences_near_digit_words_stay_words(text: str) -> None:
+    assert not map_answer(text, DIGITS).isdigit()

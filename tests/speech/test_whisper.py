@@ -132,3 +132,41 @@ def test_one_word_said_at_an_open_question_is_kept_once(model: WhisperModel, dig
     decoder.set_expect(Expect(kind="free"))
     decoder.accept(hs.channel(hs.pad(hs.digit_pcm(str(digit)), 300, 900)))
     assert decoder.final()[0] == text
+
+
+def _grouped(digits: str, group: int, pause_ms: int) -> bytes:
+    """`digits` read in groups of `group` with `pause_ms` between groups (150 ms between digits)."""
+    parts = [hs.splice_digits(digits[i:i + group], gap_ms=150) for i in range(0, len(digits), group)]
+    return (b"\x00\x00" * (hs.RATE * pause_ms // 1000)).join(parts)
+
+
+async def _finals(model: WhisperModel, pcm: bytes, expect: Expect) -> tuple[list[Final], int]:
+    pool = ThreadPoolExecutor(1)
+    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450, 1200), vad="silero"))
+    stream = rec.stream("grouped", hs.RATE)
+    finals: list[Final] = []
+    try:
+        stream.set_expect(expect)
+        for frame in frames_of(hs.channel(hs.pad(pcm, 300, 2000))):
+            stream.push_frame(frame)
+        async with asyncio.timeout(90):
+            while not finals:
+                if isinstance(event := await stream.get(), Final):
+                    finals.append(event)
+        return finals, stream.utterances_ended
+    finally:
+        await stream.aclose()
+        pool.shutdown()
+
+
+async def test_a_folio_read_in_two_groups_is_one_answer(model: WhisperModel) -> None:
+    # 700 ms between "1765" and "4354" is longer than a closed answer's 450 ms silence: the stream reads the
+    # digits heard so far at that pause, sees 4 of 8, and waits for the next group instead of ending the turn
+    folio = hs.folios(3, seed=5)[2]
+    finals, ended = await _finals(model, _grouped(folio, 4, 700), Expect(kind="digits", max_digits=8))
+    assert ended == 1 and finals[0].text == folio
+
+
+async def test_a_pin_read_in_pairs_is_one_answer(model: WhisperModel) -> None:
+    finals, ended = await _finals(model, _grouped("6963", 2, 650), Expect(kind="digits", max_digits=4))
+    assert ended == 1 and finals[0].text == "6963"

@@ -1,0 +1,166 @@
+"""Spoken digit strings through Whisper: folio (8 digits) and PIN (4 digits) exact rate by reading style and channel.
+
+Reading styles (human Mexican Spanish speaker, Debian asterisk-core-sounds-es-wav, spliced):
+- tight: digits 40-70 ms apart (a fast reader; words nearly run together)
+- natural: 150-350 ms between digits, random
+- grouped: digits in groups (4+4 for a folio, 2+2 for a PIN) with a 600-800 ms pause between groups; played
+  through the whole RecognizeStream (speech VAD + endpointer), so a pause that ends the turn counts as a failure
+- pairs: read as two-digit numbers ("diecisiete sesenta y cinco ..."), 150-300 ms apart
+- voice: natural, with the speaker's voice shifted +-7 % in pitch and tempo (another speaker, roughly)
+Channels: μ-law; white noise 20 dB and 10 dB; babble 10 dB. Strings use their own seed (not the unit tests').
+
+Usage: .venv/bin/python bench/asr_digits.py [--n 8] [--styles ...] [--channels ...] [--beam N]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+
+from ivr.speech.audio_ops import resample
+from ivr.speech.endpointing import EndpointConfig
+from ivr.speech.expect import Expect
+from ivr.speech.recognizer import Final, StreamConfig
+from ivr.speech.whisper import WhisperDecoder, WhisperModel, WhisperOptions, WhisperRecognizer
+from testkit import human_speech as hs
+from testkit.fakes import frames_of
+from voice_models.whisper import locate_whisper
+
+CHANNELS = {"mulaw": {}, "noise20": {"snr_db": 20.0}, "noise10": {"snr_db": 10.0},
+            "babble10": {"snr_db": 10.0, "noise": "babble"}}
+STYLES = ("tight", "natural", "grouped", "pairs", "voice")
+
+
+def _silence(ms: int) -> bytes:
+    return b"\x00\x00" * (hs.RATE * ms // 1000)
+
+
+def _rec(name: str) -> bytes:
+    return hs.trim(hs.recording(name).pcm())
+
+
+def pair_pcm(two: str) -> bytes:
+    """A two-digit group as a number: "07" -> "cero siete", "17" -> "diecisiete", "65" -> "sesenta y cinco"."""
+    n = int(two)
+    if two[0] == "0":
+        return hs.digit_pcm("0") + _silence(80) + hs.digit_pcm(two[1])
+    if n < 30 or n % 10 == 0:
+        return _rec(f"digits/{n}")
+    return _rec(f"digits/{n - n % 10}") + _silence(40) + _rec("digits/and") + _silence(40) + hs.digit_pcm(str(n % 10))
+
+
+def read_aloud(digits: str, style: str, rng: np.random.Generator) -> bytes:
+    if style == "pairs":
+        groups = [digits[i:i + 2] for i in range(0, len(digits), 2)]
+        parts = [pair_pcm(g) for g in groups]
+        return b"".join(p + _silence(int(rng.integers(150, 300))) for p in parts)[: -2]
+    group = 4 if len(digits) >= 8 else 2
+    out = bytearray()
+    for i, d in enumerate(digits):
+        if i:
+            if style == "tight":
+                gap = int(rng.integers(40, 70))
+            elif style == "grouped" and i % group == 0:
+                gap = int(rng.integers(600, 800))
+            else:
+                gap = int(rng.integers(150, 350))
+            out += _silence(gap)
+        out += hs.digit_pcm(d)
+    pcm = bytes(out)
+    if style == "voice":
+        # resampling by f and playing at the original rate shifts pitch and tempo by 1/f
+        factor = float(rng.choice([0.93, 1.07]))
+        pcm = resample(pcm, hs.RATE, int(round(hs.RATE * factor)))
+    return pcm
+
+
+def strings(n: int, seed: int) -> list[tuple[str, str]]:
+    folios = hs.folios(n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    pins = ["".join(str(d) for d in rng.integers(0, 10, 4)) for _ in range(n)]
+    return [("folio", f) for f in folios] + [("pin", p) for p in pins]
+
+
+def decode_whole(decoder: WhisperDecoder, pcm: bytes) -> str:
+    decoder.accept(pcm)
+    return decoder.final()[0]
+
+
+async def decode_stream(rec: WhisperRecognizer, pcm: bytes, expect: Expect) -> str:
+    """Through RecognizeStream in real time: what the dialogue gets as the FIRST final of the turn."""
+    stream = rec.stream("bench", hs.RATE)
+    try:
+        stream.set_expect(expect)
+        for frame in frames_of(pcm):
+            stream.push_frame(frame)
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(30):
+            while not isinstance(event := await stream.get(), Final):
+                pass
+        return event.text
+    finally:
+        await stream.aclose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=8, help="folios and as many PINs per cell")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--styles", default="tight,natural,pairs,voice")
+    ap.add_argument("--channels", default=",".join(CHANNELS))
+    ap.add_argument("--digits-beam", type=int, default=None)
+    ap.add_argument("--digits-rp", type=float, default=None, help="repetition penalty in the digit mode")
+    ap.add_argument("--digits-hyp", type=int, default=None, help="beam readings kept for the length check")
+    ap.add_argument("--show", action="store_true", help="print every miss")
+    args = ap.parse_args()
+    opt = replace(WhisperOptions(), max_decode_s=60.0)
+    if args.digits_beam:
+        opt = replace(opt, digits_beam_size=args.digits_beam)
+    if args.digits_rp:
+        opt = replace(opt, digits_repetition_penalty=args.digits_rp)
+    if args.digits_hyp:
+        opt = replace(opt, digits_hypotheses=args.digits_hyp)
+    model = WhisperModel(locate_whisper(), options=opt)
+    items = strings(args.n, args.seed)
+    pool = ThreadPoolExecutor(1)
+    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450), vad="silero"))
+    mode = {k: getattr(opt, k, None) for k in ("digits_beam_size", "digits_repetition_penalty", "digits_hypotheses")}
+    print(f"whisper base int8 1 thread; digit mode {mode}; {args.n} folios + {args.n} PINs per cell")
+    total_ok, total = 0, 0
+    for style in args.styles.split(","):
+        for ch in args.channels.split(","):
+            kw = CHANNELS[ch]
+            rng = np.random.default_rng(args.seed + STYLES.index(style))
+            ok = {"folio": 0, "pin": 0}
+            lat: list[float] = []
+            for i, (kind, digits) in enumerate(items):
+                expect = Expect(kind="digits", max_digits=8 if kind == "folio" else 4, secret=kind == "pin")
+                pcm = hs.channel(hs.pad(read_aloud(digits, style, rng), 300, 700), seed=i + 1,
+                                 **kw)  # type: ignore[arg-type]
+                t0 = time.perf_counter()
+                if style == "grouped":
+                    heard = asyncio.run(decode_stream(rec, pcm, expect))
+                else:
+                    dec = WhisperDecoder(model, hs.RATE, options=opt)
+                    dec.set_expect(expect)
+                    heard = decode_whole(dec, pcm)
+                lat.append(time.perf_counter() - t0)
+                hit = heard == digits
+                ok[kind] += hit
+                if not hit and args.show:
+                    print(f"   miss {style}/{ch} {kind} {digits} -> {heard!r}")
+            total_ok += ok["folio"] + ok["pin"]
+            total += len(items)
+            lat_note = "" if style == "grouped" else f"  decode p50 {statistics.median(lat):.2f}s max {max(lat):.2f}s"
+            print(f"{style:8} {ch:8} folio {ok['folio']}/{args.n}  PIN {ok['pin']}/{args.n}{lat_note}", flush=True)
+    print(f"all: {total_ok}/{total} exact ({total_ok / total:.1%})")
+    pool.shutdown()
+
+
+if __name__ == "__main__":
+    main()
