@@ -25,7 +25,7 @@ from dialogs.actions.context import (
     previous_bot_turn,
 )
 from dialogs.actions.numbers import spoken_digits
-from dialogs.actions.payloads import MENU_PHRASES, TRANSFER_TEXT, expect, say
+from dialogs.actions.payloads import MENU_PHRASES, NO_MATCH_TRANSFER_TEXT, TRANSFER_TEXT, expect, say
 from dialogs.actions.rescue import rescue, worth_rescuing
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.spoken import say_more
@@ -146,7 +146,7 @@ class ActionVeraturFallback(UsesResources, Action):
                 break
             misses += 1
         if misses >= MAX_MISSES:
-            say(dispatcher, TRANSFER_TEXT, hint=expect("none"), transfer=True, transfer_reason="no_match")
+            say(dispatcher, NO_MATCH_TRANSFER_TEXT, hint=expect("none"), transfer=True, transfer_reason="no_match")
             return _stop_loop(tracker)
         dispatcher.utter_message(response="utter_please_rephrase")
         return []
@@ -160,14 +160,21 @@ class ActionDtmfMenu(UsesResources, Action):
                   domain: dict[str, Any]) -> list[EventType]:
         keys = pressed(tracker)
         question = last_question(tracker)
+        keyed = latest_text(tracker).startswith("/dtmf")
         if question == "disambiguation" and tracker.get_slot("tramite_choices"):
             return answer_tramite(self.res.tramites, dispatcher, tracker, digits=keys)
-        if question == "readback" and keys in ("1", "2"):
-            return await _yes_no(keys == "1", "readback", dispatcher, tracker)
+        if question in ("readback", "more") and keys in ("1", "2"):     # 1 yes, 2 no (as the callback offer)
+            return await _yes_no(keys == "1", question, dispatcher, tracker)
         if question == "agent_offer" and keys in ("0", "1", "2"):
             return await _yes_no(keys != "2", "agent_offer", dispatcher, tracker)
-        if len(keys) >= 5 and latest_intent(tracker) in ("dtmf", "inform_number"):
-            return [SlotSet("folio", keys), FollowupAction("status_form")]
+        folio = keys if len(keys) >= 5 else ("" if keyed else folio_in_words(latest_text(tracker)))
+        if folio and latest_intent(tracker) in ("dtmf", "inform_number"):
+            return [SlotSet("folio", folio), FollowupAction("status_form")]
+        if not keyed and keys not in MENU_KEYS:
+            # A number said in a sentence that is no menu key (a PIN said again after the status, "tengo el
+            # folio ..."): "Esa opción no existe" is the answer to a key, not to words.
+            dispatcher.utter_message(response="utter_please_rephrase")
+            return []
         if keys == "1":
             dispatcher.utter_message(response="utter_ask_city")
             return [SlotSet("topic", None)]
@@ -186,6 +193,21 @@ class ActionDtmfMenu(UsesResources, Action):
                         "el estado de un trámite, o cero para un asesor.",
             hint=expect("menu", MENU_PHRASES))
         return []
+
+
+MENU_KEYS = frozenset({"0", "1", "2", "3", "9", "*"})
+FOLIO_MIN_DIGITS = 5
+
+
+def folio_in_words(text: str) -> str:
+    """The number a spoken turn ends with, when it is long enough for a folio ("quiero saber cómo va mi trámite, mi
+    folio es siete seis ..."): the words before it are dropped one at a time until only number words remain."""
+    words = text.split()
+    for start in range(1, len(words)):
+        digits = spoken_digits(" ".join(words[start:]))
+        if len(digits) >= FOLIO_MIN_DIGITS:
+            return digits
+    return ""
 
 
 async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatcher,

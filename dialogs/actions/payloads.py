@@ -19,7 +19,12 @@ from foundation.vocabulary import ExpectKind
 
 MENU_PHRASES = ("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite", "asesor")
 YES_NO_PHRASES = ("sí", "no", "repita", "asesor")
-TRANSFER_TEXT = "Le comunico con un asesor. Por favor no cuelgue."
+TRANSFER_TEXT = "Con gusto."
+"""What the dialogue says when it hands the call over. The handoff itself ("Le comunico con un agente. Por favor
+espere en la línea.") is the engine's to say (ivr.call.escalation), after these words: it also says it when the
+engine decides the transfer alone, and what follows when no agent answers. A dialogue that announced the handoff
+too made the caller hear it twice."""
+NO_MATCH_TRANSFER_TEXT = "Disculpe, no logro entenderle."
 FOLIO_MAX_DIGITS = 8
 VERIFICATION_MAX_DIGITS = 4
 

@@ -162,6 +162,35 @@ async def test_unknown_key_reads_the_menu_again(catalogs: Resources) -> None:
     assert "no existe" in said(d) and customs(d)[-1]["expect"]["kind"] == "menu"
 
 
+
+async def test_a_spoken_number_that_is_no_key_is_not_a_missing_option(catalogs: Resources) -> None:
+    """A PIN said again after the status reply reaches the menu as inform_number: no "Esa opción no existe" (the
+    answer to a key), but a request to say it again; a folio at the end of a sentence starts the status form."""
+    status = [{"text": "¿Le ayudo con algo más?", "custom": {"expect": {"kind": "free"}, "question": "anything_else"}}]
+    d = CollectingDispatcher()
+    await ActionDtmfMenu(catalogs).run(d, tracker("tres dos cinco tres", "inform_number", previous_bot=status), {})
+    assert "no existe" not in said(d) and d.messages[0]["response"] == "utter_please_rephrase"
+    events = await ActionDtmfMenu(catalogs).run(CollectingDispatcher(), tracker(
+        "oiga quiero saber como va mi tramite mi folio es cuatro tres cero dos tres nueve cinco nueve",
+        "inform_number"), {})
+    assert slots_of(events)["folio"] == "43023959"
+
+
+async def test_keys_answer_the_offer_of_the_rest_of_the_list(catalogs: Resources) -> None:
+    """1/2 to "¿Quiere que le diga lo demás que le falta?" are yes/no, not the main menu's tourism/trámites."""
+    offer = [{"text": "¿Quiere que le diga lo demás que le falta?",
+              "custom": {"expect": {"kind": "yes_no", "max_digits": 1}, "question": "more"}}]
+    d = CollectingDispatcher()
+    await ActionDtmfMenu(catalogs).run(d, tracker('/dtmf{"digits":"1"}', "dtmf", entities=[entity("digits", "1")],
+                                                  slots={"more_text": "También le falta el comprobante."},
+                                                  previous_bot=offer), {})
+    assert "comprobante" in said(d)
+    d = CollectingDispatcher()
+    await ActionDtmfMenu(catalogs).run(d, tracker('/dtmf{"digits":"2"}', "dtmf", entities=[entity("digits", "2")],
+                                                  slots={"more_text": "También le falta el comprobante."},
+                                                  previous_bot=offer), {})
+    assert "comprobante" not in said(d) and d.messages[0]["response"] == "utter_anything_else"
+
 async def test_repeat_resends_text_and_payload() -> None:
     before = [{"text": "Anote su folio: 1 2 3 4, 5 6 7 8.", "custom": {"expect": {"kind": "yes_no"},
                                                                        "question": "readback"}}]

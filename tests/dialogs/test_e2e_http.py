@@ -233,6 +233,41 @@ def test_spoken_style_questions_and_closing(rasa_stack: RasaStack, catalogs: Res
     assert payloads[-1].get("hangup") is True
 
 
+def test_keypad_transfer_announces_the_handoff_once(rasa_stack: RasaStack) -> None:
+    """0 at the menu: the engine says the handoff after the dialogue's words (ivr.call.escalation), so the dialogue
+    must not announce it too: a keypad caller heard "Le comunico con un asesor" and then "Le comunico con un
+    agente"."""
+    from ivr.call.escalation import EscalationPhrases
+    talk = Conversation(rasa_stack)
+    talk.say("/greet")
+    text, payloads = talk.say('/dtmf{"digits":"0"}')
+    assert payloads[-1].get("transfer") is True
+    heard = f"{text} {EscalationPhrases().handoff}"          # what the engine plays, in its order
+    assert low(heard).count("le comunico") == 1, heard
+    text, payloads = talk.say("quiero hablar con un asesor")     # the spoken request: the same rule
+    assert payloads[-1].get("transfer") is True and "le comunico" not in low(text), text
+
+
+def test_after_the_status_a_number_or_a_key_is_not_a_missing_menu_option(rasa_stack: RasaStack,
+                                                                        case: tuple[str, str]) -> None:
+    """After the status reply the caller said the PIN again (a number, read as inform_number): it was answered
+    "Esa opción no existe", an answer to a key press. A key 1/2 to "¿Quiere que le diga lo demás?" is a yes/no."""
+    folio, pin = case
+    talk = Conversation(rasa_stack)
+    talk.say('/dtmf{"digits":"3"}')
+    talk.say(f'/dtmf{{"digits":"{folio}"}}')
+    text, payloads = talk.say(f'/dtmf{{"digits":"{pin}"}}')
+    assert "Estado:" in text, text
+    if payloads[-1].get("question") == "more":
+        text, _ = talk.say('/dtmf{"digits":"2"}')
+        assert "opción no existe" not in text and "algo más" in text, text
+    text, _ = talk.say(spoken(pin))
+    assert "opción no existe" not in text, text
+    text, payloads = talk.say(f"oiga, quiero saber cómo va mi trámite, mi folio es {spoken(folio)}")
+    # inform_number: the folio is taken from the words and the NIP asked; check_status: the form asks the folio
+    assert "opción no existe" not in text and payloads[-1]["expect"]["max_digits"] in (4, 8), text
+
+
 def test_veratur_chat_say_mode(rasa_stack: RasaStack) -> None:
     import subprocess
     import sys
