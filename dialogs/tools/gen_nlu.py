@@ -666,6 +666,190 @@ def catalog_tramite_statements() -> list[str]:
     return _of_kind("statement")
 
 
+# ---------------------------------------------------------------------------------------- more caller shapes
+# Written apart from the shapes above (issue 12), from how callers in Veracruz talk on the phone: usted and tú,
+# "pa'", "ocupo", "agarro", "¿a cómo está?", "¿luego luego?", a feature of the city instead of "atractivos",
+# questions that start with the place, and the recognizer's spelling (no accents, no punctuation) of all of it.
+CALLER_TOURISM = {
+    "ask_attractions": [
+        "¿qué lugares hay pa' conocer en {c}?", "¿qué hay de interesante en {c}?", "¿qué me aconseja ver en {c}?",
+        "¿qué puedo hacer allá en {c}?", "ando buscando qué hacer en {c}", "vamos de vacaciones a {c}, ¿qué nos recomienda?",
+        "¿qué lugares chidos hay en {c}?", "¿a dónde llevo a los niños a pasear en {c}?", "dígame qué hay en {c}",
+        "¿qué tiene de atractivo {c}?", "¿hay algo bonito para ver en {c}?", "¿hay balnearios en {c}?",
+        "¿qué parques hay en {c}?", "¿qué ofrece {c} a los turistas?", "en {c} qué hay para ver",
+        "{c}, ¿qué lugares tiene?", "¿qué conviene visitar en {c}?", "¿me dice qué visitar en {c}?",
+        "¿qué hay que conocer sí o sí en {c}?", "recomiéndame algo para ver en {c}", "¿hay ruinas en {c}?",
+        "¿qué lugares históricos hay en {c}?", "¿dónde hay playa en {c}?", "¿qué lagunas o ríos hay en {c}?",
+        "¿en {c} hay cascadas?", "¿qué cosas bonitas hay en {c}?", "¿qué monumentos tiene {c}?",
+        "¿se puede ir de paseo a {c}?", "¿qué tal es {c} para pasear?", "¿qué hago un fin de semana en {c}?",
+    ],
+    "ask_food": [
+        "¿qué se come rico en {c}?", "¿cuál es la comida de {c}?", "¿qué comida hay en {c}?",
+        "¿qué platillos típicos tiene {c}?", "¿qué es lo que se come por allá en {c}?", "¿qué hay pa' comer en {c}?",
+        "¿dónde como mariscos en {c}?", "¿qué pan típico hay en {c}?", "¿qué café me recomienda de {c}?",
+        "recomiéndeme comida de {c}", "¿qué antojitos venden en {c}?", "en {c} qué se come",
+        "¿qué es lo más rico de {c}?", "¿qué comida tradicional tiene {c}?", "¿qué se cocina en {c}?",
+        "¿qué dulce es de {c}?", "¿qué tengo que probar en {c}?",
+    ],
+    "ask_festivals": [
+        "¿qué fiestas hay en {c}?", "¿cuándo es el carnaval de {c}?", "¿cuándo celebran al santo patrono en {c}?",
+        "¿hay festival en {c}?", "¿qué eventos hay en {c}?", "¿tienen fiesta patronal en {c}?",
+        "¿en qué mes es la feria de {c}?", "¿cuándo es la fiesta grande en {c}?", "en {c} cuándo son las fiestas",
+        "¿qué se festeja en {c}?", "¿hay feria este año en {c}?", "¿en qué fechas hay fiesta en {c}?",
+    ],
+    "ask_access": [
+        "¿cómo le hago para ir a {c}?", "¿cuánto tiempo hago a {c}?", "¿qué autobús agarro para {c}?",
+        "¿cómo me voy en camión a {c}?", "¿de {c2} a {c} cuántas horas son?", "¿por dónde agarro para {c}?",
+        "¿cuántos kilómetros hay a {c}?", "¿qué tan retirado queda {c}?", "¿sale camión para {c}?",
+        "¿cómo llego manejando a {c}?", "¿cuánto hago de {c2} a {c}?", "¿qué carretera agarro para {c}?",
+        "¿está cerca {c}?", "¿cómo se va uno a {c}?", "¿en cuánto tiempo llego a {c}?",
+    ],
+    "ask_tourist_office": [
+        "¿hay módulo de información en {c}?", "¿dónde me dan informes turísticos en {c}?",
+        "¿tiene teléfono la oficina de turismo de {c}?", "¿dónde queda turismo en {c}?",
+        "¿a qué oficina voy en {c} para pedir un mapa?", "¿hay alguien que dé informes a turistas en {c}?",
+    ],
+}
+CALLER_FOLLOWUPS = {
+    "ask_attractions": ["¿y allá qué hay?", "¿y qué lugares tiene?", "y que hay para conocer", "¿y qué me recomienda ver?",
+                        "¿y hay cascadas?", "¿y playas hay?", "y que lugares bonitos hay"],
+    "ask_food": ["¿y qué se come?", "¿y qué hay de comer?", "y la comida tipica", "¿y qué platillo es famoso?",
+                 "¿y qué me como allá?"],
+    "ask_festivals": ["¿y cuándo es la fiesta?", "¿y qué fiestas hay?", "y cuando es la feria", "¿y el carnaval?"],
+    "ask_access": ["¿y cómo me voy?", "¿y cuánto se hace?", "y que carretera agarro", "¿y está lejos?",
+                   "¿y en camión?"],
+    "ask_tourist_office": ["¿y dónde pido un mapa?", "y la oficina de turismo donde esta"],
+}
+CALLER_INFORM_CITY = ["{c} por favor", "de {c}, gracias", "sí, {c}", "este, pues {c}", "la de {c}", "ahí en {c}",
+                      "{c} veracruz por favor", "es en {c}"]
+
+CALLER_TRAMITE = {
+    "ask_tramite_requirements": [
+        "¿qué me van a pedir para la {t}?", "¿qué documentos llevo para la {t}?", "¿qué hay que llevar para el {t}?",
+        "¿qué requisitos ocupo para {t}?", "¿qué se necesita para la {t}?", "¿qué necesito para tramitar la {t}?",
+        "para la {t} qué papeles llevo", "¿qué copias llevo para la {t}?", "¿con qué papeles hago el {t}?",
+        "¿qué tengo que juntar para la {t}?", "¿cuáles papeles piden para {t}?",
+    ],
+    "ask_tramite_cost": [
+        "¿cuánto me va a costar la {t}?", "¿cuánto pago por la {t}?", "¿cuánto está la {t}?", "¿a cómo está la {t}?",
+        "¿cuánto es de la {t}?", "¿cuánto dinero ocupo para la {t}?", "¿tiene costo la {t}?",
+        "la {t} cuánto cuesta", "¿cuánto se paga por sacar el {t}?", "¿cuánto cobran por el {t}?",
+    ],
+    "ask_tramite_where": [
+        "¿dónde hacen la {t}?", "¿en dónde tramito la {t}?", "¿a qué lugar voy para la {t}?",
+        "¿en qué módulo saco la {t}?", "¿dónde se saca el {t}?", "¿cuál es la oficina de {t}?",
+        "la {t} dónde la saco", "¿a dónde me dirijo para la {t}?", "¿dónde queda la oficina de {t}?",
+    ],
+    "ask_tramite_hours": [
+        "¿a qué hora puedo ir a sacar la {t}?", "¿qué días atienden la {t}?", "¿abren los sábados para {t}?",
+        "¿cuál es el horario para {t}?", "¿atienden en la tarde para la {t}?", "¿a qué hora abren para la {t}?",
+        "¿hasta qué hora reciben papeles para el {t}?",
+    ],
+    "ask_tramite_duration": [
+        "¿cuántos días se tarda la {t}?", "¿en cuánto tiempo me entregan la {t}?", "¿la {t} me la dan ese mismo día?",
+        "¿cuánto tiempo hay que esperar para la {t}?", "¿en cuántos días hábiles sale la {t}?", "¿tarda mucho la {t}?",
+        "¿para cuándo está la {t}?", "¿cuánto se tarda el trámite de {t}?", "¿en cuántas semanas sale el {t}?",
+        "la {t} en cuántos días me la dan", "¿me dan la {t} luego luego?",
+    ],
+    "ask_tramite_online": [
+        "¿la {t} la puedo sacar por internet?", "¿se puede tramitar la {t} en línea?",
+        "¿hay forma de hacer la {t} por internet?", "¿tengo que ir en persona por la {t}?",
+        "¿puedo hacer el {t} desde el celular?", "¿la {t} se hace por la página del gobierno?",
+        "¿por teléfono puedo sacar la {t}?", "¿la {t} se puede hacer sin salir de casa?",
+    ],
+    "ask_tramite_info": [
+        "quiero sacar mi {t}", "ocupo hacer el {t}", "¿me puede orientar con la {t}?", "ando viendo lo de la {t}",
+        "¿me explica cómo es lo de la {t}?", "necesito informes de la {t}", "¿me da información de la {t}?",
+        "quiero hacer lo de la {t}", "lo de la {t}, ¿cómo le hago?", "¿qué pasos son para la {t}?",
+    ],
+}
+CALLER_TRAMITE_NO_ENTITY = {
+    "ask_tramite_requirements": ["¿y qué me piden?", "¿y qué papeles llevo?", "y que documentos ocupo",
+                                 "¿qué tengo que llevar?"],
+    "ask_tramite_cost": ["¿y cuánto es?", "¿y a cómo está?", "y cuanto me cobran", "¿cuánto pago?", "¿y eso cuánto sale?"],
+    "ask_tramite_where": ["¿y eso dónde se hace?", "y a donde voy", "¿dónde lo saco?", "¿y la oficina dónde queda?"],
+    "ask_tramite_hours": ["¿y qué horario tienen?", "¿a qué hora cierran?", "y que dias atienden",
+                          "¿abren los sábados?"],
+    "ask_tramite_duration": ["¿y cuánto se tarda?", "¿en cuánto tiempo sale?", "y en cuantos dias me lo dan",
+                             "¿tarda mucho?", "¿para cuándo estaría?", "¿y cuándo me lo entregan?"],
+    "ask_tramite_online": ["¿y eso se puede por internet?", "¿se puede sacar en línea?", "y por internet se puede",
+                           "¿tengo que ir yo?", "¿se puede por teléfono?"],
+    "ask_tramite_info": ["tengo una duda de un trámite", "quería información de un trámite estatal",
+                         "me interesa un trámite"],
+}
+CALLER_STATIC = {
+    "greet": ["bueno, buenas tardes", "sí, hola, buenas", "hola, buen día señorita", "buenas tardes, ¿es turismo?",
+              "¿bueno, me escucha?", "qué tal, buen día"],
+    "goodbye": ["eso sería todo, gracias, adiós", "ya es todo, muchas gracias, bye", "no, ya con eso, hasta luego",
+                "gracias, que tenga buen día, adiós", "ya no ocupo más, gracias, hasta luego", "bueno, bye",
+                "ándele pues, hasta luego", "sale, gracias, bye", "es todo, buenas noches"],
+    "thanks": ["ah, ok, gracias", "ándale, gracias", "muy bien, gracias", "gracias, muy amable señorita",
+               "ah, perfecto, gracias"],
+    "affirm": ["sí, claro", "sí, por favor", "ajá, sí", "eso", "sí, así es", "sí, ándele", "sí, dígame más"],
+    "deny": ["no, ya no, gracias", "no, nada más eso", "no, así déjelo", "no, ahorita no", "no, mejor no"],
+    "request_agent": ["quiero hablar con un asesor por favor", "páseme con alguien", "¿me comunica con una persona?",
+                      "ya no quiero la grabación, páseme con alguien", "necesito un operador", "con un agente por favor",
+                      "comuníqueme con alguien que me atienda"],
+    "help": ["¿qué puedo hacer?", "¿qué información me puede dar?", "¿para qué sirve esta línea?",
+             "¿qué servicios tienen?"],
+    "repeat": ["¿me lo puede repetir?", "perdón, no le escuché", "¿cómo?", "otra vez por favor", "¿qué me dijo?"],
+    "check_status": ["quiero saber cómo va mi trámite", "¿me dice en qué va mi trámite?", "quiero consultar mi trámite",
+                     "le hablo para saber de mi trámite", "ya hice un trámite y quiero ver si ya está",
+                     "¿ya está listo lo mío?", "quería checar el estatus de mi solicitud", "¿cómo va mi solicitud?",
+                     "tengo mi número de folio, ¿me dice cómo va?", "consultar el estado de mi trámite"],
+    "start_tramite": ["quiero hacer un trámite desde aquí por teléfono", "¿puedo hacer mi solicitud por aquí?",
+                      "quiero levantar una solicitud", "quiero empezar una solicitud por teléfono"],
+    "tourism": ["quiero información de lugares para visitar", "¿qué lugares de Veracruz me recomienda?",
+                "vamos a ir de paseo, ¿qué me recomienda?", "quiero saber de turismo", "lo de turismo"],
+    "out_of_scope": ["¿me da el número del hospital?", "¿cuánto cuesta el boleto del ADO?", "quiero pedir un préstamo",
+                     "¿dónde está la farmacia?", "¿cómo está el clima en el puerto?", "quiero pagar mi recibo de teléfono"],
+}
+
+
+
+# ---------------------------------------------------------------------------------------- held-out sets stay out
+HELD_OUT_SPLIT = ROOT / "nlu_data" / "test"
+HELD_OUT_EVAL = ROOT / "bench" / "nlu_eval"
+SHORT_TURN_WORDS = 3
+"""Turns this short ("gracias", "¿y cuánto cuesta?") are the closed vocabulary of a phone dialogue: training must
+have them whatever an evaluation set says. Longer ones that a template happens to produce are dropped."""
+
+
+def comparable(text: str) -> str:
+    """An example as a held-out turn is compared: annotations, case, accents and punctuation removed."""
+    text = re.sub(r"\[([^\]]+)\](\([^)]*\)|\{[^}]*\})", r"\1", text)
+    text = "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
+    return " ".join(re.sub(r"[¿?¡!,.;:]", " ", text).split())
+
+
+def held_out_turns() -> tuple[frozenset[str], frozenset[str]]:
+    """(every example of the held-out split, the longer turns of the independent evaluation set), comparable.
+
+    Read only to keep a generated row that happens to equal one of them out of training; nothing in them feeds a
+    template."""
+    import yaml
+    split = set()
+    for path in sorted(HELD_OUT_SPLIT.glob("*.yml")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line.startswith("- ") and not line.startswith("- intent"):
+                split.add(comparable(line[2:]))
+    turns = set()
+    for path in sorted(HELD_OUT_EVAL.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for item in doc.get("items") or []:
+            for turn in item.get("turns") or [item]:
+                said = comparable(str(turn.get("text", "")))
+                if len(said.split()) > SHORT_TURN_WORDS:
+                    turns.add(said)
+    return frozenset(split), frozenset(turns)
+
+
+def held_out(row: str, kept_out: tuple[frozenset[str], frozenset[str]]) -> bool:
+    said = comparable(row)
+    return said in kept_out[0] or said in kept_out[1]
+
+
 def main() -> None:
     rng = random.Random(5)
     speaker = Speaker(rng)
@@ -691,11 +875,11 @@ def main() -> None:
 
     for intent, templates in TOURISM.items():
         rows = [r for tpl in templates for r in said(tpl, 2, tourism_fill)]
-        rows += [r for tpl in TOURISM_MORE[intent] for r in said(tpl, 1, tourism_fill)]
-        rows += FOLLOWUPS[intent] + FOLLOWUPS_MORE[intent]
-        rows += [speaker.dress(f, rng.random() < 0.5) for f in FOLLOWUPS[intent] + FOLLOWUPS_MORE[intent]]
+        rows += [r for tpl in TOURISM_MORE[intent] + CALLER_TOURISM[intent] for r in said(tpl, 1, tourism_fill)]
+        follow = FOLLOWUPS[intent] + FOLLOWUPS_MORE[intent] + CALLER_FOLLOWUPS[intent]
+        rows += follow + [speaker.dress(f, rng.random() < 0.5) for f in follow]
         blocks[intent] = rows
-    blocks["inform_city"] = [r for tpl in INFORM_CITY + INFORM_CITY_MORE for r in said(tpl, 2, tourism_fill)]
+    blocks["inform_city"] = [r for tpl in INFORM_CITY + INFORM_CITY_MORE + CALLER_INFORM_CITY for r in said(tpl, 2, tourism_fill)]
 
     def tramite_fill(tpl: str, asr: bool) -> str:
         return fill_tramite(tpl, next(trams), speaker, asr)
@@ -714,26 +898,28 @@ def main() -> None:
     for intent in (*TRAMITE_TEMPLATES, "ask_tramite_duration", "ask_tramite_online"):
         rows = [r for tpl in TRAMITE_TEMPLATES.get(intent, []) for r in said(tpl, 2, tramite_fill)]
         rows += [r for tpl in TRAMITE_MORE[intent] for r in said(tpl, 2, tramite_fill)]
+        rows += [r for tpl in CALLER_TRAMITE[intent] for r in said(tpl, 1, tramite_fill)]
         rows += [r for tpl in VERB_TEMPLATES.get(intent, []) for r in said(tpl, 2, verb_fill)]
         rows += [r for tpl in STATEMENT_TEMPLATES.get(intent, []) for r in said(tpl, 2, statement_fill)]
-        plain = TRAMITE_NO_ENTITY.get(intent, []) + TRAMITE_NO_ENTITY_MORE[intent]
+        plain = TRAMITE_NO_ENTITY.get(intent, []) + TRAMITE_NO_ENTITY_MORE[intent] + CALLER_TRAMITE_NO_ENTITY[intent]
         rows += plain + [speaker.dress(p, rng.random() < 0.5) for p in plain]
         blocks[intent] = rows
     blocks["inform_tramite"] = [r for tpl in INFORM_TRAMITE for r in said(tpl, 3, tramite_fill)]
-    blocks["start_tramite"] = STATIC["start_tramite"] + START_PLAIN + [
+    blocks["start_tramite"] = STATIC["start_tramite"] + START_PLAIN + CALLER_STATIC["start_tramite"] + [
         r for tpl in START_TEMPLATES for r in said(tpl, 2, tramite_fill)] + [
         speaker.dress(p, rng.random() < 0.5, indirect=False) for p in START_PLAIN]
     blocks["inform_number"] = STATIC["inform_number"] + number_examples(rng, 30)
     for intent, rows in STATIC.items():
         if intent in blocks:
             continue
-        more = STATIC_MORE.get(intent, []) + (OUT_OF_SCOPE_MORE if intent == "out_of_scope" else [])
+        more = STATIC_MORE.get(intent, []) + CALLER_STATIC.get(intent, []) + (OUT_OF_SCOPE_MORE if intent == "out_of_scope" else [])
         base = rows + more
         # the recognizer's spelling of the same turns, and a hesitant opening for the requests
         extra = [asr_form(r) for r in base]
         if intent in ("check_status", "tourism", "request_agent", "help"):
             extra += [speaker.dress(r, rng.random() < 0.5, indirect=False) for r in base]
         blocks[intent] = base + extra
+    kept_out = held_out_turns()
     lines = ["# GENERATED by dialogs/tools/gen_nlu.py from its templates: edit the templates, then re-run.",
              'version: "3.1"', "nlu:"]
     total = 0
@@ -743,7 +929,7 @@ def main() -> None:
         seen = set()
         for row in rows:
             key = row.lower()
-            if key not in seen and row.strip():
+            if key not in seen and row.strip() and not held_out(row, kept_out):
                 seen.add(key)
                 lines.append(f"      - {row}")
                 total += 1

@@ -40,6 +40,23 @@ def test_training_and_test_splits_do_not_overlap() -> None:
     assert not examples(TEST_SPLIT) & examples(REPO_ROOT / "nlu_data" / "train")
 
 
+def test_independent_evaluation_set_stays_out_of_training() -> None:
+    """bench/nlu_eval must keep measuring: no caller turn of it longer than a few words ("gracias", "¿y cuánto
+    cuesta?" are the closed vocabulary of any phone dialogue) appears in the training data, compared without
+    case, accents, punctuation or entity annotations (dialogs/tools/gen_nlu.py drops such rows)."""
+    from dialogs.tools.gen_nlu import SHORT_TURN_WORDS, comparable, held_out_turns
+    _, evaluation = held_out_turns()
+    assert len(evaluation) >= 200
+    train = set()
+    for path in (REPO_ROOT / "nlu_data" / "train").glob("*.yml"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line.startswith("- ") and not line.startswith(("- intent", "- synonym", "- lookup")):
+                train.add(comparable(line[2:]))
+    shared = {t for t in train & evaluation if len(t.split()) > SHORT_TURN_WORDS}
+    assert not shared, sorted(shared)[:20]
+
+
 def test_rasa_data_validate_is_clean(rasa_model: Path) -> None:
     result = rasa("data", "validate", "--domain", "domain.yml", "--config", "config.yml",
                   "--data", "data", str(REPO_ROOT / "nlu_data" / "train"))
