@@ -173,27 +173,68 @@ def test_killed_workers_calls_get_a_bye_and_their_records_are_closed_lost(node, 
     service.close()
 
 
-def _finals_by_call(raw: RawSip, calls: int, timeout_s: float) -> dict[str, tuple[int, str, bytes]]:
-    """The first final answer of each Call-ID (Kamailio retransmits a 488 until it is ACKed: counted once)."""
-    seen: dict[str, tuple[int, str, bytes]] = {}
+class _Reader(threading.Thread):
+    """Reads a RawSip socket's answers while its requests are still being sent. Left unread through a 2 s flood, the
+    socket's receive buffer (212,992 bytes by default: ~166 small datagrams on loopback) overflowed with the 503s,
+    100 Trying and retransmitted 488s, and the kernel dropped the rest (RcvbufErrors): the old test read back only
+    94 of 200 answers under load although Kamailio had sent them all."""
+
+    def __init__(self, raw: RawSip) -> None:
+        super().__init__(daemon=True)
+        self.raw = raw
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        raw.sock.settimeout(0.1)
+        self.finals: dict[str, tuple[int, str, bytes]] = {}
+        self._done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                data, _ = self.raw.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            status = re.match(rb"SIP/2\.0 (\d{3}) ([^\r\n]*)", data)
+            call_id = re.search(rb"\r\nCall-ID: *([^\r\n]+)", data)
+            if status and call_id and int(status.group(1)) >= 200:
+                self.finals.setdefault(call_id.group(1).decode(), (int(status.group(1)),
+                                                                   status.group(2).decode(errors="replace"), data))
+
+    def wait_for(self, count: int, timeout_s: float) -> dict[str, tuple[int, str, bytes]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.finals) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._done.set()
+        self.join(2)
+        return dict(self.finals)
+
+
+def _counts_after(settings, before: dict[str, int], total: int, timeout_s: float) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Kamailio's own counts of new INVITEs since `before`, once it has decided on `total` of them (or the deadline)."""
+    paths = kamailio.KamailioPaths.for_settings(settings)
     deadline = time.monotonic() + timeout_s
-    while len(seen) < calls and time.monotonic() < deadline:
-        for final in raw.collect(1, max(deadline - time.monotonic(), 0.05)).finals:
-            call_id = re.search(rb"\r\nCall-ID: *([^\r\n]+)", final[2])
-            if call_id:
-                seen.setdefault(call_id.group(1).decode(), final)
-    return seen
+    while True:
+        now = asyncio.run(kamailio.front_door_counts(paths))
+        delta = {name: now[name] - before[name] for name in now}
+        if sum(delta.values()) >= total or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 13): in the last full run only 94 of 200 flood INVITEs were read back as 503 From This Address (the test wants >= 100) while the voice subset loaded the machine; not yet known whether answers were lost or not sent")
 def test_a_flooding_source_is_throttled_without_hurting_other_sources(node) -> None:  # type: ignore[no-untyped-def]
     """127.0.0.3 sends new INVITEs at 100/s for 2 s: beyond its per-source share they get 503 + Retry-After before
     any worker is involved; meanwhile every INVITE from 127.0.0.4 (one each 0.25 s) reaches a worker. G.729-only
-    offers: a worker answers 488 and holds no slot, so the flood's share is not what fills the node."""
+    offers: a worker answers 488 and holds no slot, so the flood's share is not what fills the node. What was
+    refused is what Kamailio counted (statistics module), not what a client managed to read back."""
     port = node.settings.sip.port
     per_source = node.settings.sip.new_calls_per_source_per_second
+    paths = kamailio.KamailioPaths.for_settings(node.settings)
+    before = asyncio.run(kamailio.front_door_counts(paths))
     mark = len(node.stderr)
     with RawSip("127.0.0.3") as flood, RawSip("127.0.0.4") as other:
+        flood_reader, other_reader = _Reader(flood), _Reader(other)
         started = time.monotonic()
         sent = 0
         for index in range(200):
@@ -203,17 +244,25 @@ def test_a_flooding_source_is_throttled_without_hurting_other_sources(node) -> N
                 other.send(padded_invite(port, other, 10, codec="18 G729/8000"), (HOST, port))
             time.sleep(max(started + (index + 1) / 100 - time.monotonic(), 0))
         flood_s = time.monotonic() - started
-        flooded = _finals_by_call(flood, sent, 5.0)
-        others = _finals_by_call(other, 8, 5.0)
+        counted = _counts_after(node.settings, before, sent + 8, 15.0)
+        flooded = flood_reader.wait_for(sent, 10.0)
+        others = other_reader.wait_for(8, 10.0)
     throttled = [f for f in flooded.values() if f[0] == 503 and "From This Address" in f[1]]
     other_codes = sorted(code for code, _, _ in others.values())
     dispatched = sum("event=call_dispatched" in line and "src=127.0.0.3" in line for line in node.stderr[mark:])
-    print(f"\nflood: {sent} INVITEs in {flood_s:.1f} s from one source, {dispatched} dispatched, {len(throttled)} "
-          f"of the {len(flooded)} answers read were 503 (share {per_source}/s); other source: {other_codes}")
-    # The flood touched at most ceil(flood_s) + 1 one-second windows: at most that many shares were dispatched.
-    assert dispatched <= (int(flood_s) + 2) * per_source
-    assert len(throttled) >= sent // 2
-    assert all(b"Retry-After: " in f[2] for f in throttled)
+    print(f"\nflood: {sent} INVITEs in {flood_s:.1f} s from one source (share {per_source}/s); Kamailio counted "
+          f"{counted}; {dispatched} of the flood dispatched (log); answers read: {len(throttled)} 'From This "
+          f"Address' 503 of {len(flooded)}; other source: {other_codes}")
+    # The flood touched at most ceil(flood_s) + 1 one-second windows: at most that many shares were dispatched,
+    # and every other flood INVITE was refused by its share (none by the node's rate, none for want of a worker).
+    windows = int(flood_s) + 2
+    assert dispatched <= windows * per_source
+    assert counted["source"] == sent - dispatched
+    assert counted["node"] == 0 and counted["full"] == 0
+    assert counted["dispatched"] == dispatched + 8
+    # what was read back is the answer Kamailio counted: a 503 with Retry-After
+    assert throttled and all(b"Retry-After: " in f[2] for f in throttled)
+    assert len(throttled) <= counted["source"]
     assert other_codes == [488] * 8
 
 
