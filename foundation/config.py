@@ -106,6 +106,9 @@ class SipConfig(_Section):
     rtp_port_range: int = Field(2000, ge=10, le=40000)
     answer_delay_ms: int = Field(0, ge=0, le=10000)        # ring (180) this long before 200 OK
     media_timeout_s: float = Field(30.0, gt=0, le=3600)     # no inbound RTP this long -> BYE
+    # The caller put us on hold (re-INVITE a=sendonly/inactive): no RTP is expected, so the media timeout waits;
+    # a call held longer than this is hung up (BYE) so a forgotten hold cannot keep a slot forever.
+    hold_timeout_s: float = Field(300.0, gt=0, le=7200)
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600)    # SIGTERM: let calls end this long, then BYE
     remote_workers: list[str] = []     # scale-out: "IP:PORT" of workers on other nodes, also behind our Kamailio
     # Behind Kamailio, the only sources a worker takes calls from ([] = bind_address: this node's Kamailio; a

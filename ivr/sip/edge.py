@@ -454,17 +454,34 @@ class SipEdge:
     def on_media_state(self, call: PjCall) -> None:
         ci = call.getInfo()
         for media in ci.media:
-            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
                 continue
             if call.leg is None or call.gone:
                 return
+            now = time.monotonic()
+            if media.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD:
+                # The caller holds us (a=sendonly or inactive): no RTP need come; the hold timeout applies.
+                if call.held_since is None:
+                    call.held_since = now
+                    log.info("call held %s", kv(call_id=call.sip_call_id))
+            elif media.status == pj.PJSUA_CALL_MEDIA_ACTIVE and call.held_since is not None:
+                call.held_since = None
+                call.last_rx_change = now                # the media timeout counts from the unhold
+                log.info("call resumed %s", kv(call_id=call.sip_call_id))
+            if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                continue
             audio = call.getAudioMedia(media.index)
             if call.port is None:
                 call.port = self._ports.acquire(call.leg)
-            if call.audio is not None and call.media_index == media.index:
+            port_id = audio.getPortId()
+            if call.audio is not None and call.media_index == media.index and call.audio_port_id == port_id:
                 return                                   # re-INVITE with the same stream: already connected
+            # A re-INVITE or UPDATE with a new offer (hold, unhold, a carrier's session refresh with a new SDP
+            # version) can make pjsua recreate the stream in a new conference slot: connect our port to it again,
+            # or the call stays up with no audio either way.
             call.audio = audio
             call.media_index = media.index
+            call.audio_port_id = port_id
             audio.startTransmit(call.port)
             call.port.startTransmit(audio)
             return
@@ -492,6 +509,11 @@ class SipEdge:
     def _check_media_timeouts(self, now: float) -> None:
         for call in list(self._calls):
             if not call.confirmed or call.gone or call.media_index < 0:
+                continue
+            if call.held_since is not None:
+                if now - call.held_since > self.config.hold_timeout_s:
+                    log.info("held too long %s", kv(call_id=call.sip_call_id, seconds=round(now - call.held_since)))
+                    self._hangup(call, "hold_timeout")
                 continue
             try:
                 packets = call.getStreamStat(call.media_index).rtcp.rxStat.pkt

@@ -38,6 +38,7 @@ class EdgeConfig:
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     answer_delay_ms: int = 0
     media_timeout_s: float = 30.0
+    hold_timeout_s: float = 300.0
     transfer_timeout_s: float = 15.0
     escalation_mode: str = "refer"
     follow_refer: bool = False                      # a phone (the test caller) follows REFERs; the portal refuses
@@ -60,6 +61,7 @@ class EdgeConfig:
             rtp_port_start=rtp_start, rtp_port_range=rtp_range,
             sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
             answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
+            hold_timeout_s=sip.hold_timeout_s,
             transfer_timeout_s=settings.escalation.transfer_timeout_s,
             escalation_mode=settings.escalation.mode, node=node)
 

@@ -84,6 +84,8 @@ class PjCall(pj.Call):
         self.port: LegMediaPort | None = None
         self.audio: pj.AudioMedia | None = None
         self.media_index = -1
+        self.audio_port_id = -1                 # conference slot of the stream our port is connected to
+        self.held_since: float | None = None    # the caller holds the call (a=sendonly/inactive)
         self.confirmed = False
         self.gone = False
         self.hangup_reason: str | None = None
