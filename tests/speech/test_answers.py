@@ -13,6 +13,7 @@ from ivr.speech.answers import (
     yes_no,
 )
 from ivr.speech.expect import Expect
+from ivr.speech.whisper import WhisperResult
 
 DIGITS = Expect(kind="digits", max_digits=8)
 MENU = Expect(kind="menu", phrases=("uno", "dos", "tres", "cero", "turismo", "trámites", "estado de mi trámite",
@@ -116,3 +117,18 @@ def test_digit_strings_as_callers_say_them(text: str, digits: str) -> None:
 @pytest.mark.parametrize("text", ["No lo tengo, quiero un asesor.", "un nuevo trámite", "no sé cuál es"])
 def test_sentences_near_digit_words_stay_words(text: str) -> None:
     assert not map_answer(text, DIGITS).isdigit()
+
+
+def _result(text: str, logprob: float, *alts: tuple[str, float]) -> WhisperResult:
+    return WhisperResult(text, text, logprob, 0.0, 1.0, 10, 3.0, 0.5, alternatives=alts)
+
+
+def test_a_beam_reading_with_the_expected_digit_count_is_preferred() -> None:
+    from ivr.speech.whisper import pick_digits
+    # the best reading dropped a digit; the next one has all eight
+    heard = _result("1765436", -0.30, ("17654354", -0.45), ("176543544", -0.5))
+    assert pick_digits("1765436", heard, DIGITS) == "17654354"
+    # a reading far below the best is not taken, and words (the caller said something else) stay words
+    assert pick_digits("1765436", _result("1765436", -0.30, ("17654354", -1.2)), DIGITS) == "1765436"
+    assert pick_digits("no lo tengo", _result("no lo tengo", -0.3, ("17654354", -0.35)), DIGITS) == "no lo tengo"
+    assert pick_digits("21745676", _result("21745676", -0.3, ("21745670", -0.31)), DIGITS) == "21745676"
