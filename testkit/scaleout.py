@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ def node_config(tmp_path: Path, topo: netns.Topology, host: str, **node: object)
     return write_settings(
         d, node_name=f"{host}-{topo.tag}", node=node,  # type: ignore[arg-type]
         sip={"bind_address": topo.address(host), "port": SIP_PORT, "worker_base_port": 5070, "workers": WORKERS,
-             "allowed_peers": [topo.network], "shutdown_grace_s": 20.0, "rtp_port_start": 20000,
+             "allowed_peers": [topo.network], "shutdown_grace_s": 5.0, "rtp_port_start": 20000,
              "rtp_port_range": 400, "new_calls_per_second": 50, "new_calls_per_source_per_second": 50},
         database={"url": f"sqlite:///{tmp_path / 'shared.db'}"}, asr={"model": "ko-test"})
 
@@ -63,6 +66,27 @@ class Cluster:
             return run_node(cfg, settings, "--no-web", prefix=prefix)
         cfg, settings = self.media[host]
         return run_node(cfg, settings, "--ivr-app", DEMO_APP, prefix=prefix)
+
+    @contextlib.contextmanager
+    def run_together(self, *hosts: str) -> Iterator[list[Node]]:
+        """run() for each of `hosts` at once (each start waits on its own workers: in parallel they cost the
+        slowest, not the sum); all stopped afterwards, also when one of them failed to start."""
+        managers = [self.run(h) for h in hosts]
+        with contextlib.ExitStack() as stack:
+            with ThreadPoolExecutor(len(managers)) as pool:
+                futures = [pool.submit(m.__enter__) for m in managers]
+            nodes: list[Node] = []
+            error: BaseException | None = None
+            for manager, future in zip(managers, futures, strict=True):
+                try:
+                    nodes.append(future.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others are registered
+                    error = error or exc
+                    continue
+                stack.push(manager)
+            if error is not None:
+                raise error
+            yield nodes
 
     def dests_at(self, front: str) -> list[kamailio.Destination]:
         paths = kamailio.KamailioPaths.for_settings(self.fronts[front][1])
@@ -99,6 +123,13 @@ class Cluster:
                 str(logs / f"{name}.stat.csv"), "-fd", "1", f"{target or self.front_settings.sip.bind_address}:{SIP_PORT}"]
         return subprocess.Popen(self.topo.argv("caller", argv), stdout=out, stderr=subprocess.STDOUT, cwd=logs,
                                 start_new_session=True)
+
+    def stop_calls(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill a sipp whose calls are no longer needed (the workers end them by media timeout or at stop)."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
     def counts(self, name: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> tuple[int, int]:
         """(successful, failed) once sipp `name` has finished."""

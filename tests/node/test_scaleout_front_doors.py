@@ -34,7 +34,7 @@ def test_losing_the_front_door_that_holds_the_shared_address_loses_no_call(tmp_p
                                                                            topo: netns.Topology) -> None:
     vip = topo.shared()
     c = Cluster(tmp_path, topo, media=("m1",), fronts=("f1", "f2"), shared_address=vip)
-    with c.run("f1"), c.run("f2"), c.run("m1"):
+    with c.run_together("f1", "f2"), c.run("m1"):
         c.wait("m1 at both front doors", lambda: active(c.dests_at("f1")) and active(c.dests_at("f2")))
         held = c.calls("held", calls=4, hold_ms=12000, target=vip)
         c.wait("4 calls up through f1", lambda: load(c.dests_at("f1")) == 4)

@@ -34,6 +34,7 @@ if WHY_NOT:
     pytestmark.append(pytest.mark.skip(reason=f"scale-out topology in network namespaces: {WHY_NOT}"))
 
 HOSTS = ["front", "m1", "m2", "caller"]
+BUSY_HOLD_MS = 120_000
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def topo() -> Iterator[netns.Topology]:
 @contextlib.contextmanager
 def cluster_up(tmp_path: Path, topo: netns.Topology) -> Iterator[tuple[Cluster, Node, Node, Node]]:
     c = Cluster(tmp_path, topo)
-    with c.run("front") as front, c.run("m1") as m1, c.run("m2") as m2:
+    with c.run("front") as front, c.run_together("m1", "m2") as (m1, m2):
         assert "media node: registered with the front door(s)" in "".join(m1.stdout)
         c.wait("both media nodes in rotation", lambda: active(c.of("m1")) and active(c.of("m2")))
         yield c, front, m1, m2
@@ -98,13 +99,18 @@ def test_drain_drops_no_call_and_the_node_rejoins(tmp_path: Path, topo: netns.To
         assert re.search(r"Drained: 0 call\(s\) left", "".join(m1.stdout))
         c.wait("m1 left the dispatcher", lambda: not c.of("m1"), timeout_s=20)
         # m2 alone holds a full load; m1 rejoins meanwhile: the front door's count of m2's calls survives the
-        # dispatcher.add (a dispatcher.reload would zero it), and the next calls can only go to m1.
-        busy = c.calls("busy", calls=WORKERS * CALLS_PER_WORKER, hold_ms=25000)
-        c.wait("m2 full", lambda: load(c.of("m2")) == WORKERS * CALLS_PER_WORKER)
-        with c.run("m1"):
-            c.wait("m1 rejoined", lambda: active(c.of("m1")))
-            assert load(c.of("m2")) == WORKERS * CALLS_PER_WORKER, c.dests()
-            again = c.calls("again", calls=4, hold_ms=2000)
-            c.wait("calls on the rejoined node", lambda: load(c.of("m1")) > 0, timeout_s=30)
-            assert c.counts("again", again) == (4, 0)
-            assert c.counts("busy", busy) == (WORKERS * CALLS_PER_WORKER, 0)
+        # dispatcher.add (a dispatcher.reload would zero it), and the next calls can only go to m1. The full load is
+        # held longer than any start of m1 can take, and let go once that is checked.
+        busy = c.calls("busy", calls=WORKERS * CALLS_PER_WORKER, hold_ms=BUSY_HOLD_MS)
+        try:
+            c.wait("m2 full", lambda: load(c.of("m2")) == WORKERS * CALLS_PER_WORKER)
+            with c.run("m1"):
+                c.wait("m1 rejoined", lambda: active(c.of("m1")))
+                assert busy.poll() is None                  # m2's calls are still up
+                assert load(c.of("m2")) == WORKERS * CALLS_PER_WORKER, c.dests()
+                front_mark = len(front.stderr)
+                again = c.calls("again", calls=4, hold_ms=2000)
+                assert c.counts("again", again) == (4, 0)
+                assert set(dispatched(front, front_mark)) == {topo.address("m1")}
+        finally:
+            c.stop_calls(busy)
