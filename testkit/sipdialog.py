@@ -200,6 +200,8 @@ class SipDialog:
         self.requests: list[Request] = []           # what the far end sent us, in order
         self.invite_branch = ""
         self.invite_cseq = 0
+        self.cancel_text = ""
+        self.reinvite_branch = ""
         self._acked: bytes | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._recv, daemon=True)
@@ -236,8 +238,9 @@ class SipDialog:
     def cancel(self) -> None:
         """CANCEL the initial INVITE (same branch and CSeq number, RFC 3261 9.1)."""
         to_tag, self.to_tag = self.to_tag, ""
-        self._send(self._message("CANCEL", self.remote_target, self.invite_cseq, self.invite_branch, "", "", "",
-                                 route=False))
+        self.cancel_text = self._message("CANCEL", self.remote_target, self.invite_cseq, self.invite_branch, "", "",
+                                         "", route=False)
+        self._send(self.cancel_text)
         self.to_tag = to_tag
 
     def ack(self, body: str = "") -> None:
@@ -248,7 +251,11 @@ class SipDialog:
         self._send(text)
 
     def ack_failure(self, response: Response) -> None:
-        """ACK a non-2xx final answer to the initial INVITE (same branch, no route set)."""
+        """ACK a non-2xx final answer to the last INVITE (same branch; a re-INVITE's along the route set)."""
+        if self.invite_cseq != 1 or self.reinvite_branch:
+            self._send(self._message("ACK", self.remote_target, self.invite_cseq, self.reinvite_branch, "", "", "",
+                                     route=True))
+            return
         tag = re.search(r"tag=([^;\s>]+)", response.header("To") or "")
         saved, self.to_tag = self.to_tag, tag.group(1) if tag else ""
         self._send(self._message("ACK", self.remote_target, self.invite_cseq, self.invite_branch, "", "", "",
@@ -258,8 +265,23 @@ class SipDialog:
     def reinvite(self, body: str, extra: str = "") -> None:
         self.cseq += 1
         self.invite_cseq = self.cseq
-        self._send(self._message("INVITE", self.remote_target, self.cseq, f"z9hG4bK-re-{secrets.token_hex(6)}",
+        self.reinvite_branch = f"z9hG4bK-re-{secrets.token_hex(6)}"
+        self._send(self._message("INVITE", self.remote_target, self.cseq, self.reinvite_branch,
                                  body, "application/sdp", extra, route=True))
+
+    def reinvite_accepted(self, body: str, extra: str = "", attempts: int = 4,
+                          timeout_s: float = 10.0) -> Response | None:
+        """re-INVITE until it is not refused with 491 (the previous INVITE's ACK has not been seen yet, or the far
+        end's own re-INVITE crossed ours): RFC 3261 14.1, the UAC tries again a little later."""
+        response = None
+        for attempt in range(attempts):
+            self.reinvite(body, extra)
+            response = self.wait("INVITE", timeout_s)
+            if response is None or response.code != 491:
+                return response
+            self.ack_failure(response)
+            time.sleep(0.3 * (attempt + 1))
+        return response
 
     def request(self, method: str, body: str = "", content_type: str = "application/sdp", extra: str = "") -> None:
         """An in-dialog request (BYE, UPDATE, INFO, OPTIONS...) along the route set."""
@@ -317,9 +339,9 @@ class SipDialog:
                     self._send(retransmit)
                     next_resend = time.monotonic() + 1.0
                 continue
-            retransmit = None                                  # any answer: the transaction is alive
             if not (response.header("CSeq") or "").endswith(method):
                 continue
+            retransmit = None                                  # an answer to it: the transaction is alive
             if final and response.code < 200:
                 continue
             if method == "INVITE" and 200 <= response.code < 300:

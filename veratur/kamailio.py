@@ -14,6 +14,7 @@ import glob
 import ipaddress
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,11 @@ UDP_MTU_BYTES = 1300
 # datagram above it is truncated and a TCP message above it overflows the receive buffer, unanswered either way.
 # Our relay adds a Via and up to two Record-Routes (~250 bytes): what cannot reach a worker whole gets 513 here.
 MAX_MESSAGE_BYTES = 3600
+# The methods the front door relays (Allow in its 405s and OPTIONS answers): UPDATE and PRACK included, a
+# carrier's session refresh (RFC 4028) and reliable provisionals (RFC 3262) reach the workers, which serve both.
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE, PRACK"
+STATIC_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}      # RFC 3551
+CODEC_RATES = {"opus": 48000}
 LOG_SNIPPET_CHARS = 60           # at most this much of a caller-supplied value in a log line
 DIALOG_PROFILE = "worker"        # dialogs by the duid of the worker that answered them (ended when it dies)
 # dispatcher.add/remove rebuild the list; the module refuses another rebuild within reload_delta ("Ongoing
@@ -188,6 +194,37 @@ def rpc_target(address: str, port: int) -> str:
     return f"tcp:{_host(address)}:{port}"
 
 
+def _codec_params(codecs: Sequence[str]) -> dict[str, str]:
+    """What sdpops looks for in an offer (static payload types and names of the codecs the workers speak) and
+    what the 488's Warning tells the caller to offer."""
+    ids = [str(STATIC_PAYLOAD_TYPES[c]) for c in codecs if c in STATIC_PAYLOAD_TYPES]
+    return {"codec_ids": ",".join(ids) or "0", "codec_names": ",".join(codecs),
+            "codec_offer": " or ".join(f"{c}/{CODEC_RATES.get(c, 8000)}" for c in codecs)}
+
+
+def _warn_agent(settings: Settings) -> str:
+    """The Warning's agent (RFC 3261 20.43: host or pseudonym): the node's public or bind address."""
+    return _host(settings.sip.public_address or settings.sip.bind_address)
+
+
+def source_calls_lines(limit: int) -> dict[str, str]:
+    """The cap on calls one source address holds at once (0: none). Counted from the INVITE (a dialog profile),
+    so calls answered but never ACKed count too: 8 such INVITEs from one address (sipvicious svmap -m INVITE)
+    held every slot of a 2-worker node for the 32 s a worker waits for the ACK (issue 13)."""
+    if not limit:
+        return {"source_calls_check": "", "source_calls_profile": ""}
+    stat = FRONT_DOOR_STATS["source_calls"]
+    check = f"""    if (get_profile_size("{SOURCE_PROFILE}", "$si", "$var(held)") && $var(held) >= {limit}) {{
+        xlog("L_WARN", "event=call_rejected reason=source_calls_limit limit={limit} src=$si\\n");
+        update_stat("{stat}", "+1");
+        append_to_reply("Retry-After: {RETRY_AFTER_FULL_S}\\r\\n");
+        sl_send_reply("503", "Too Many Calls From This Address");
+        exit;
+    }}
+"""
+    return {"source_calls_check": check, "source_calls_profile": f'    set_dlg_profile("{SOURCE_PROFILE}", "$si");\n'}
+
+
 def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | None = None) -> str:
     """The whole kamailio.cfg for this node."""
     sip = settings.sip
@@ -221,12 +258,17 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         fr_inv_timer=FR_INV_TIMER_MS,
         rate=sip.new_calls_per_second,
         rate_per_source=min(sip.new_calls_per_source_per_second, sip.new_calls_per_second),
+        source_profile=SOURCE_PROFILE,
+        **source_calls_lines(sip.max_calls_per_source),
         retry_full=RETRY_AFTER_FULL_S,
         retry_rate=RETRY_AFTER_RATE_S,
         allowed=_allowed_condition(sip.allowed_peers),
         udp_mtu=UDP_MTU_BYTES,
         mtu_proto="TCP" if "tcp" in sip.transports else "UDP",
         max_message=MAX_MESSAGE_BYTES,
+        allow=ALLOW,
+        warn_agent=_warn_agent(settings),
+        **_codec_params(settings.media.codecs),
         dlg_profile=DIALOG_PROFILE,
         record_route=_record_route(shared, sip.port),
         dlg_timeout=hash_expire,
@@ -292,7 +334,9 @@ async def set_worker_state(paths: KamailioPaths, index: int, state: str) -> None
 
 # Kamailio's own counts of new INVITEs by outcome (statistics module, group `script`).
 FRONT_DOOR_STATS = {"source": "calls_rejected_source_rate", "node": "calls_rejected_node_rate",
-                    "full": "calls_rejected_no_worker", "dispatched": "calls_dispatched"}
+                    "full": "calls_rejected_no_worker", "dispatched": "calls_dispatched",
+                    "source_calls": "calls_rejected_source_calls"}
+SOURCE_PROFILE = "source"        # dialogs by the caller's address: sip.max_calls_per_source
 
 
 async def front_door_counts(paths: KamailioPaths) -> dict[str, int]:
@@ -434,6 +478,7 @@ loadmodule "htable.so"
 loadmodule "dispatcher.so"
 loadmodule "dialog.so"
 loadmodule "statistics.so"
+loadmodule "sdpops.so"
 {uac}
 ####### Module parameters #########
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
@@ -456,6 +501,7 @@ modparam("statistics", "variable", "{stat_source}")
 modparam("statistics", "variable", "{stat_node}")
 modparam("statistics", "variable", "{stat_full}")
 modparam("statistics", "variable", "{stat_dispatched}")
+modparam("statistics", "variable", "{stat_source_calls}")
 
 # dispatcher: call-load balancing over the workers, OPTIONS probing, load slots that expire.
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -475,7 +521,7 @@ modparam("dispatcher", "ds_hash_check_interval", 10)
 modparam("dispatcher", "reload_delta", {reload_delta})
 
 # dialog: which worker holds which call, so the supervisor can end (BYE) the calls of a worker that died.
-modparam("dialog", "profiles_with_value", "{dlg_profile}")
+modparam("dialog", "profiles_with_value", "{dlg_profile};{source_profile}")
 modparam("dialog", "default_timeout", {dlg_timeout})
 modparam("dialog", "enable_stats", 0)
 
@@ -505,7 +551,7 @@ request_route {{
             && $rm != "REFER" && $rm != "NOTIFY" && $rm != "PRACK" && $rm != "UPDATE") {{
         xlog("L_NOTICE", "event=sip_rejected reason=unknown_method src=$si\n");
         if (!is_method("ACK")) {{
-            append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY\r\n");
+            append_to_reply("Allow: {allow}\r\n");
             sl_send_reply("405", "Method Not Allowed");
         }}
         exit;
@@ -567,7 +613,7 @@ request_route {{
 
     if (is_method("OPTIONS")) {{
         # Keep-alives and health checks addressed to the node itself.
-        append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY\r\n");
+        append_to_reply("Allow: {allow}\r\n");
         sl_send_reply("200", "OK");
         exit;
     }}
@@ -576,15 +622,26 @@ request_route {{
         exit;
     }}
     if (!is_method("INVITE")) {{
-        append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY\r\n");
+        append_to_reply("Allow: {allow}\r\n");
         sl_send_reply("405", "Method Not Allowed");
         exit;
     }}
 {outbound_check}    route(NEWCALL);
 }}
 {outbound_route}
-# A new call: rate limit, choose the least-loaded worker with a free slot, relay.
+# A new call: codecs, rate limit, choose the least-loaded worker with a free slot, relay.
 route[NEWCALL] {{
+    # An offer with none of our codecs (G.722-only, G.729, opus...) is answered here with a Warning that says what
+    # to offer (RFC 3261 20.43, 305), before it costs a worker a transaction. No SDP (late offer) or a multipart
+    # body (SIP-I) goes on: the worker offers or negotiates itself.
+    if (has_body("application/sdp") && !sdp_with_codecs_by_id("{codec_ids}")
+            && !sdp_with_codecs_by_name("{codec_names}")) {{
+        xlog("L_NOTICE", "event=call_rejected reason=no_common_codec src=$si\n");
+        append_to_reply("Warning: 305 {warn_agent} \"Incompatible media format: offer {codec_offer}\"\r\n");
+        append_to_reply("Accept: application/sdp\r\n");
+        sl_send_reply("488", "Not Acceptable Here");
+        exit;
+    }}
     # $shtinc creates no item: the first INVITE of a source in a second sets it.
     $var(window) = $si + "/" + $Ts;
     $var(from_source) = $shtinc(newcalls=>$var(window));
@@ -608,7 +665,7 @@ route[NEWCALL] {{
         sl_send_reply("503", "Too Many New Calls");
         exit;
     }}
-    if (!ds_select_dst("{ds_set}", "{ds_alg}")) {{
+{source_calls_check}    if (!ds_select_dst("{ds_set}", "{ds_alg}")) {{
         xlog("L_WARN", "event=call_rejected reason=no_worker_free src=$si\n");
         update_stat("{stat_full}", "+1");
         append_to_reply("Retry-After: {retry_full}\r\n");
@@ -618,6 +675,7 @@ route[NEWCALL] {{
     xlog("L_INFO", "event=call_dispatched dst=$du src=$si\n");
     update_stat("{stat_dispatched}", "+1");
     dlg_manage();
+{source_calls_profile}
     {record_route}
     t_on_reply("DISPATCH_REPLY");
     t_on_failure("DISPATCH_FAILURE");
@@ -630,6 +688,9 @@ route[NEWCALL] {{
 }}
 
 route[WITHINDLG] {{
+    if (is_method("INFO")) {{
+        route(INFO_DTMF);
+    }}
     if (loose_route()) {{
         if (is_method("BYE")) {{
             # Frees the worker's call slot, whichever side hangs up.
@@ -646,6 +707,32 @@ route[WITHINDLG] {{
     }}
     sl_send_reply("404", "Not Here");
     exit;
+}}
+
+# DTMF by SIP INFO: pjsua reads application/dtmf-relay ("Signal=5"); some carriers and PBXs send
+# application/dtmf (the bare key), which pjsua answers 500: rewritten here to dtmf-relay. Any other INFO body gets
+# 415 with what we accept; an empty INFO (a keep-alive) gets 200 here.
+route[INFO_DTMF] {{
+    # has_body("type/subtype") cannot tell these apart (every subtype it does not know is the same "unknown").
+    $var(ctype) = $(cT{{s.tolower}});
+    if ($var(ctype) =~ "^application/dtmf *(;.*)?$") {{
+        $var(key) = $(rb{{s.trim}});
+        if (!($var(key) =~ "^[0-9*#A-Da-d]$")) {{
+            sl_send_reply("400", "Bad DTMF Key");
+            exit;
+        }}
+        set_body("Signal=$var(key)\r\nDuration=160\r\n", "application/dtmf-relay");
+        return;
+    }}
+    if (!has_body()) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (!($var(ctype) =~ "^application/dtmf-relay *(;.*)?$")) {{
+        append_to_reply("Accept: application/dtmf-relay, application/dtmf\r\n");
+        sl_send_reply("415", "Unsupported Media Type");
+        exit;
+    }}
 }}
 
 route[RELAY] {{
