@@ -5,6 +5,7 @@ the route set (late offer, hold/unhold, UPDATE, INFO application/dtmf rewritten 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from testkit import pcaps
+from testkit import sipp as sippkit
 from testkit.demo_handler import DEMO_APP, PROBE_FILE
 from testkit.rawsip import RawSip, options
 from testkit.sipdialog import RtpSocket, RtpStream, SipDialog, sdp_body
@@ -34,13 +36,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         yield running
 
 
-def probed(node: Node, event: str, call_id: str) -> list[dict[str, object]]:
-    import json
+def all_probed(node: Node, event: str) -> list[dict[str, object]]:
     path = node.settings.path(node.settings.data_dir) / PROBE_FILE
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if r["event"] == event and r["call_id"] == call_id]
+    return [r for r in records if r["event"] == event]
+
+
+def probed(node: Node, event: str, call_id: str) -> list[dict[str, object]]:
+    return [r for r in all_probed(node, event) if r["call_id"] == call_id]
 
 
 def wait_probed(node: Node, event: str, call_id: str, count: int = 1, timeout_s: float = 10.0) -> list[object]:
@@ -196,3 +201,16 @@ def test_a_call_with_a_large_invite_goes_to_the_worker_over_tcp(node: Node, tmp_
     finally:
         rtp.close()
     wait_loads_zero(node)
+
+
+def test_sipp_caller_holds_resumes_keys_and_refreshes(node: Node, tmp_path: Path) -> None:
+    """The same as a sipp scenario (testkit/scenarios/uac_hold.xml), the shape an outside SIP test suite plays."""
+    pcap = pcaps.write_dtmf_pcap(tmp_path / "dtmf42.pcap", "42")
+    mark = len(all_probed(node, "dtmf"))                 # this module's calls run one at a time
+    script = sippkit.render(sippkit.SCENARIOS / "uac_hold.xml", tmp_path,
+                            {"DTMF_PCAP": str(pcap), "DTMF_MS": "1200"}, test="hold")
+    proc = sippkit.run_call(script, f"{HOST}:{node.settings.sip.port}", cwd=tmp_path, timeout_s=30)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    wait_loads_zero(node)
+    assert "call held" in node.output() and "call resumed" in node.output()
+    assert [r["digit"] for r in all_probed(node, "dtmf")[mark:]] == ["4", "2"], all_probed(node, "dtmf")[-4:]
