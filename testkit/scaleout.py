@@ -36,7 +36,9 @@ def node_config(tmp_path: Path, topo: netns.Topology, host: str, **node: object)
     return write_settings(
         d, node_name=f"{host}-{topo.tag}", node=node,  # type: ignore[arg-type]
         sip={"bind_address": topo.address(host), "port": SIP_PORT, "worker_base_port": 5070, "workers": WORKERS,
-             "allowed_peers": [topo.network], "shutdown_grace_s": 5.0, "rtp_port_start": 20000,
+             "allowed_peers": [topo.network], "shutdown_grace_s": 5.0,
+             # sipp's callers send no RTP: without this the workers end every call after 30 s of silence
+             "media_timeout_s": 600.0, "rtp_port_start": 20000,
              "rtp_port_range": 400, "new_calls_per_second": 50, "new_calls_per_source_per_second": 50},
         database={"url": f"sqlite:///{tmp_path / 'shared.db'}"}, asr={"model": "ko-test"})
 
