@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import hashlib
 import ipaddress
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +63,9 @@ class KamailioError(Exception):
     """Kamailio is missing or its control socket did not answer."""
 
 
+UNIX_SOCKET_PATH_MAX = 100     # bytes; Kamailio's ctl module allows 104
+
+
 @dataclass(frozen=True)
 class KamailioPaths:
     """Where one node's Kamailio keeps its generated config and runtime files (all under <data_dir>/kamailio)."""
@@ -89,7 +95,16 @@ class KamailioPaths:
 
     @property
     def ctl_socket(self) -> Path:
-        return self.run_dir / "kamailio_ctl"
+        """Kamailio's RPC socket. A Unix socket path must fit sun_path (Kamailio refuses > 104 bytes and then does
+        not start): a long data_dir (a deep install path, pytest-xdist's tmp dirs) gets a short path of its own
+        in a private directory under the system temp dir instead, one per data_dir."""
+        path = self.run_dir / "kamailio_ctl"
+        if len(str(path)) <= UNIX_SOCKET_PATH_MAX:
+            return path
+        private = Path(tempfile.gettempdir()) / f"veratur-{os.getuid()}"
+        private.mkdir(mode=0o700, exist_ok=True)
+        digest = hashlib.sha256(str(self.root.absolute()).encode()).hexdigest()[:16]
+        return private / f"kamctl-{digest}"
 
     @classmethod
     def for_settings(cls, settings: Settings) -> KamailioPaths:
