@@ -246,6 +246,9 @@ class ToneSynthesizer:
         self.texts.append(text)
         return tone(self.ms_per_text, rate=self.sample_rate)
 
+    def cached(self, text: str) -> bool:
+        return text in self.prerendered
+
     async def prerender(self, texts: Sequence[str]) -> None:  # type: ignore[override]
         self.prerendered.extend(texts)
 

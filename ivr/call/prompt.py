@@ -2,6 +2,9 @@
 
 The `Prompt` feeds `CallLeg.play` in ~100 ms chunks, keeping the leg's outgoing buffer topped up to about
 `TOP_UP_MS` so an interruption drops at most that much queued audio, and `interrupt()` clears the leg's buffer.
+A streaming prompt (`streaming=True`) starts with the audio of its first sentence while the rest is still being
+synthesized: `append()` adds audio as it is rendered and `end_of_audio()` says nothing more will come, so a long
+reply starts playing as soon as a short one would.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ class Prompt:
     """Playback handle: `start()`, then `wait_for_playout()` or `interrupt()`."""
 
     def __init__(self, leg: CallLeg, pcm: bytes, *, allow_barge_in: bool = True, text: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, streaming: bool = False) -> None:
         self.leg = leg
         self.pcm = pcm
         self.text = text
@@ -31,6 +34,8 @@ class Prompt:
         self._clock = clock
         self._fed = 0                 # bytes handed to the leg
         self._done = asyncio.Event()
+        self._more = asyncio.Event()      # set by append()/end_of_audio(): the feeder waits on it when it ran dry
+        self._complete = not streaming    # no more audio will be appended
         self._task: asyncio.Task[None] | None = None
         self._rate = leg.sample_rate
         self._chunk = leg.sample_rate * 2 * CHUNK_MS // 1000
@@ -51,6 +56,18 @@ class Prompt:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def append(self, pcm: bytes) -> None:
+        """More audio for a streaming prompt (ignored once it ended, was interrupted or was declared complete)."""
+        if self._complete or self._done.is_set() or not pcm:
+            return
+        self.pcm += pcm
+        self._more.set()
+
+    def end_of_audio(self) -> None:
+        """No more audio will be appended: the prompt ends when what it holds has played out."""
+        self._complete = True
+        self._more.set()
+
     def start(self) -> None:
         """Queue the first audio now (so the reply's first audio time is known at once), feed the rest in a task."""
         if self._task is None and not self._done.is_set():
@@ -67,10 +84,15 @@ class Prompt:
 
     async def _feed(self) -> None:
         try:
-            while self._fed < len(self.pcm):
+            while True:
                 self._top_up()
                 if self._fed < len(self.pcm):
                     await asyncio.sleep(POLL_S)
+                elif not self._complete:
+                    self._more.clear()
+                    await self._more.wait()       # ran ahead of the synthesizer: the next sentence comes soon
+                else:
+                    break
             # The leg offers no "drained" event (its buffer empties on the media thread): poll it.
             while self.leg.queued_playback_ms() > 0:  # noqa: ASYNC110
                 await asyncio.sleep(POLL_S)

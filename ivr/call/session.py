@@ -37,7 +37,7 @@ from ivr.speech.recognizer import (
     SpeechRecognizer,
     SpeechStarted,
 )
-from ivr.speech.tts import SpeechSynthesizer
+from ivr.speech.tts import SpeechSynthesizer, split_sentences
 from ivr.speech.vad import BargeInGuard
 
 log = logging.getLogger("ivr.call.session")
@@ -265,23 +265,22 @@ class CallSession:
 
     # ---- output -------------------------------------------------------------------------------------------
     async def _play(self, texts: Sequence[str], *, allow_barge_in: bool) -> Prompt:
-        """Synthesize and start playing `texts` as one prompt; returns at once with the handle."""
-        parts = []
-        for text in texts:
-            if not text.strip():
-                continue
-            try:
-                pcm = await self.synth.synthesize(text)
-                if self.synth.sample_rate != self.leg.sample_rate:   # e.g. a 16 kHz leg on an 8 kHz node
-                    pcm = resample(pcm, self.synth.sample_rate, self.leg.sample_rate)
-                parts.append(pcm)
-            except Exception:
-                # One unspeakable text must not drop the call; the rest of the prompt is still said.
-                log.exception("tts failed %s", kv(call_id=self.call_id, chars=len(text)))
-        if texts and not parts and any(t.strip() for t in texts):
+        """Start playing `texts` as one prompt; returns as soon as its first sentence is playing.
+
+        A prerendered text plays whole; any other is synthesized sentence by sentence, the first before the prompt
+        starts and the rest while it plays, so a 20-second reply starts as soon as a 2-second one."""
+        pieces = [piece for text in texts if text.strip()
+                  for piece in ([text] if self.synth.cached(text) else split_sentences(text))]
+        first, rest = b"", list(pieces)
+        while rest and not first:
+            first = await self._render(rest.pop(0))
+        if pieces and not first:
             raise RuntimeError("text-to-speech failed for the whole prompt")
-        prompt = Prompt(self.leg, b"".join(parts), allow_barge_in=allow_barge_in, text=" ".join(texts),
-                        clock=self.clock)
+        prompt = Prompt(self.leg, first, allow_barge_in=allow_barge_in, text=" ".join(texts),
+                        clock=self.clock, streaming=bool(rest))
+        if rest:
+            feeder = asyncio.create_task(self._render_rest(prompt, rest), name=f"tts-{self.call_id}")
+            self._tasks = [t for t in self._tasks if not t.done()] + [feeder]
         self.prompt = prompt
         self.prompts_played.append(prompt)
         prompt.start()
@@ -295,6 +294,27 @@ class CallSession:
         waiter.add_done_callback(lambda _t: self._inbox.put_nowait(_PlayoutDone(prompt)))
         self._tasks = [t for t in self._tasks if not t.done()] + [waiter]
         return prompt
+
+    async def _render(self, text: str) -> bytes:
+        """One text's audio at the leg's rate; b"" (logged) when it cannot be rendered, so one unspeakable text
+        never drops the call and the rest of the prompt is still said."""
+        try:
+            pcm = await self.synth.synthesize(text)
+        except Exception:
+            log.exception("tts failed %s", kv(call_id=self.call_id, chars=len(text)))
+            return b""
+        if self.synth.sample_rate != self.leg.sample_rate:   # e.g. a 16 kHz leg on an 8 kHz node
+            pcm = resample(pcm, self.synth.sample_rate, self.leg.sample_rate)
+        return pcm
+
+    async def _render_rest(self, prompt: Prompt, pieces: list[str]) -> None:
+        try:
+            for piece in pieces:
+                if prompt.done:                 # interrupted (barge-in, hang-up): render nothing more
+                    return
+                prompt.append(await self._render(piece))
+        finally:
+            prompt.end_of_audio()
 
     async def _say_closing(self, *texts: str) -> None:
         """Say something that must not be cut (hand-off, goodbye), bounded in time."""

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -31,11 +32,36 @@ CACHE_FORMAT_VERSION = "1"
 RENDER_ATTEMPTS = 3            # see _render: pyttsx3's espeak driver occasionally writes an empty WAV     # bump when the rendering pipeline changes so old cache entries are not reused
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?;…])\s+(?=[¿¡\"«(]?[A-ZÁÉÍÓÚÑÜ0-9])")
+MIN_SENTENCE_CHARS = 30        # shorter pieces join the next one: fewer renders, no choppy pauses
+ABBREVIATIONS = frozenset({"sr.", "sra.", "srta.", "dr.", "dra.", "lic.", "ing.", "no.", "núm.", "num.", "av.",
+                           "col.", "c.", "cd.", "gral.", "prof.", "mtro.", "mtra.", "etc.", "p.", "ej."})
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a reply, each long enough to be worth its own render. A split needs a sentence end
+    followed by a capital or a digit, and never follows an abbreviation ("Sr. Pérez", "Av. Juárez")."""
+    pieces: list[str] = []
+    for piece in SENTENCE_END.split(" ".join(text.split())):
+        last_word = pieces[-1].rsplit(" ", 1)[-1].lower() if pieces else ""
+        if pieces and (len(pieces[-1]) < MIN_SENTENCE_CHARS or last_word in ABBREVIATIONS):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    if len(pieces) > 1 and len(pieces[-1]) < MIN_SENTENCE_CHARS:
+        pieces[-2:] = [f"{pieces[-2]} {pieces[-1]}"]
+    return [p for p in pieces if p]
+
+
 class SpeechSynthesizer(Protocol):
     sample_rate: int
 
     async def synthesize(self, text: str) -> bytes:
         """s16le mono PCM at `sample_rate` for `text`."""
+        ...
+
+    def cached(self, text: str) -> bool:
+        """Whether `text` is rendered already (a prerendered prompt is played whole, not sentence by sentence)."""
         ...
 
     async def prerender(self, texts: Iterable[str]) -> None:
@@ -136,6 +162,10 @@ class EspeakSynthesizer:
 
     def _path(self, key: str) -> Path:
         return self.cache_dir / (key + CACHE_SUFFIX)
+
+    def cached(self, text: str) -> bool:
+        text = " ".join(text.split())
+        return self._path(cache_key(text, self.voice, self.rate, self.sample_rate)).exists()
 
     async def synthesize(self, text: str) -> bytes:
         text = " ".join(text.split())
