@@ -128,7 +128,12 @@ def main() -> None:
     model = WhisperModel(locate_whisper(), options=opt)
     items = strings(args.n, args.seed)
     pool = ThreadPoolExecutor(1)
-    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450), vad="silero"))
+    # the config's endpointing (turns.endpoint_silence_ms_*: free 900, closed 450, an incomplete digit string 1200)
+    try:
+        endpoint = EndpointConfig(900, 450, 1200)
+    except TypeError:                                # before the digit-string wait existed (A/B on an old tree)
+        endpoint = EndpointConfig(900, 450)
+    rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, endpoint, vad="silero"))
     mode = {k: getattr(opt, k, None) for k in ("digits_beam_size", "digits_repetition_penalty", "digits_hypotheses")}
     print(f"whisper base int8 1 thread; digit mode {mode}; {args.n} folios + {args.n} PINs per cell")
     total_ok, total = 0, 0
@@ -140,11 +145,16 @@ def main() -> None:
             lat: list[float] = []
             for i, (kind, digits) in enumerate(items):
                 expect = Expect(kind="digits", max_digits=8 if kind == "folio" else 4, secret=kind == "pin")
-                pcm = hs.channel(hs.pad(read_aloud(digits, style, rng), 300, 700), seed=i + 1,
+                # grouped: 2 s after the last group, so an incomplete string's wait can end (1.2 s) in the stream
+                tail = 2000 if style == "grouped" else 700
+                pcm = hs.channel(hs.pad(read_aloud(digits, style, rng), 300, tail), seed=i + 1,
                                  **kw)  # type: ignore[arg-type]
                 t0 = time.perf_counter()
                 if style == "grouped":
-                    heard = asyncio.run(decode_stream(rec, pcm, expect))
+                    try:
+                        heard = asyncio.run(decode_stream(rec, pcm, expect))
+                    except TimeoutError:
+                        heard = "<no final in 30 s>"
                 else:
                     dec = WhisperDecoder(model, hs.RATE, options=opt)
                     dec.set_expect(expect)
