@@ -101,6 +101,9 @@ class SipConfig(_Section):
     # One source address may use this much of it (a flood from one address leaves the rest to others; a carrier
     # trunk that sends every call from one address needs it raised to new_calls_per_second).
     new_calls_per_source_per_second: int = Field(10, ge=1, le=1000)
+    # Calls one source address may hold at once at the front door (0: no cap). Counts answered calls never ACKed
+    # too (a scanner's INVITEs held every slot for 32 s). A trunk sending every call from one address: 0.
+    max_calls_per_source: int = Field(0, ge=0, le=100000)
     allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
     rtp_port_start: int = Field(20000, ge=1024, le=65000)
     rtp_port_range: int = Field(2000, ge=10, le=40000)

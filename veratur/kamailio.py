@@ -222,6 +222,24 @@ def _warn_agent(settings: Settings) -> str:
     return _host(settings.sip.public_address or settings.sip.bind_address)
 
 
+def source_calls_lines(limit: int) -> dict[str, str]:
+    """The cap on calls one source address holds at once (0: none). Counted from the INVITE (a dialog profile),
+    so calls answered but never ACKed count too: 8 such INVITEs from one address (sipvicious svmap -m INVITE)
+    held every slot of a 2-worker node for the 32 s a worker waits for the ACK (issue 13)."""
+    if not limit:
+        return {"source_calls_check": "", "source_calls_profile": ""}
+    stat = FRONT_DOOR_STATS["source_calls"]
+    check = f"""    if (get_profile_size("{SOURCE_PROFILE}", "$si", "$var(held)") && $var(held) >= {limit}) {{
+        xlog("L_WARN", "event=call_rejected reason=source_calls_limit limit={limit} src=$si\\n");
+        update_stat("{stat}", "+1");
+        append_to_reply("Retry-After: {RETRY_AFTER_FULL_S}\\r\\n");
+        sl_send_reply("503", "Too Many Calls From This Address");
+        exit;
+    }}
+"""
+    return {"source_calls_check": check, "source_calls_profile": f'    set_dlg_profile("{SOURCE_PROFILE}", "$si");\n'}
+
+
 def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | None = None) -> str:
     """The whole kamailio.cfg for this node."""
     sip = settings.sip
@@ -255,6 +273,8 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         fr_inv_timer=FR_INV_TIMER_MS,
         rate=sip.new_calls_per_second,
         rate_per_source=min(sip.new_calls_per_source_per_second, sip.new_calls_per_second),
+        source_profile=SOURCE_PROFILE,
+        **source_calls_lines(sip.max_calls_per_source),
         retry_full=RETRY_AFTER_FULL_S,
         retry_rate=RETRY_AFTER_RATE_S,
         allowed=_allowed_condition(sip.allowed_peers),
@@ -329,7 +349,9 @@ async def set_worker_state(paths: KamailioPaths, index: int, state: str) -> None
 
 # Kamailio's own counts of new INVITEs by outcome (statistics module, group `script`).
 FRONT_DOOR_STATS = {"source": "calls_rejected_source_rate", "node": "calls_rejected_node_rate",
-                    "full": "calls_rejected_no_worker", "dispatched": "calls_dispatched"}
+                    "full": "calls_rejected_no_worker", "dispatched": "calls_dispatched",
+                    "source_calls": "calls_rejected_source_calls"}
+SOURCE_PROFILE = "source"        # dialogs by the caller's address: sip.max_calls_per_source
 
 
 async def front_door_counts(paths: KamailioPaths) -> dict[str, int]:
@@ -494,6 +516,7 @@ modparam("statistics", "variable", "{stat_source}")
 modparam("statistics", "variable", "{stat_node}")
 modparam("statistics", "variable", "{stat_full}")
 modparam("statistics", "variable", "{stat_dispatched}")
+modparam("statistics", "variable", "{stat_source_calls}")
 
 # dispatcher: call-load balancing over the workers, OPTIONS probing, load slots that expire.
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -513,7 +536,7 @@ modparam("dispatcher", "ds_hash_check_interval", 10)
 modparam("dispatcher", "reload_delta", {reload_delta})
 
 # dialog: which worker holds which call, so the supervisor can end (BYE) the calls of a worker that died.
-modparam("dialog", "profiles_with_value", "{dlg_profile}")
+modparam("dialog", "profiles_with_value", "{dlg_profile};{source_profile}")
 modparam("dialog", "default_timeout", {dlg_timeout})
 modparam("dialog", "enable_stats", 0)
 
@@ -657,7 +680,7 @@ route[NEWCALL] {{
         sl_send_reply("503", "Too Many New Calls");
         exit;
     }}
-    if (!ds_select_dst("{ds_set}", "{ds_alg}")) {{
+{source_calls_check}    if (!ds_select_dst("{ds_set}", "{ds_alg}")) {{
         xlog("L_WARN", "event=call_rejected reason=no_worker_free src=$si\n");
         update_stat("{stat_full}", "+1");
         append_to_reply("Retry-After: {retry_full}\r\n");
@@ -667,6 +690,7 @@ route[NEWCALL] {{
     xlog("L_INFO", "event=call_dispatched dst=$du src=$si\n");
     update_stat("{stat_dispatched}", "+1");
     dlg_manage();
+{source_calls_profile}
     {record_route}
     t_on_reply("DISPATCH_REPLY");
     t_on_failure("DISPATCH_FAILURE");
