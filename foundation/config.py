@@ -287,8 +287,9 @@ class TurnsConfig(_Section):
     max_no_match: int = Field(3, ge=1, le=10)
     endpoint_silence_ms_free: int = Field(900, ge=100, le=5000)
     endpoint_silence_ms_closed: int = Field(450, ge=100, le=5000)
-    # an incomplete spoken digit string (Whisper reads it at the closed silence) waits this long for its next group
-    endpoint_silence_ms_digits: int = Field(1200, ge=100, le=5000)
+    # an incomplete spoken digit string (Whisper reads it at the closed silence) waits this long for its next group;
+    # at or below endpoint_silence_ms_closed the wait is off (the default: 1200 merged a menu answer with the next turn)
+    endpoint_silence_ms_digits: int = Field(450, ge=100, le=5000)
     barge_in_min_speech_ms: int = Field(200, ge=0, le=2000)
     dtmf_inter_digit_timeout_s: float = Field(3.0, gt=0, le=30)
     max_call_duration_s: int = Field(900, ge=10, le=86400)
