@@ -151,6 +151,12 @@ TRAMITE_NO_ENTITY = {
 
 INFORM_TRAMITE = ["{t}", "la {t}", "el {t}", "es la {t}", "el de {t}", "la de {t}", "me refiero a la {t}",
                   "para el {t}", "de {t}"]
+# The answer to "¿cuál de ellos?": one word of the name, after "la de" / "el de" (a full name is in the templates).
+INFORM_TRAMITE_SHORT = ["la de [taxi](tramite)", "el de [placas](tramite)", "la de [motociclista](tramite)",
+                        "la de [conducir](tramite)", "la de [manejo](tramite)", "el de [nacimiento](tramite)",
+                        "la de [funcionamiento](tramite)", "el de [predial](tramite)", "la de [transporte](tramite)",
+                        "esa, la de [carga](tramite)", "la de [servicio público](tramite)", "el del [agua](tramite)",
+                        "la del [registro](tramite)", "la de [construcción](tramite)", "la de [pesca](tramite)"]
 
 STATIC = {
     "greet": ["hola", "buenos días", "buenas tardes", "buenas noches", "qué tal", "hola buenas tardes", "bueno",
@@ -904,7 +910,7 @@ def main() -> None:
         plain = TRAMITE_NO_ENTITY.get(intent, []) + TRAMITE_NO_ENTITY_MORE[intent] + CALLER_TRAMITE_NO_ENTITY[intent]
         rows += plain + [speaker.dress(p, rng.random() < 0.5) for p in plain]
         blocks[intent] = rows
-    blocks["inform_tramite"] = [r for tpl in INFORM_TRAMITE for r in said(tpl, 3, tramite_fill)]
+    blocks["inform_tramite"] = [r for tpl in INFORM_TRAMITE for r in said(tpl, 3, tramite_fill)] + INFORM_TRAMITE_SHORT
     blocks["start_tramite"] = STATIC["start_tramite"] + START_PLAIN + CALLER_STATIC["start_tramite"] + [
         r for tpl in START_TEMPLATES for r in said(tpl, 2, tramite_fill)] + [
         speaker.dress(p, rng.random() < 0.5, indirect=False) for p in START_PLAIN]
