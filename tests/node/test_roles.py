@@ -10,14 +10,8 @@ import pytest
 
 from foundation.config import ConfigError, load_settings
 from testkit.demo_handler import DEMO_APP
+from tests.node.test_units import settings
 from veratur import kamailio, supervisor
-
-
-def settings(tmp_path: Path, **env: str):
-    config = tmp_path / "empty.yml"
-    config.write_text("{}\n")
-    return load_settings(config, environ={f"VERATUR__{k.upper()}": v for k, v in env.items()} | {
-        "VERATUR__DATA_DIR": str(tmp_path)})
 
 
 def args(**kw: object) -> argparse.Namespace:
