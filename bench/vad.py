@@ -4,6 +4,11 @@ Per detector and condition: speech/non-speech frame accuracy (reference: frames 
 35 dB of its loudest frame, pauses under 200 ms filled), endpoint error (|detected - reference end of speech| in
 ms, through the stream's turn tracker), false barge-ins per minute of noise alone (utterances reaching the
 no-words barge-in time of 600 ms), CPU per 20 ms frame. Usage: .venv/bin/python bench/vad.py [--n 30]
+
+Candidates measured beside them when installed (not project dependencies; `pip install webrtcvad-wheels ten-vad`,
+ten-vad's library needs Debian's libc++1): WebRTC VAD (8 kHz 20 ms frames, modes 2 and 3) and TEN VAD (16 kHz,
+two 10 ms hops per frame, threshold 0.5). Like Silero they get the -50 dBFS energy floor (frames under it are
+unvoiced without running the model), so the comparison is of the models.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import argparse
 import time
 
 import numpy as np
+from scipy.signal import firwin, lfilter
 
 from ivr.speech.audio_ops import energy_db
 from ivr.speech.frames import FRAME_MS, frame_bytes
@@ -38,9 +44,64 @@ def reference(clean: bytes) -> np.ndarray:
     return ref
 
 
+FLOOR_DB = -50.0
+_HALF_BAND = (firwin(31, 0.5) * 2).astype(np.float32)      # 8 -> 16 kHz, as ivr.speech.speech_vad does
+
+
+class WebRtcVoicing:
+    """WebRTC's GMM VAD on the 8 kHz frame as it comes."""
+
+    speech_detector = True
+
+    def __init__(self, mode: int) -> None:
+        import webrtcvad
+        self.name = f"webrtc{mode}"
+        self._mode = mode
+        self._vad = webrtcvad.Vad(mode)
+
+    def voiced(self, pcm: bytes, energy_db: float) -> bool:
+        return energy_db >= FLOOR_DB and bool(self._vad.is_speech(pcm, hs.RATE))
+
+    def reset(self) -> None:
+        import webrtcvad
+        self._vad = webrtcvad.Vad(self._mode)
+
+
+class TenVoicing:
+    """TEN VAD at 16 kHz: the frame upsampled, two 160-sample hops; voiced when either hop's flag is set."""
+
+    name = "ten"
+    speech_detector = True
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def voiced(self, pcm: bytes, energy_db: float) -> bool:
+        x = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        up = np.zeros(x.size * 2, dtype=np.float32)
+        up[::2] = x
+        y, self._zi = lfilter(_HALF_BAND, 1.0, up, zi=self._zi)
+        y16 = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        flags = [self._vad.process(np.ascontiguousarray(y16[i:i + 160]))[1] for i in (0, 160)]
+        return energy_db >= FLOOR_DB and any(f == 1 for f in flags)
+
+    def reset(self) -> None:
+        import ten_vad
+        self._vad = ten_vad.TenVad(160, 0.5)
+        self._zi = np.zeros(len(_HALF_BAND) - 1, dtype=np.float32)
+
+
 def detectors() -> dict[str, FrameVoicing]:
     model = shared_silero()
-    return {"energy": EnergyVoicing(-40.0), "silero": SileroVoicing(model, hs.RATE, floor_db=-50.0)}
+    out: dict[str, FrameVoicing] = {"energy": EnergyVoicing(-40.0),
+                                    "silero": SileroVoicing(model, hs.RATE, floor_db=FLOOR_DB)}
+    for name, make in (("webrtc2", lambda: WebRtcVoicing(2)), ("webrtc3", lambda: WebRtcVoicing(3)),
+                       ("ten", TenVoicing)):
+        try:
+            out[name] = make()
+        except (ImportError, OSError) as exc:        # not installed, or ten-vad's libc++ missing
+            print(f"{name}: not measured ({type(exc).__name__}: {exc})")
+    return out
 
 
 def run(det: FrameVoicing, pcm: bytes) -> tuple[np.ndarray, float, int]:

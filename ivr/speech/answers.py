@@ -306,3 +306,44 @@ def map_answer(text: str, expect: Expect) -> str:
         if len(digits) == 1 and other <= 1:
             return _NUMBER_NAMES[digits]
     return cleaned
+
+
+# ---- the valid answers of a closed prompt, as Whisper would write them (grammar rescoring) --------------------
+
+_YES_NO_FORMS = {"sí": ("Sí.", "Si."), "no": ("No.",)}
+
+
+def _sentence(text: str) -> str:
+    """`text` as Whisper writes a one-phrase utterance: capital first letter, a full stop."""
+    return text[:1].upper() + text[1:] + "."
+
+
+def closed_forms(expect: Expect) -> dict[str, tuple[str, ...]]:
+    """What a closed prompt accepts (menu, yes_no, city, a one-key digit prompt): each answer the dialogue would receive (`map_answer`),
+    with the few written forms Whisper would give for it. `ivr.speech.whisper` scores each form against the
+    audio when the free decode gave no valid answer. Only forms `closed_answer` maps back to that same answer
+    are listed, so a forced answer is one the free decode could have given: a menu option number "tres" as
+    "Tres.", "3.", "El tres.", "La opción tres."; sí/no; a phrase or city as written. Empty for other kinds."""
+    out: dict[str, tuple[str, ...]] = {}
+    if expect.kind == "digits" and expect.max_digits == 1:
+        # a prompt for one key ("marque o diga un número") is a closed set of ten answers
+        forms = {d: (_sentence(name), f"{d}.") for d, name in sorted(_NUMBER_NAMES.items())}
+        return {d: kept for d, fs in forms.items() if (kept := tuple(f for f in fs if closed_answer(f, expect) == d))}
+    if expect.kind == "yes_no":
+        out.update(_YES_NO_FORMS)
+    if expect.kind not in CLOSED_KINDS:
+        return {}
+    folded_phrases = {fold(p) for p in expect.phrases}
+    numbers = [d for d, name in sorted(_NUMBER_NAMES.items()) if name in folded_phrases]
+    if expect.kind == "menu" and not numbers:
+        numbers = sorted(_NUMBER_NAMES)          # a menu whose options are named by their keys only
+    for digit in numbers if expect.kind == "menu" else ():
+        name = _NUMBER_NAMES[digit]
+        out[name] = (_sentence(name), f"{digit}.", f"El {name}.", f"La opción {name}.")
+    for phrase in expect.phrases:
+        answer = closed_answer(phrase, expect)
+        if answer is None or answer in out:
+            continue
+        out[answer] = (_sentence(phrase),)
+    # keep only forms that map back to their answer (a form the mapping reads otherwise would be a wrong answer)
+    return {a: kept for a, forms in out.items() if (kept := tuple(f for f in forms if closed_answer(f, expect) == a))}

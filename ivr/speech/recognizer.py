@@ -90,6 +90,13 @@ class Final:
 AsrEvent = SpeechStarted | Partial | SpeechProgress | EndOfSpeech | Final
 
 
+@dataclass(frozen=True, slots=True)
+class _PeekRead:
+    """Inside the stream only: the reading of the utterance up to the voiced frame at `voiced_at`."""
+    text: str
+    voiced_at: float | None
+
+
 # ---- decoder seam ---------------------------------------------------------------------------------------------
 
 class Decoder(Protocol):
@@ -245,7 +252,7 @@ class RecognizeStream:
         elif self._peek_digits and vad.confirmed and self._peeked_voiced_at != vad.last_voiced_at \
                 and self.endpointer.wants_peek(last_voiced_at=vad.last_voiced_at, now=now):
             self._peeked_voiced_at = vad.last_voiced_at
-            self._inbox.put_nowait((_PEEK, None))
+            self._inbox.put_nowait((_PEEK, vad.last_voiced_at))
 
     def end_utterance(self) -> None:
         """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
@@ -316,6 +323,10 @@ class RecognizeStream:
                 closing = any(kind == _CLOSE for kind, _ in batch)
                 results = await loop.run_in_executor(self._executor, self._run_batch, batch)
                 for event in results:
+                    if isinstance(event, _PeekRead):
+                        # what the pause heard decides whether the digit string waits for its next group
+                        self.endpointer.on_peek(event.text, event.voiced_at)
+                        event = Partial(event.text)
                     if isinstance(event, Partial):
                         if event.text == self.partial:
                             continue
@@ -343,9 +354,9 @@ class RecognizeStream:
             self._decoder = self._decoder_factory()
         return self._decoder
 
-    def _run_batch(self, batch: list[tuple[int, Any]]) -> list[AsrEvent]:
+    def _run_batch(self, batch: list[tuple[int, Any]]) -> list[AsrEvent | _PeekRead]:
         dec = self._ensure_decoder()
-        out: list[AsrEvent] = []
+        out: list[AsrEvent | _PeekRead] = []
         segments = self._segments
         pending = bytearray()
         partial_bytes = self.sample_rate * 2 * PARTIAL_EVERY_MS // 1000
@@ -374,7 +385,7 @@ class RecognizeStream:
             if text is not None:
                 out.append(Partial(text))
 
-        for kind, arg in batch:
+        for index, (kind, arg) in enumerate(batch):
             if kind == _AUDIO:
                 pending += arg
                 continue
@@ -391,11 +402,14 @@ class RecognizeStream:
                 self._since_partial = 0
             elif kind == _PEEK:
                 peek = getattr(dec, "peek", None)
-                if peek is not None:
+                # a later peek or the final in this batch reads more: this one would be a wasted decode (under
+                # load a Whisper decode takes seconds and the batch piles up behind it)
+                superseded = any(k in (_PEEK, _FINAL, _RESET) for k, _ in batch[index + 1:])
+                if peek is not None and not superseded:
                     t0 = time.perf_counter()
                     heard = peek()
                     self.decode_s += time.perf_counter() - t0
-                    out.append(Partial(" ".join([*segments, heard]).strip()))
+                    out.append(_PeekRead(" ".join([*segments, heard]).strip(), arg))
             elif kind == _RESET:
                 dec.reset()
                 segments.clear()

@@ -16,6 +16,7 @@ RATE = hs.RATE
 LEAD_MS = 300                 # a caller draws breath before speaking; the VAD's pre-roll needs some lead too
 TAIL_MS = 700
 PACKET_MS = 20
+GROUP_PAUSE_MS = 800          # a space in a digits turn: the caller pauses between groups ("1765 4354")
 
 
 def reference_text(turn: ScriptTurn) -> str:
@@ -29,10 +30,12 @@ def reference_text(turn: ScriptTurn) -> str:
 
 def source_pcm(turn: ScriptTurn) -> bytes:
     if turn.kind == "digits":
-        digits = "".join(d for d in turn.value if d.isdigit())
-        if not digits:
+        groups = ["".join(d for d in g if d.isdigit()) for g in turn.value.split()]
+        groups = [g for g in groups if g]
+        if not groups:
             raise ValueError(f"digits turn {turn.value!r} has no digits")
-        return hs.splice_digits(digits, gap_ms=150)
+        pause = b"\x00\x00" * (RATE * GROUP_PAUSE_MS // 1000)
+        return pause.join(hs.splice_digits(g, gap_ms=150) for g in groups)
     if turn.kind == "human":
         return hs.trim(hs.recording(turn.value).pcm())
     if turn.kind == "say":

@@ -94,14 +94,16 @@ def _variables(script: Script, service: CaseService) -> dict[str, str]:
         opened = service.open_case(tramites[0].id, "web", idempotency_key=f"voice-eval-{uuid.uuid4().hex}",
                                    citizen=CitizenInfo("Prueba de Voz", curp="VOZP800101HVZRRR01"))
         folio, pin = opened.case.folio, opened.pin
-    return {"folio": folio, "pin": pin, "folio_spoken": " ".join(folio)}
+    # read in groups (a space is a pause, testkit.voice_eval.audio.GROUP_PAUSE_MS): 4+4 and 2+2
+    return {"folio": folio, "pin": pin, "folio_spoken": " ".join(folio),
+            "folio_grouped": f"{folio[:4]} {folio[4:]}", "pin_grouped": f"{pin[:2]} {pin[2:]}"}
 
 
 def _fill(text: str, variables: dict[str, str]) -> str:
     def sub(match: re.Match[str]) -> str:
         key = match.group(1)
         if key not in variables:
-            raise KeyError(f"unknown variable {{{key}}} (case: demo|fresh gives folio, pin, folio_spoken)")
+            raise KeyError(f"unknown variable {{{key}}} (case: demo|fresh gives folio, pin, folio_spoken, folio_grouped, pin_grouped)")
         return variables[key]
     return re.sub(r"\{(\w+)\}", sub, text)
 
@@ -214,7 +216,9 @@ def _turn_metrics(result: ScriptResult, turns: list[ScriptTurn], timeline: list[
         reply_s = None
         if seen.get("reply_start") is not None and seen.get("reply_end") is not None:
             reply_s = seen["reply_end"] - seen["reply_start"]
-        shown = turn.value.replace(variables["pin"], "****") if variables.get("pin") else turn.value
+        shown = turn.value
+        for secret_value in (variables.get("pin"), variables.get("pin_grouped")):
+            shown = shown.replace(secret_value, "****") if secret_value else shown
         out = TurnResult(turn.kind, shown, latency, reply_s)
         if seen.get("portal_stopped") is not None:
             out.portal_stopped_ms = (seen["portal_stopped"] - seen["sent_start"]) * 1000
@@ -249,6 +253,9 @@ def _check(result: ScriptResult, expect: dict[str, Any], record: Any, service: C
         want = expect["caller_intents"]
         if got[:len(want)] != want:
             fail(f"caller intents {got}, expected {want} first")
+    if "caller_turns" in expect and len(callers) != expect["caller_turns"]:
+        fail(f"{len(callers)} caller turns committed, expected {expect['caller_turns']}: "
+             f"{[t.text for t in callers]}")
     if expect.get("status_read") and "estado:" not in portal:
         fail("the case status was not read (no 'Estado:' in the portal's turns)")
     if record is None:

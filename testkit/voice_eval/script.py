@@ -3,11 +3,13 @@
     name: status-by-keypad
     tags: [smoke]                    # subsets: `veratur eval calls --tag smoke`
     needs: [spanish_speech]          # skipped (and said so) when the node cannot recognize Spanish
-    case: demo | fresh | none        # the case the caller asks about: {folio}, {pin}, {folio_spoken}
+    case: demo | fresh | none        # the case the caller asks about: {folio}, {pin}, {folio_spoken},
+                                     # {folio_grouped}, {pin_grouped} (4+4 and 2+2 digits, a space = a pause)
     channel: {mulaw: true, snr_db: 20, noise: white, loss: 0.02, seed: 1}
     turns:
       - dtmf: "3"                    # RFC 4733 keys
-      - digits: "{folio}"            # the human speaker reads digits one by one (spliced recordings)
+      - digits: "{folio}"            # the human speaker reads digits one by one (spliced recordings); a space
+                                     # in the value is a pause between groups (800 ms)
       - human: vm-goodbye            # one human recording by name; its transcript is the reference text
       - say: "quiero hablar con un asesor"    # espeak-ng: only for words no recording has (recognized poorly)
       - pause: 2
@@ -16,6 +18,7 @@
       portal_says: ["Estado:"]       # substrings of the portal's committed transcript turns (accents ignored)
       portal_never: ["no le entendí"]
       caller_intents: [dtmf, dtmf]   # intents of the caller's committed turns, in order (prefix match)
+      caller_turns: 3                # exactly this many committed caller turns (a folio read in groups is one)
       status_read: true              # a portal turn read the case status ("Estado:")
       case_linked: true              # the call record carries the case folio
       interaction: true              # the case has an interaction from this call
@@ -35,8 +38,8 @@ import yaml
 TURN_KINDS = ("dtmf", "digits", "human", "say", "pause")
 CASE_KINDS = ("demo", "fresh", "none")
 NEEDS = ("spanish_speech",)
-EXPECT_KEYS = ("portal_says", "portal_never", "caller_intents", "status_read", "case_linked", "interaction",
-               "disposition", "reply_audio", "barge_in", "transfer")
+EXPECT_KEYS = ("portal_says", "portal_never", "caller_intents", "caller_turns", "status_read", "case_linked",
+               "interaction", "disposition", "reply_audio", "barge_in", "transfer")
 
 
 class ScriptError(ValueError):
@@ -153,6 +156,8 @@ def _expect(path: Path, raw: object) -> dict[str, Any]:
     for key in ("status_read", "case_linked", "interaction", "reply_audio"):
         if key in raw and not isinstance(raw[key], bool):
             raise _fail(path, f"expect.{key}", "true or false")
+    if "caller_turns" in raw and not (type(raw["caller_turns"]) is int and raw["caller_turns"] >= 1):
+        raise _fail(path, "expect.caller_turns", "a whole number >= 1")
     if "barge_in" in raw:
         barge = raw["barge_in"]
         if not (isinstance(barge, dict) and isinstance(barge.get("turn"), int)

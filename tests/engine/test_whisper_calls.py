@@ -86,6 +86,34 @@ async def test_tres_over_the_greeting_stops_it_and_a_spoken_folio_is_read_back(e
     await asyncio.wait_for(task, 30)
 
 
+async def test_a_folio_read_in_two_groups_is_one_answer_after_a_spoken_menu_answer(engine: Engine) -> None:
+    # the shipped turns.endpoint_silence_ms_digits: a folio read "4 digits ... 800 ms ... 4 digits" is one turn,
+    # and the menu answer "tres" before it (a menu states no digit count) does not wait for a next group
+    assert engine.settings.turns.endpoint_silence_ms_digits > engine.settings.turns.endpoint_silence_ms_closed
+    recorder = engine.recorder
+    assert isinstance(recorder, FakeRecorder)
+    leg = FakeLeg("whisper-grouped")
+    recorder.leg = leg
+    task = asyncio.create_task(engine.handle_call(leg))
+    await wait_for(lambda: leg.sent_ms >= 500)
+    session = engine.sessions["whisper-grouped"]
+    await wait_for(lambda: session.prompts_played[0].done, 60)
+    await leg.say(hs.channel(hs.pad(hs.recording("digits/3").pcm(), 300, 900)))
+    await wait_for(lambda: len(session.prompts_played) >= 2)
+    assert "folio" in session.prompts_played[1].text
+    await wait_for(lambda: session.prompts_played[1].done, 60)
+    folio = hs.folios(3, seed=5)[2]      # the folio of tests/speech (a "7679 9988" loses one 9 of three: recognition)
+    pause = b"\x00\x00" * (hs.RATE * 800 // 1000)
+    grouped = hs.splice_digits(folio[:4], gap_ms=150) + pause + hs.splice_digits(folio[4:], gap_ms=150)
+    await leg.say(hs.channel(hs.pad(grouped, 200, 1800)))
+    await wait_for(lambda: len(session.prompts_played) >= 3)
+    caller = [(t.text, t.intent) for t in recorder.turns if t.call_id == "whisper-grouped" and t.speaker == "caller"]
+    assert caller == [("tres", "tramite_status"), (folio, "tramite_status_folio")], caller
+    assert " ".join(folio) in session.prompts_played[2].text
+    leg.hang_up("bye")
+    await asyncio.wait_for(task, 30)
+
+
 async def test_a_cough_and_line_noise_do_not_stop_the_greeting(engine: Engine) -> None:
     leg = FakeLeg("whisper-noise")
     task = asyncio.create_task(engine.handle_call(leg))

@@ -7,6 +7,7 @@ from ivr.speech.answers import (
     best_phrase,
     budget_for,
     closed_answer,
+    closed_forms,
     collapse_word_repeats,
     digits_in,
     map_answer,
@@ -132,3 +133,37 @@ def test_a_beam_reading_with_the_expected_digit_count_is_preferred() -> None:
     assert pick_digits("1765436", _result("1765436", -0.30, ("17654354", -1.2)), DIGITS) == "1765436"
     assert pick_digits("no lo tengo", _result("no lo tengo", -0.3, ("17654354", -0.35)), DIGITS) == "no lo tengo"
     assert pick_digits("21745676", _result("21745676", -0.3, ("21745670", -0.31)), DIGITS) == "21745676"
+
+
+@pytest.mark.parametrize("expect", [MENU, CITY, Expect(kind="yes_no"), Expect(kind="menu", phrases=("asesor", "cero", "no")),
+                                    Expect(kind="menu", phrases=("turismo", "asesor"))])
+def test_every_rescoring_form_maps_back_to_its_answer(expect: Expect) -> None:
+    # a forced answer must be one the free decode could have given: each form reads as that answer
+    forms = closed_forms(expect)
+    assert forms
+    for answer, written in forms.items():
+        assert written and all(closed_answer(f, expect) == answer for f in written), (answer, written)
+
+
+def test_rescoring_forms_of_a_menu() -> None:
+    forms = closed_forms(MENU)
+    assert forms["tres"] == ("Tres.", "3.", "El tres.", "La opción tres.")
+    assert forms["estado de mi trámite"] == ("Estado de mi trámite.",)
+    # options named by number in the phrases: only those numbers; none named: every option number
+    assert "cuatro" not in forms
+    assert set(closed_forms(Expect(kind="menu", phrases=("turismo",)))) == {
+        "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve", "turismo"}
+    assert set(closed_forms(Expect(kind="yes_no", phrases=("sí", "no")))) == {"sí", "no"}
+    assert set(closed_forms(CITY)) == set(CITY.phrases)
+
+
+@pytest.mark.parametrize("kind", ["free", "none"])
+def test_no_rescoring_forms_for_open_prompts(kind: str) -> None:
+    assert closed_forms(Expect(kind=kind, phrases=("uno",))) == {}  # type: ignore[arg-type]
+
+
+def test_rescoring_forms_of_digit_prompts() -> None:
+    # one key: the ten digits, each as its word and its numeral; a folio or PIN (several digits): none
+    one_key = closed_forms(Expect(kind="digits", max_digits=1))
+    assert one_key["3"] == ("Tres.", "3.") and sorted(one_key) == [str(d) for d in range(10)]
+    assert closed_forms(Expect(kind="digits", max_digits=8)) == {}

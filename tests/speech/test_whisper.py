@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from ivr.speech.answers import closed_answer
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.expect import Expect
 from ivr.speech.recognizer import Final, StreamConfig
-from ivr.speech.whisper import WhisperDecoder, WhisperModel, WhisperOptions, WhisperRecognizer, collapse_repeats
+from ivr.speech.whisper import (
+    WhisperDecoder,
+    WhisperModel,
+    WhisperOptions,
+    WhisperRecognizer,
+    collapse_repeats,
+)
 from testkit import human_speech as hs
 from testkit.fakes import frames_of, noise, silence
 from voice_models import ModelError
@@ -114,14 +121,13 @@ def test_collapse_repeats_keeps_digit_strings() -> None:
     assert collapse_repeats("cero cero cero cero") == "cero cero cero cero"
 
 
-MISSED_ALONE = pytest.mark.xfail(strict=False, reason="open (issue 11): on this machine's fresh install of 2026-12-02 Whisper returns nothing for this one recording alone, also at commit 1b94789 before that day's speech changes and with ctranslate2 4.7.1, 4.8.4 and 4.8.5; it passed in stop 21's CI; cause not found")
-
-
 @pytest.mark.parametrize(("digit", "name"), [(1, "uno"), (3, "tres"), (4, "cuatro"), (7, "siete"),
-                                             pytest.param(8, "ocho", marks=MISSED_ALONE)])
+                                             (8, "ocho")])
 def test_a_digit_said_alone_at_a_menu_is_that_option_once(model: WhisperModel, digit: int, name: str) -> None:
     # "tres" alone came out as "3 3 3 3 3 3 3 3 3 3 3 3 3 3" (cut window padded with non-silence, no timestamps);
-    # "ocho" alone scores below the free-speech log-prob guard and is kept because it is a valid menu answer.
+    # "ocho" alone scores below the free-speech log-prob guard and is kept because it is a valid menu answer. On
+    # AVX2-only CPUs int8 Whisper base writes this "ocho" as "oja" (ctranslate2 picks its kernels at run time;
+    # float32 writes "ocho"): grammar rescoring hears it there ("Ocho." first, clearly ahead).
     decoder = WhisperDecoder(model, hs.RATE, options=replace(model.options, max_decode_s=60.0))
     decoder.set_expect(MENU)
     decoder.accept(hs.channel(hs.pad(hs.recording(f"digits/{digit}").pcm(), 300, 450)))
@@ -129,7 +135,7 @@ def test_a_digit_said_alone_at_a_menu_is_that_option_once(model: WhisperModel, d
     assert decoder.last is not None and len(decoder.last.raw.split()) == 1, decoder.last
 
 
-@pytest.mark.parametrize(("digit", "text"), [(1, "uno"), pytest.param(7, "siete", marks=MISSED_ALONE), (9, "nueve")])
+@pytest.mark.parametrize(("digit", "text"), [(1, "uno"), (7, "siete"), (9, "nueve")])
 def test_one_word_said_at_an_open_question_is_kept_once(model: WhisperModel, digit: int, text: str) -> None:
     # free speech: a word alone scores low (its timestamp tokens weigh in the mean) and may come out repeated
     decoder = WhisperDecoder(model, hs.RATE, options=replace(model.options, max_decode_s=60.0))
@@ -144,7 +150,7 @@ def _grouped(digits: str, group: int, pause_ms: int) -> bytes:
     return (b"\x00\x00" * (hs.RATE * pause_ms // 1000)).join(parts)
 
 
-async def _finals(model: WhisperModel, pcm: bytes, expect: Expect) -> tuple[list[Final], int]:
+async def _finals(model: WhisperModel, pcm: bytes, expect: Expect, n: int = 1) -> tuple[list[Final], int]:
     pool = ThreadPoolExecutor(1)
     rec = WhisperRecognizer(model, pool, StreamConfig(-40.0, 300, EndpointConfig(900, 450, 1200), vad="silero"))
     stream = rec.stream("grouped", hs.RATE)
@@ -154,7 +160,7 @@ async def _finals(model: WhisperModel, pcm: bytes, expect: Expect) -> tuple[list
         for frame in frames_of(hs.channel(hs.pad(pcm, 300, 2000))):
             stream.push_frame(frame)
         async with asyncio.timeout(90):
-            while not finals:
+            while len(finals) < n:
                 if isinstance(event := await stream.get(), Final):
                     finals.append(event)
         return finals, stream.utterances_ended
@@ -174,3 +180,109 @@ async def test_a_folio_read_in_two_groups_is_one_answer(model: WhisperModel) -> 
 async def test_a_pin_read_in_pairs_is_one_answer(model: WhisperModel) -> None:
     finals, ended = await _finals(model, _grouped("6963", 2, 650), Expect(kind="digits", max_digits=4))
     assert ended == 1 and finals[0].text == "6963"
+
+
+MENU_DIGITS = Expect(kind="menu", phrases=("uno", "dos", "tres", "cero", "turismo", "trámites", "asesor"), max_digits=1)
+
+
+@pytest.mark.parametrize("expect", [MENU_DIGITS, Expect(kind="digits", max_digits=1)])
+async def test_a_menu_answer_never_waits_for_a_next_group(model: WhisperModel, expect: Expect) -> None:
+    # the real call of 2026-12-02: "tres" at the menu, then the folio 700 ms later (longer than the closed
+    # silence, shorter than the digit-string wait) came out as one answer "3 8 7 8 5 6 9". A menu, or a prompt for
+    # one key, states no digit count to wait for: "tres" ends at the closed silence as its own utterance.
+    folio = hs.folios(3, seed=5)[1]
+    pcm = hs.digit_pcm("3") + b"\x00\x00" * (hs.RATE * 700 // 1000) + hs.splice_digits(folio, gap_ms=150)
+    finals, ended = await _finals(model, pcm, expect, n=2)
+    assert ended == 2
+    assert finals[0].text == ("tres" if expect.kind == "menu" else "3"), finals
+
+
+# ---- grammar rescoring of closed answers (bench/asr_closed.py measures it) ---------------------------------------
+
+YES_NO = Expect(kind="yes_no", phrases=("sí", "no"))
+
+
+def _late(digit: str, cut_ms: int, lead_ms: int = 0) -> bytes:
+    """A digit said alone, the VAD opening `cut_ms` into the word (its onset lost), 450 ms of endpoint silence."""
+    return hs.channel(hs.pad(hs.digit_pcm(digit)[hs.RATE * cut_ms // 1000 * 2:], lead_ms, 450))
+
+
+NAMES = ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve")
+
+
+def test_a_menu_word_the_vad_cut_short_is_its_option_or_asked_again(model: WhisperModel) -> None:
+    # Each digit said alone at a menu, the VAD opening 0 or 50 ms into the word (no lead, the closed endpoint's
+    # 450 ms tail): what the dialogue receives is that option or nothing (asked again), never another option.
+    # "tres" with no lead came out as "preis"/"gréis" over real calls (rejected); the valid answers scored against
+    # the same audio put "tres" clearly first (-7.8, 4.3 ahead), so it is taken. Rescoring is asserted to rescue
+    # answers the free decode lost (bench/asr_closed.py counts them over 876 clips).
+    opt = replace(model.options, max_decode_s=60.0)
+    heard: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+    for digit, name in enumerate(NAMES):
+        for cut in (0, 50):
+            decoder = WhisperDecoder(model, hs.RATE, options=opt)
+            decoder.set_expect(MENU)
+            decoder.accept(_late(str(digit), cut))
+            text = decoder.final()[0]
+            heard[(name, cut)] = (closed_answer(decoder.free_text, MENU), closed_answer(text, MENU))
+    wrong = {k: v for k, v in heard.items() if v[1] not in (k[0], None)}
+    assert not wrong, wrong
+    rescued = [k for k, (free, final) in heard.items() if free is None and final == k[0]]
+    assert heard[("tres", 0)][1] == "tres", heard
+    assert rescued, heard
+
+
+@pytest.mark.parametrize("name", ["auth-thankyou", "vm-goodbye", "agent-loginok", "dictate/pause", "digits/13",
+                                  "digits/300", "digits/200"])
+@pytest.mark.parametrize("expect", [MENU, YES_NO], ids=["menu", "yes_no"])
+def test_a_short_phrase_that_is_no_answer_is_not_forced_into_one(model: WhisperModel, name: str,
+                                                                 expect: Expect) -> None:
+    # "Gracias", "hasta pronto", "Agente conectado", "pausa", and numbers that are no option and start like one
+    # ("trece", "trescientos", "doscientos"): the dialogue must not receive an option or a yes/no for them.
+    # Forced scoring alone puts "Tres." first for "trece" and "trescientos" (a prefix), so the decoder rescores
+    # only what the guards rejected; these decodes are accepted and reach the dialogue as said.
+    opt = replace(model.options, max_decode_s=60.0)
+    pcm = hs.channel(hs.pad(hs.trim(hs.recording(name).pcm()), 300, 450))
+    decoder = WhisperDecoder(model, hs.RATE, options=opt)
+    decoder.set_expect(expect)
+    decoder.accept(pcm)
+    assert closed_answer(decoder.final()[0], expect) is None
+
+
+def test_noise_at_a_menu_is_not_forced_into_an_option(model: WhisperModel) -> None:
+    # Line noise and babble that reach the decoder (babble passes a speech VAD): the free decode writes phrases for
+    # them ("de la ciudad.", "¡Adiós!", rejected); the valid answers scored against them come out poor and close
+    # together ("uno" at -7.5 to -9, ~1 ahead): rescoring takes none of them. (The free decode itself may read
+    # babble as words: seed 7's "Un chau," is accepted and mapped to "uno", no_speech 0.70, mean log-prob -0.85;
+    # that is the free decode's guard, not rescoring's, and is counted in bench/asr_closed.py's noise row.)
+    opt = replace(model.options, max_decode_s=60.0)
+    forced = []
+    for seed in (1, 2, 3, 6, 9):
+        for kind in ("white", "pink", "babble"):
+            decoder = WhisperDecoder(model, hs.RATE, options=opt)
+            decoder.set_expect(MENU)
+            decoder.accept(hs.mulaw_channel(hs.noise_pcm(1200, -20.0 if seed % 2 else -30.0, kind=kind, seed=seed)))
+            text = decoder.final()[0]
+            if closed_answer(text, MENU) is not None and closed_answer(decoder.free_text, MENU) is None:
+                forced.append((seed, kind, decoder.rescored))
+    assert not forced, forced
+
+
+def test_an_encoded_window_is_never_taken_for_a_mel_window(model: WhisperModel) -> None:
+    # CTranslate2 takes [1, 80, 512] for mel features (dim 1 == n_mels) and encodes them again: a 1.6 s window
+    # (160 frames, encoded to 80) gets two frames more
+    pcm = hs.pad(b"", 1100, 0)          # 1.1 s + 0.5 s of tail pad: 160 frames
+    output, frames = model.encode_window(pcm, hs.RATE)
+    assert frames == 162 and output.shape[1] == 81
+
+
+def test_rescoring_is_off_for_open_prompts_and_sentences(model: WhisperModel) -> None:
+    decoder = WhisperDecoder(model, hs.RATE, options=replace(model.options, max_decode_s=60.0))
+    decoder.set_expect(Expect(kind="free"))
+    decoder.accept(_late("3", 0))
+    decoder.final()
+    assert decoder.rescored is None
+    # a sentence the free decode accepted is what the caller said, not an option to force
+    decoder.set_expect(MENU)
+    decoder.accept(hs.channel(hs.pad(hs.trim(hs.recording("queue-reporthold").pcm()), 300, 450)))
+    assert decoder.final()[0] and decoder.rescored is None, decoder.last

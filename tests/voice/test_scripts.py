@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from testkit import human_speech as hs
-from testkit.voice_eval.audio import lose_packets, reference_text, render
+from testkit.voice_eval.audio import GROUP_PAUSE_MS, lose_packets, reference_text, render
 from testkit.voice_eval.report import format_text, summary, write_html
 from testkit.voice_eval.runner import ScriptResult, TurnResult, fold
 from testkit.voice_eval.script import Channel, ScriptError, ScriptTurn, load_script, load_scripts
@@ -33,6 +33,7 @@ def test_every_shipped_script_loads_and_checks_something() -> None:
     ("name: x\nturns: [{pause: 0}]\nexpect: {reply_audio: true}\n", "pause: seconds"),
     ("name: x\nchannel: {loss: 0.9}\nturns: [{dtmf: '1'}]\nexpect: {reply_audio: true}\n", "channel.loss"),
     ("name: x\nturns: [{dtmf: '1'}]\nexpect: {status_read: yes please}\n", "true or false"),
+    ("name: x\nturns: [{dtmf: '1'}]\nexpect: {caller_turns: 0}\n", "expect.caller_turns"),
     ("- just a list\n", "a mapping with name"),
     ("name: [unclosed\n", "cannot read"),
 ])
@@ -51,6 +52,10 @@ def test_rendered_turn_is_the_human_speech_through_the_channel() -> None:
     assert reference_text(turn) == "tres cero cinco"
     assert clean.startswith(b"\x00\x00" * 2000)                 # 300 ms lead-in of silence at 8 kHz
     assert hs.splice_digits("305", gap_ms=150) in clean
+    grouped = render(ScriptTurn("digits", "30 5"), Channel(mulaw=False))   # a space: a pause between groups
+    pause = b"\x00\x00" * (8000 * GROUP_PAUSE_MS // 1000)
+    assert hs.splice_digits("30", gap_ms=150) + pause + hs.splice_digits("5", gap_ms=150) in grouped
+    assert reference_text(ScriptTurn("digits", "30 5")) == "tres cero cinco"
     lined = render(turn, Channel(mulaw=True))
     assert lined == hs.mulaw_channel(clean)
     noisy = np.frombuffer(render(turn, Channel(mulaw=False, snr_db=10)), dtype="<i2").astype(float)
