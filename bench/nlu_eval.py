@@ -8,6 +8,7 @@ the status questions.
 
     .venv/bin/python bench/nlu_eval.py                 # trains the model if needed, starts Rasa + actions
     .venv/bin/python bench/nlu_eval.py --url http://127.0.0.1:5005   # an already running stack (no status seeding)
+    .venv/bin/python bench/nlu_eval.py --no-dense      # without the dense intent service (DIET's intents alone)
 """
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ class Outcome:
     hangup: bool
     transfer: bool
     latency_ms: float
+    dense: bool = False
+    """The dense intent service (dialogs/dense) decided this turn's intent."""
     intent_ok: bool = False
     tp: int = 0
     fp: int = 0
@@ -201,7 +204,8 @@ async def run_conversation(client: httpx.AsyncClient, url: str, conv: Conversati
             [(str(e.get("entity")), str(e.get("value"))) for e in parsed.get("entities") or []],
             [str(m["text"]) for m in messages if m.get("text")],
             any(bool(c.get("hangup")) for c in customs if isinstance(c, dict)),
-            any(bool(c.get("transfer")) for c in customs if isinstance(c, dict)), latency))
+            any(bool(c.get("transfer")) for c in customs if isinstance(c, dict)), latency,
+            (parsed.get("intent_source") or {}).get("source") == "dense"))
     return outcomes
 
 
@@ -270,6 +274,8 @@ def report(outcomes: list[Outcome], failures: int) -> dict[str, Any]:
     print(f"{'ALL':<16}{total.n:>6}{total.intent / total.n:>9.1%}{total.f1:>9.1%}{total.reply / total.n:>9.1%}")
     print(f"turn latency (webhook + parse in parallel, {CONCURRENCY} conversations at once): "
           f"p50 {percentile(total.latencies, 0.5):.0f} ms, p95 {percentile(total.latencies, 0.95):.0f} ms")
+    dense = [o for o in outcomes if o.dense]
+    print(f"intent decided by the dense service: {len(dense)} turns, {sum(o.intent_ok for o in dense)} of them right")
     bad = [o for o in outcomes if not (o.intent_ok and o.reply_ok and o.fp == 0 and o.fn == 0)]
     print(f"\n{len(bad)} turns with a failure (showing {min(failures, len(bad))}):")
     for o in bad[:failures]:
@@ -285,11 +291,12 @@ def report(outcomes: list[Outcome], failures: int) -> dict[str, Any]:
     return {"turns": total.n, "intent_accuracy": total.intent / total.n, "entity_f1": total.f1,
             "reply_correct": total.reply / total.n,
             "latency_p50_ms": percentile(total.latencies, 0.5), "latency_p95_ms": percentile(total.latencies, 0.95),
+            "dense_turns": len(dense), "dense_right": sum(o.intent_ok for o in dense),
             "per_category": {k: {"turns": v.n, "intent": v.intent / v.n, "entity_f1": v.f1, "reply": v.reply / v.n}
                              for k, v in per.items()}}
 
 
-_RAW_FIELDS = ("intent", "confidence", "entities", "texts", "hangup", "transfer", "latency_ms")
+_RAW_FIELDS = ("intent", "confidence", "entities", "texts", "hangup", "transfer", "latency_ms", "dense")
 
 
 def save_raw(path: Path, outcomes: list[Outcome], values: dict[str, str]) -> None:
@@ -309,7 +316,7 @@ def load_raw(path: Path, sets: Path) -> list[Outcome]:
         candidates = turns.get((row["category"], row["text"]))
         if not candidates:
             continue   # the turn left the set since the run
-        raw = {k: row[k] for k in _RAW_FIELDS}
+        raw = {k: row[k] for k in _RAW_FIELDS if k in row}   # "dense" is newer than some saved runs
         raw["entities"] = [tuple(e) for e in raw["entities"]]
         outcomes.append(Outcome(candidates.pop(0), **raw))
     return outcomes
@@ -339,6 +346,8 @@ def main() -> int:
                         help="seconds to wait for rasa run (a loaded shared machine needs minutes)")
     parser.add_argument("--folio", help="with --url: the folio of a case whose PIN is --pin")
     parser.add_argument("--pin")
+    parser.add_argument("--no-dense", action="store_true",
+                        help="do not start the dense intent service with the stack (Rasa keeps DIET's intents)")
     args = parser.parse_args()
     resolver = Resolver(load_cities(), load_tramites())
     if args.rescore:
@@ -353,14 +362,17 @@ def main() -> int:
         if args.url:
             url, folio, pin = args.url.rstrip("/"), args.folio or "00000000", args.pin or "0000"
         else:
+            from veratur import dense_server
             from veratur.rasa_server import RasaStack
             from veratur.training import ensure_model
             env = dict(os.environ, VERATUR__DATABASE__URL=f"sqlite:///{tmp}/eval.db")
+            env.pop(dense_server.ENV_URL, None)
+            dense = not args.no_dense and dense_server.available()
             folio, pin = seed_demo(env)
             model = args.model or ensure_model()
-            print(f"model {model.name}")
+            print(f"model {model.name}; dense intent service {'on' if dense else 'off'}")
             try:
-                stack = RasaStack(model, env=env, log_dir=Path(tmp)).start(timeout=args.startup_timeout)
+                stack = RasaStack(model, env=env, log_dir=Path(tmp), dense=dense).start(timeout=args.startup_timeout)
             except RuntimeError:
                 for log in sorted(Path(tmp).glob("*.log")):
                     print(f"--- {log.name}:\n" + log.read_text(errors="replace")[-1500:], file=sys.stderr)

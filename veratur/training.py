@@ -71,9 +71,9 @@ def model_path(digest: str | None = None) -> Path:
     return MODELS_DIR / f"{MODEL_PREFIX}{digest or content_hash()}.tar.gz"
 
 
-def latest_model() -> Path | None:
-    """The most recently trained model, whatever its inputs (for starting Rasa without training)."""
-    models = sorted(MODELS_DIR.glob(f"{MODEL_PREFIX}*.tar.gz"), key=lambda p: p.stat().st_mtime)
+def latest_model(models_dir: Path = MODELS_DIR) -> Path | None:
+    """The most recently trained (or fetched) model, whatever its inputs (for starting Rasa without training)."""
+    models = sorted(models_dir.glob(f"{MODEL_PREFIX}*.tar.gz"), key=lambda p: p.stat().st_mtime)
     return models[-1] if models else None
 
 
@@ -140,7 +140,7 @@ def ensure_model(force: bool = False, progress: Callable[[str], None] | None = N
         if target.exists() and not force:   # trained by someone else while we waited
             return target
         _train(target, progress or (lambda line: None))
-    _prune()
+    prune_models()
     return target
 
 
@@ -199,11 +199,12 @@ def _progress_line(line: str) -> str | None:
     return None
 
 
-def _prune() -> None:
-    models = sorted(MODELS_DIR.glob(f"{MODEL_PREFIX}*.tar.gz"), key=lambda p: p.stat().st_mtime)
+def prune_models(models_dir: Path = MODELS_DIR) -> None:
+    """Keep the newest KEEP_MODELS models (trained here or fetched by `veratur.model_sync`)."""
+    models = sorted(models_dir.glob(f"{MODEL_PREFIX}*.tar.gz"), key=lambda p: p.stat().st_mtime)
     for old in models[:-KEEP_MODELS]:
         old.unlink(missing_ok=True)
-    for stale in MODELS_DIR.glob(".training-*"):
+    for stale in models_dir.glob(".training-*"):
         if time.time() - stale.stat().st_mtime > TRAIN_TIMEOUT_S:
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -233,6 +234,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"veratur train: {exc}", file=sys.stderr)
             return 1
         show(f"trained in {time.monotonic() - started:.0f} s: {target.relative_to(REPO_ROOT)}")
+    if settings.dialogue.dense.enabled:
+        from veratur import dense_server  # the dense intent service's embeddings of the same examples
+        started = time.monotonic()
+        try:
+            if dense_server.warm(MODELS_DIR / "dense-warm.log"):
+                show(f"dense intent index ready in {time.monotonic() - started:.0f} s: "
+                     f"{dense_server.CACHE_DIR.relative_to(REPO_ROOT)}")
+        except (OSError, subprocess.SubprocessError) as exc:     # the service embeds at its own start instead
+            show(f"dense intent index not built ({type(exc).__name__}); the service builds it when it starts")
     if args.print_path:
         print(target)
     return 0
