@@ -1,9 +1,11 @@
 """`CaseRecorder`: the IVR engine's `ivr.call.records.CallRecorder` over the case-bridge service.
 (`EscalationRecorder` below extends it with the escalation journal, sharing the outbox.)
 
-Every write goes to the database through `CaseService` (in a worker thread, so the event loop keeps streaming
-audio). If the database can't be reached the write goes to the node's `Outbox` instead and the call goes on; a
-replay task drains the outbox in order once the database answers again. While anything is pending, new writes
+Every write goes to the database through `CaseService` (on one of the recorder's own threads, `DbThreads`, so the
+event loop keeps streaming audio), and the wait for it is bounded (`DB_WAIT_S`). If the database can't be reached,
+or does not answer in time (a hung server, a partition: nothing is refused, nothing comes back), the write goes to
+the node's `Outbox` instead and the call goes on; a replay task drains the outbox in order once the database
+answers again. While anything is pending, new writes
 queue behind it, so the database always sees a call's writes in the order the call made them. Each write carries
 its own idempotency (SIP Call-ID, turn key `call_id#n`, one interaction per call and case), so a replay that
 overlaps a write which did reach the database stores nothing twice.
@@ -27,13 +29,18 @@ from case_bridge.escalation import EscalationDesk
 from case_bridge.models import utcnow
 from case_bridge.service import CaseService
 from foundation.logs import kv, mask_phone
+from ivr.call.db_threads import DbThreads, DbTimeout
 from ivr.call.leg import CallInfo
 from ivr.call.outbox import Outbox
 from ivr.call.records import Disposition, Speaker
 
 log = logging.getLogger("ivr.call.recorder")
 
-REPLAY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+REPLAY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)      # the last repeats: a database back is noticed within ~2 s
+# A write normally commits in a few ms (20-70 ms with a reconnect); one not answered in this long is kept in the
+# outbox instead: the caller's reply waits at most this for the database (tests/chaos/test_storage_outage.py).
+DB_WAIT_S = 0.5
+DB_THREADS = 4               # the calls of a worker (pjsua2 holds 4) and the replayer: more only queue
 MAX_UNEXPECTED_ERRORS = 5
 
 
@@ -44,6 +51,7 @@ class CaseRecorder:
         self.service = service
         self.name = name
         self.outbox = Outbox(Path(data_dir) / f"outbox-{name}.sqlite")
+        self._db = DbThreads(DB_THREADS, f"db-{name}", DB_WAIT_S)
         self._turn_seq: dict[str, int] = {}
         self._replayer: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
@@ -72,6 +80,7 @@ class CaseRecorder:
             except asyncio.CancelledError:
                 pass
             self._replayer = None
+        self._db.shutdown()
         await asyncio.to_thread(self.outbox.close)
 
     @property
@@ -98,8 +107,8 @@ class CaseRecorder:
         if self.pending:
             return None
         try:
-            call = await asyncio.to_thread(self.service.get_call, info.call_id)
-        except DatabaseUnavailable:
+            call = await self._db.run(self.service.get_call, call_id=info.call_id)
+        except (DatabaseUnavailable, DbTimeout):
             return None
         return call.folio if call else None
 
@@ -132,9 +141,9 @@ class CaseRecorder:
         """Durable when this returns: committed in the database, or fsync'd in the outbox."""
         if not self.pending:
             try:
-                await asyncio.to_thread(self._ops[op], **args)
+                await self._db.run(self._ops[op], **args)
                 return
-            except DatabaseUnavailable as exc:
+            except (DatabaseUnavailable, DbTimeout) as exc:
                 log.warning(kv(event="db_unavailable_outbox", call_id=args.get("call_id"), op=op,
                                error=str(exc)[:120]))
             except CaseBridgeError as exc:
@@ -160,8 +169,8 @@ class CaseRecorder:
                 return
             for entry in batch:
                 try:
-                    await asyncio.to_thread(self._ops[entry.op], **entry.args)
-                except DatabaseUnavailable:
+                    await self._db.run(self._ops[entry.op], **entry.args)
+                except (DatabaseUnavailable, DbTimeout):
                     delay = REPLAY_BACKOFF_S[min(failures, len(REPLAY_BACKOFF_S) - 1)]
                     failures += 1
                     await asyncio.sleep(delay)
