@@ -31,7 +31,8 @@ def write_db(db_dir: Path, subscribers: dict[str, str]) -> None:
     # usrloc keeps contacts in memory (db_mode 0): a restarted PBX has forgotten every registration.
 
 
-def render(port: int, db_dir: Path, ctl: Path, min_expires: int = 5, relay_numbers_to: int | None = None) -> str:
+def render(port: int, db_dir: Path, ctl: Path, min_expires: int = 5, relay_numbers_to: int | None = None,
+           tls_cfg: Path | None = None, tls_port: int | None = None) -> str:
     # A trunk's side: INVITEs to a number (not a registered user) must authenticate, then go to the "PSTN" (a
     # sipp phone on relay_numbers_to).
     trunk = "" if relay_numbers_to is None else f"""
@@ -55,7 +56,9 @@ children=2
 auto_aliases=no
 listen=udp:{HOST}:{port}
 listen=tcp:{HOST}:{port}
+{f"enable_tls=yes{chr(10)}listen=tls:{HOST}:{tls_port}" if tls_cfg else ""}
 mpath="{kamailio.find_module_dir()}"
+{f'loadmodule "tls.so"{chr(10)}modparam("tls", "config", "{tls_cfg}")' if tls_cfg else ""}
 loadmodule "kex.so"
 loadmodule "corex.so"
 loadmodule "tm.so"
@@ -150,15 +153,24 @@ class RunningPbx:
 
 @contextlib.asynccontextmanager
 async def run_pbx(root: Path, port: int, subscribers: dict[str, str], name: str = "pbx",
-                  relay_numbers_to: int | None = None) -> AsyncIterator[RunningPbx]:
-    """Start the PBX in its own process group under root/<name>; stopped (SIGTERM) on exit."""
+                  relay_numbers_to: int | None = None, tls_port: int | None = None) -> AsyncIterator[RunningPbx]:
+    """Start the PBX in its own process group under root/<name>; stopped (SIGTERM) on exit. `tls_port`: also
+    a SIP over TLS listener there (Kamailio's tls module, a self-signed certificate of its own)."""
     home = root / name
     run_dir = home / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_db(home / "db", subscribers)
     ctl = run_dir / "kamailio_ctl"
     cfg = home / "pbx.cfg"
-    cfg.write_text(render(port, home / "db", ctl, relay_numbers_to=relay_numbers_to))
+    tls_cfg = None
+    if tls_port is not None:
+        from veratur.kamailio_tls import self_signed
+        cert, key = self_signed(home / "tls", HOST)
+        tls_cfg = home / "tls" / "tls.cfg"
+        tls_cfg.write_text(f"[server:default]\nmethod = TLSv1.2+\ncertificate = {cert}\nprivate_key = {key}\n"
+                           "verify_certificate = no\nrequire_certificate = no\n")
+    cfg.write_text(render(port, home / "db", ctl, relay_numbers_to=relay_numbers_to, tls_cfg=tls_cfg,
+                          tls_port=tls_port))
     log = home / "pbx.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([kamailio.find_binary(), "-DD", "-E", "-f", str(cfg), "-P", str(run_dir / "pid"),  # noqa: ASYNC220

@@ -142,10 +142,14 @@ class RtpSocket:
             except (TimeoutError, OSError):
                 continue
             if len(data) >= 12:
-                self.received += 1
-                pt = data[1] & 0x7F
-                self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
-                self.sources.add(peer)
+                self.count(data, peer)
+
+    def count(self, data: bytes, peer: tuple[str, int]) -> None:
+        """One RTP packet arrived (on the receive thread); subclasses extend it to keep more."""
+        self.received += 1
+        pt = data[1] & 0x7F
+        self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
+        self.sources.add(peer)
 
     def send(self, packets: list[bytes], dest: tuple[str, int], interval_s: float = 0.02) -> None:
         """Send `packets` paced `interval_s` apart (on a monotonic schedule, so a late wake-up catches up)."""
@@ -271,16 +275,27 @@ class SipDialog:
 
     def reinvite_accepted(self, body: str, extra: str = "", attempts: int = 4,
                           timeout_s: float = 10.0) -> Response | None:
-        """re-INVITE until it is not refused with 491 (the previous INVITE's ACK has not been seen yet, or the far
-        end's own re-INVITE crossed ours): RFC 3261 14.1, the UAC tries again a little later."""
+        """re-INVITE until it is not refused as crossing another INVITE: 491 (the far end's own re-INVITE crossed
+        ours, RFC 3261 14.1) or 500 with Retry-After (RFC 3261 14.2: the far end still holds the previous INVITE
+        transaction, e.g. our ACK for it was overtaken by the next re-INVITE in the proxy's parallel receivers; PJSIP
+        answers so). The UAC tries again a little later, after Retry-After where one is given."""
         response = None
         for attempt in range(attempts):
             self.reinvite(body, extra)
             response = self.wait("INVITE", timeout_s)
-            if response is None or response.code != 491:
+            retry_after = response.header("Retry-After") if response is not None else None
+            crossed = response is not None and (response.code == 491 or (response.code == 500 and retry_after))
+            if not crossed:
                 return response
+            assert response is not None
             self.ack_failure(response)
-            time.sleep(0.3 * (attempt + 1))
+            delay = 0.3 * (attempt + 1)
+            if retry_after:
+                try:
+                    delay = min(float(retry_after.split(";", 1)[0].split("(", 1)[0].strip()), 10.0)
+                except ValueError:
+                    pass
+            time.sleep(delay)
         return response
 
     def request(self, method: str, body: str = "", content_type: str = "application/sdp", extra: str = "") -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.config import Settings
-from veratur import registrations
+from veratur import kamailio_tls, registrations
 
 DISPATCHER_SET = 1
 ALG_CALL_LOAD = 10
@@ -240,8 +240,47 @@ def source_calls_lines(limit: int) -> dict[str, str]:
     return {"source_calls_check": check, "source_calls_profile": f'    set_dlg_profile("{SOURCE_PROFILE}", "$si");\n'}
 
 
-def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | None = None) -> str:
-    """The whole kamailio.cfg for this node."""
+IN_DIALOG_STAT = "in_dialog_rejected_rate"     # in-dialog requests refused by the limits below
+
+
+def in_dialog_limit_lines(per_dialog: int, per_source: int) -> str:
+    """The front door's limit on in-dialog requests from callers (not from workers: their BYEs, re-INVITEs and
+    NOTIFYs pass), per dialog (Call-ID) and per source address, in fixed 1 s windows (htable `indialog`, gone 3 s
+    later). A re-INVITE storm inside an established call was relayed unlimited to the worker that holds it and the
+    other calls on it (issue 13). BYE and ACK always pass: the caller can always hang up. 503 + Retry-After only
+    fails the transaction (RFC 5057 5.1), the call goes on."""
+    keys = (("dialog", "c:", "$ci", per_dialog), ("source", "s:", "$si", per_source))
+    checks = [(name, f'$var(ikey) = "{prefix}" + {key} + "/" + $Ts;', limit) for name, prefix, key, limit in keys
+              if limit]
+    if not checks:
+        return ""
+    body = ""
+    event, fields = "event=in_dialog_rejected ", "method=$rm src=$si call_id=$(ci{s.substr,0,64})"
+    for name, key_line, limit in checks:
+        body += f"""        {key_line}
+        $var(icount) = $shtinc(indialog=>$var(ikey));
+        if ($var(icount) == $null || $var(icount) <= 0) {{
+            $sht(indialog=>$var(ikey)) = 1;
+            $var(icount) = 1;
+        }}
+        if ($var(icount) > {limit}) {{
+            if ($var(icount) == {limit + 1}) {{
+                xlog("L_WARN", "{event}reason={name}_rate limit_per_s={limit} {fields}\\n");
+            }}
+            update_stat("{IN_DIALOG_STAT}", "+1");
+            append_to_reply("Retry-After: 1\\r\\n");
+            sl_send_reply("503", "Too Many Requests In Dialog");
+            exit;
+        }}
+"""
+    return f"""    if (!is_method("BYE|ACK") && !ds_is_from_list("{DISPATCHER_SET}", "2")) {{
+{body}    }}
+"""
+
+
+def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | None = None,
+                  tls_cfg: Path | None = None) -> str:
+    """The whole kamailio.cfg for this node (`tls_cfg`: the tls module's file when sip.tls is on)."""
     sip = settings.sip
     host = _host(sip.bind_address)
     advertise = f" advertise {_host(sip.public_address)}:{sip.port}" if sip.public_address else ""
@@ -253,7 +292,8 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
     return _TEMPLATE.format(
         node=settings.node_name,
         listens=listens,
-        tcp="no" if "tcp" in sip.transports else "yes",
+        tcp="no" if "tcp" in sip.transports or sip.tls.enabled else "yes",     # TLS runs on the TCP stack
+        **kamailio_tls.tls_lines(settings, tls_cfg),
         children=CHILDREN,
         tcp_children=TCP_CHILDREN,
         mpath=module_dir or find_module_dir(),
@@ -275,6 +315,9 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         rate_per_source=min(sip.new_calls_per_source_per_second, sip.new_calls_per_second),
         source_profile=SOURCE_PROFILE,
         **source_calls_lines(sip.max_calls_per_source),
+        in_dialog_limit=in_dialog_limit_lines(sip.in_dialog_requests_per_second,
+                                              sip.in_dialog_requests_per_source_per_second),
+        stat_in_dialog=IN_DIALOG_STAT,
         retry_full=RETRY_AFTER_FULL_S,
         retry_rate=RETRY_AFTER_RATE_S,
         allowed=_allowed_condition(sip.allowed_peers),
@@ -299,7 +342,8 @@ def write_config(settings: Settings, paths: KamailioPaths | None = None) -> Kama
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.dispatcher_list.write_text(render_dispatcher_list(settings), encoding="utf-8")
     registrations.write_table(settings, paths.db_dir)
-    paths.cfg.write_text(render_config(settings, paths), encoding="utf-8")
+    tls_cfg = kamailio_tls.write_tls(settings, paths.cfg.parent)
+    paths.cfg.write_text(render_config(settings, paths, tls_cfg=tls_cfg), encoding="utf-8")
     return paths
 
 
@@ -364,6 +408,13 @@ async def front_door_counts(paths: KamailioPaths) -> dict[str, int]:
 def parse_front_door_counts(text: str) -> dict[str, int]:
     found = dict(re.findall(r"script:(\w+) = (\d+)", text))
     return {name: int(found.get(stat, 0)) for name, stat in FRONT_DOOR_STATS.items()}
+
+
+async def in_dialog_rejected(paths: KamailioPaths) -> int:
+    """In-dialog requests the front door refused for sip.in_dialog_requests_per_second (and per source)."""
+    text = await kamcmd(paths, "stats.get_statistics", "script:")      # the group; "group:name" is not a query
+    found = re.search(rf"script:{IN_DIALOG_STAT} = (\d+)", text)
+    return int(found.group(1)) if found else 0
 
 
 async def worker_states(paths: KamailioPaths) -> dict[str, tuple[str, int]]:
@@ -468,12 +519,13 @@ auto_aliases=no
 server_header="Server: veratur-kamailio"
 user_agent_header="User-Agent: veratur-kamailio"
 {listens}
+{tls_globals}
 # RFC 3261 18.1.1: a relayed request above {udp_mtu} bytes goes to the worker over TCP (workers listen on both).
 udp_mtu={udp_mtu}
 udp_mtu_try_proto={mtu_proto}
 
 mpath="{mpath}"
-
+{tls_module}
 loadmodule "kex.so"
 loadmodule "corex.so"
 loadmodule "tm.so"
@@ -494,6 +546,7 @@ loadmodule "dispatcher.so"
 loadmodule "dialog.so"
 loadmodule "statistics.so"
 loadmodule "sdpops.so"
+loadmodule "nathelper.so"
 {uac}
 ####### Module parameters #########
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
@@ -510,6 +563,8 @@ modparam("pipelimit", "timer_interval", 1)
 # newcalls: new INVITEs per source address and second ("IP/epoch second" keys, gone 3 s later), so one flooding
 # source spends only its own share and not the node's whole rate.
 modparam("htable", "htable", "newcalls=>size=12;autoexpire=3;")
+# indialog: in-dialog requests per dialog ("c:Call-ID/second") and per source ("s:IP/second"), gone 3 s later.
+modparam("htable", "htable", "indialog=>size=12;autoexpire=3;")
 # What the front door refused, counted by Kamailio itself (`kamcmd stats.get_statistics script:`): the figures of a
 # flood do not depend on a client reading every answer.
 modparam("statistics", "variable", "{stat_source}")
@@ -517,6 +572,7 @@ modparam("statistics", "variable", "{stat_node}")
 modparam("statistics", "variable", "{stat_full}")
 modparam("statistics", "variable", "{stat_dispatched}")
 modparam("statistics", "variable", "{stat_source_calls}")
+modparam("statistics", "variable", "{stat_in_dialog}")
 
 # dispatcher: call-load balancing over the workers, OPTIONS probing, load slots that expire.
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -559,6 +615,7 @@ request_route {{
         }}
         exit;
     }}
+    route(NAT_CALLER);
     # RFC 3261 7.1: method names are case-sensitive. Kamailio's parser takes "invite" for INVITE but the worker's
     # answer (CSeq "1 invite") then matches no transaction here: the worker holds an answered call slot for 32 s
     # (fuzz run). Only the exact methods we serve reach a worker.
@@ -709,7 +766,7 @@ route[NEWCALL] {{
 }}
 
 route[WITHINDLG] {{
-    if (is_method("INFO")) {{
+{in_dialog_limit}    if (is_method("INFO")) {{
         route(INFO_DTMF);
     }}
     if (loose_route()) {{
@@ -756,11 +813,45 @@ route[INFO_DTMF] {{
     }}
 }}
 
+# Callers behind NAT: a phone or PBX that advertises its private address in Via/Contact (no STUN, no ALG) is
+# answered at the address it sent from (force_rport + received), and its Contact -- where the worker sends BYE,
+# re-INVITE, NOTIFY -- becomes that address too (fix_nated_contact), else the portal's hang-up never reaches it.
+# Only a request straight from its user agent (one Via) and not from a worker: behind a front door the source is
+# the front door, not the caller. Tests: 1 = Contact in RFC 1918 space, 2 = Via host is not the source address
+# (the Via *port* test, 16, is left out: a TCP client sends from an ephemeral port and is no NAT case).
+route[NAT_CALLER] {{
+    # A worker by address *and* port (mode 2: any protocol), since on one host callers share the workers' IP; over
+    # TCP/TLS a worker sends from an ephemeral port, so there its address alone (mode 3) says it is one.
+    if (ds_is_from_list("{ds_set}", "2") || ($proto != "udp" && ds_is_from_list("{ds_set}", "3"))
+            || $hdrc(Via) != 1 || $hdr(Via) =~ ",") {{
+        return;
+    }}
+    force_rport();
+    if (nat_uac_test("3")) {{
+        if (is_present_hf("Contact") && $hdr(Contact) != "*") {{
+            fix_nated_contact();
+        }}
+        if (is_method("INVITE")) {{
+            xlog("L_INFO", "event=nat_caller src=$si:$sp proto=$proto\n");
+        }}
+    }}
+}}
+
 route[RELAY] {{
     if (!t_relay()) {{
         sl_reply_error();
     }}
     exit;
+}}
+
+# Replies from outside (a NATed phone answering a call the node places, or an in-dialog request a worker sent):
+# the same Contact fix, so the worker's ACK/BYE reach the address the answer came from. Not through a proxy
+# that record-routes (a PBX): its route set carries the in-dialog requests, and its Contact is the phone's.
+reply_route {{
+    if (!ds_is_from_list("{ds_set}", "2") && !is_present_hf("Record-Route") && is_present_hf("Contact")
+            && nat_uac_test("1")) {{
+        fix_nated_contact();
+    }}
 }}
 
 onreply_route[DISPATCH_REPLY] {{
@@ -806,6 +897,16 @@ reply_route {{
     # 401/407 is the normal first answer to every REGISTER (digest challenge): uac itself logs a failed retry.
     if ($rm == "REGISTER" && $rs >= 300 && $rs != 401 && $rs != 407) {{
         xlog("L_WARN", "event=registration_reply status=$rs reason=$(rr{{s.substr,0,40}}) registrar=$si:$sp\n");
+    }}
+}}
+
+# Requests Kamailio sends itself: the BYEs of dlg.end_dlg (the supervisor ends a dead worker's dialogs) pass no
+# request_route, so without this the dead worker's call-load slot stayed counted for ds_hash_expire (~17 min) and the
+# restarted worker came back short of slots (tests/chaos/test_dead_worker_dialogs.py). Both BYEs of a dialog come
+# here; the second finds no slot left.
+event_route[tm:local-request] {{
+    if (is_method("BYE")) {{
+        ds_load_update();
     }}
 }}
 

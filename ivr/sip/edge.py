@@ -11,7 +11,9 @@ front doors) gets 403; when the worker holds its maximum or is draining for shut
 PyPI wheel itself refuses a call beyond its 4 compiled-in slots with a bare 486 before any callback runs; behind
 Kamailio that cannot happen (maxload = the slots, and only the front door may call a worker).
 An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled). A call with no inbound RTP
-for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe).
+for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe). RTP reaches a call only
+from its signalled addresses (`sip.rtp_sources`, a kernel filter: `ivr.sip.rtp_sources`), so a stranger cannot
+take over pjmedia's latching and receive the portal's audio.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from ivr.sip.leg import RX_PUMP_MS, SipLeg
 from ivr.sip.media_port import MediaPortPool
 from ivr.sip.owner_thread import OwnerThreadCommands
 from ivr.sip.pj_objects import PjAccount, PjCall, PjLogWriter, quiet_stdio, sip_header
+from ivr.sip.rtp_sources import restrict_media, signalled_hosts, trusted_networks
 
 log = logging.getLogger("ivr.sip.edge")
 pjlog = logging.getLogger("ivr.sip.edge.pjsip")
@@ -370,9 +373,12 @@ class SipEdge:
                         called=uri_user(head.request_uri) or uri_user(head.get("to")), node=self.config.node,
                         headers=dict(head.passed))
         assert self._loop is not None
-        call.leg = SipLeg(info, self.config.sample_rate, self._loop, self)
+        call.leg = SipLeg(info, self.config.sample_rate, self._loop, self,
+                          max_dtmf_per_second=self.config.max_dtmf_per_second)
         log.info("INVITE accepted %s", kv(call_id=info.call_id, caller=mask_phone(info.caller),
                                           called=info.called, source=source))
+        # The media state (inside the answer, before the 200 leaves) attaches the RTP source filter with these.
+        call.signal_hosts = signalled_hosts(head.get("contact"), source)
         if self.config.answer_delay_ms:
             ringing = pj.CallOpParam()
             ringing.statusCode = 180
@@ -470,6 +476,7 @@ class SipEdge:
                 log.info("call resumed %s", kv(call_id=call.sip_call_id))
             if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 continue
+            self._restrict_rtp(call, self._stream_hosts(call, ci, media.index), media.index)
             audio = call.getAudioMedia(media.index)
             if call.port is None:
                 call.port = self._ports.acquire(call.leg)
@@ -485,6 +492,30 @@ class SipEdge:
             audio.startTransmit(call.port)
             call.port.startTransmit(audio)
             return
+
+    def _stream_hosts(self, call: PjCall, ci: pj.CallInfo, index: int) -> set[str]:
+        """The hosts the current SDP and Contact name (a re-INVITE may have moved the media elsewhere)."""
+        try:
+            remote = call.getStreamInfo(index).remoteRtpAddress
+        except pj.Error:
+            remote = ""
+        return signalled_hosts(remote, ci.remoteContact)
+
+    def _restrict_rtp(self, call: PjCall, media_hosts: set[str], index: int = 0) -> None:
+        """Let only the call's signalled addresses and sip.rtp_trusted_networks send it RTP (ivr.sip.rtp_sources:
+        pjmedia would otherwise send the call's audio to any stranger streaming at its port)."""
+        if self.config.rtp_sources != "signalled":
+            return
+        try:
+            local = call.getMedTransportInfo(index).localRtpName
+        except pj.Error:
+            return                                       # no active media yet (pjsua: med_cnt 0 before the answer)
+        networks = trusted_networks(call.signal_hosts | media_hosts, self.config.rtp_trusted_networks)
+        # Attached again on every media update (a re-INVITE may have moved the media or renewed the socket);
+        # logged when what it lets in changes.
+        if restrict_media(call.sip_call_id, local, networks) and call.rtp_filter != (key := (local, tuple(networks))):
+            call.rtp_filter = key
+            log.info("RTP sources restricted %s", kv(call_id=call.sip_call_id, sources=len(networks)))
 
     def on_transfer_request(self, call: PjCall, prm: pj.OnCallTransferRequestParam) -> None:
         """A REFER received: the portal never lets a caller make it call a URI (403); a phone follows it with a

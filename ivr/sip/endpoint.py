@@ -39,12 +39,17 @@ class EdgeConfig:
     answer_delay_ms: int = 0
     media_timeout_s: float = 30.0
     hold_timeout_s: float = 300.0
+    max_dtmf_per_second: int = 20                   # digits a leg hands to the session per second (sip.max_dtmf_per_second)
     transfer_timeout_s: float = 15.0
     escalation_mode: str = "refer"
     follow_refer: bool = False                      # a phone (the test caller) follows REFERs; the portal refuses
     node: str = "veratur"
     user_agent: str = "Veratur"                     # User-Agent/Server product string (sip.user_agent)
     pj_log_level: int = 1
+    # RTP only from the call's signalled addresses and these networks (sip.rtp_sources, ivr.sip.rtp_sources);
+    # "any" (the default here: the test caller is a phone) leaves the latching to pjmedia.
+    rtp_sources: str = "any"
+    rtp_trusted_networks: tuple[Network, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, port: int, node: str, index: int = 0) -> EdgeConfig:
@@ -61,9 +66,10 @@ class EdgeConfig:
             rtp_port_start=rtp_start, rtp_port_range=rtp_range,
             sample_rate=settings.media.sample_rate, codecs=tuple(settings.media.codecs),
             answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
-            hold_timeout_s=sip.hold_timeout_s,
+            hold_timeout_s=sip.hold_timeout_s, max_dtmf_per_second=sip.max_dtmf_per_second,
             transfer_timeout_s=settings.escalation.transfer_timeout_s,
-            escalation_mode=settings.escalation.mode, node=node)
+            escalation_mode=settings.escalation.mode, node=node, rtp_sources=sip.rtp_sources,
+            rtp_trusted_networks=tuple(ipaddress.ip_network(n, strict=False) for n in sip.rtp_trusted_networks))
 
 
 @dataclass

@@ -44,7 +44,7 @@ class SipLeg:
     """One SIP call as the session sees it (see ivr.call.leg.CallLeg)."""
 
     def __init__(self, info: CallInfo, sample_rate: int, loop: asyncio.AbstractEventLoop, owner: LegOwner,
-                 outbound: bool = False) -> None:
+                 outbound: bool = False, max_dtmf_per_second: int = 20) -> None:
         self.info = info
         self.sample_rate = sample_rate
         self.outbound = outbound
@@ -60,6 +60,10 @@ class SipLeg:
         # Counters read by metrics/bench; written by one thread each.
         self.rx_frames = 0
         self.dtmf_digits = 0
+        self.dtmf_dropped = 0
+        self._dtmf_cap = max_dtmf_per_second
+        self._dtmf_window = 0           # the monotonic second the digits below were counted in
+        self._dtmf_in_window = 0
         self.rx_dropped_batches = 0
         self.tx_frames = 0
         self.tx_underruns = 0
@@ -164,7 +168,8 @@ class SipLeg:
         self._events.put_nowait(HangupIn(reason))
         self._ended_event.set()
         log.info("leg ended %s", kv(call_id=self.info.call_id, reason=reason, rx_frames=self.rx_frames,
-                                    tx_frames=self.tx_frames, underruns=self.tx_underruns))
+                                    tx_frames=self.tx_frames, underruns=self.tx_underruns,
+                                    dtmf=self.dtmf_digits, dtmf_dropped=self.dtmf_dropped))
 
     # ---- other threads -------------------------------------------------------------------------------
     def rx_frame(self, pcm: bytes) -> None:
@@ -184,10 +189,24 @@ class SipLeg:
         return data
 
     def deliver_dtmf(self, digit: str) -> None:
-        """Called on a pjsua thread with one received digit."""
-        if digit.upper() in DTMF_DIGITS:
-            self.dtmf_digits += 1
-            self._call_soon(self._push, DtmfIn(digit.upper(), time.monotonic()))
+        """Called on a pjsua thread with one received digit. At most max_dtmf_per_second digits a second reach the
+        session: a flood (RFC 4733 events or INFOs by the thousand) would otherwise fill its queue and the dialogue's
+        turns. Two threads may count here at once; a digit more or less in a window does not matter."""
+        if digit.upper() not in DTMF_DIGITS:
+            return
+        now = time.monotonic()
+        window = int(now)
+        if window != self._dtmf_window:
+            self._dtmf_window, self._dtmf_in_window = window, 0
+        self._dtmf_in_window += 1
+        if self._dtmf_in_window > self._dtmf_cap:
+            self.dtmf_dropped += 1
+            if self._dtmf_in_window == self._dtmf_cap + 1:
+                log.warning("dtmf flood %s", kv(call_id=self.info.call_id, limit_per_s=self._dtmf_cap,
+                                                dropped_total=self.dtmf_dropped))
+            return
+        self.dtmf_digits += 1
+        self._call_soon(self._push, DtmfIn(digit.upper(), now))
 
     def deliver_hangup(self, reason: str) -> None:
         """Called on the SIP owner thread when the call is gone."""

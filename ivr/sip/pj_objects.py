@@ -94,6 +94,8 @@ class PjCall(pj.Call):
         self.last_rx_packets = -1
         self.last_rx_change = time.monotonic()
         self.sip_call_id = ""
+        self.signal_hosts: set[str] = set()     # INVITE source and Contact: RTP from there is the caller's
+        self.rtp_filter: tuple[str, tuple[object, ...]] | None = None   # (local RTP, networks) last attached
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         try:

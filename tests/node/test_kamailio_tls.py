@@ -1,0 +1,251 @@
+"""SIP over TLS at the front door (sip.tls, veratur/kamailio_tls.py) with a real Kamailio and its tls module.
+
+sipp here is built without TLS (`sipp -v`: SIPp v3.6.1-SCTP-PCAP-RTPSTREAM), so the trunk is a Python `ssl` client
+that checks the front door's certificate (the self-signed one made at first start) and speaks SIP over that one
+connection: OPTIONS answered by the front door, then a call relayed to a real pjsua2 worker over UDP on
+loopback, answered, ACKed and hung up along the route set (Kamailio's double Record-Route: the TLS side carries
+transport=tls). Off by default: the shipped config generates no TLS at all."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import re
+import shutil
+import socket
+import ssl
+import uuid
+from pathlib import Path
+
+import pytest
+
+from foundation.config import ConfigError, Settings, load_settings
+from ivr.sip.edge import EdgeConfig, SipEdge
+from tests.node.conftest import HOST, free_port_block, run_kamailio, write_settings
+from veratur import kamailio
+
+pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
+
+needs_tls_module = pytest.mark.skipif(
+    not any(Path(d, "tls.so").exists() for d in ("/usr/lib/x86_64-linux-gnu/kamailio/modules",
+                                                 "/usr/lib/kamailio/modules")) or shutil.which("openssl") is None,
+    reason="Kamailio's tls.so (Debian kamailio-tls-modules, installed by scripts/setup.sh) or openssl missing")
+
+
+class TlsSip:
+    """One TLS connection to the front door, verified against `cafile`; reads SIP messages off the stream."""
+
+    def __init__(self, port: int, cafile: Path, client_cert: tuple[Path, Path] | None = None) -> None:
+        ctx = ssl.create_default_context(cafile=str(cafile))      # verifies the chain and the IP in the SAN
+        if client_cert is not None:
+            ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        raw = socket.create_connection((HOST, port), timeout=5)
+        self.sock = ctx.wrap_socket(raw, server_hostname=HOST)
+        self.local = self.sock.getsockname()
+        self.buf = b""
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.replace("\n", "\r\n").encode())
+
+    def read(self, timeout_s: float = 5.0) -> tuple[str, dict[str, list[str]], str]:
+        """(first line, headers lower-cased -> values, body) of the next message."""
+        self.sock.settimeout(timeout_s)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("front door closed the TLS connection")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        length = int(headers.get("content-length", ["0"])[0])
+        while len(self.buf) < length:
+            self.buf += self.sock.recv(65536)
+        body, self.buf = self.buf[:length].decode(), self.buf[length:]
+        return lines[0], headers, body
+
+    def final(self, timeout_s: float = 10.0) -> tuple[str, dict[str, list[str]], str]:
+        """The next final response (provisional ones and stray requests skipped)."""
+        while True:
+            first, headers, body = self.read(timeout_s)
+            if first.startswith("SIP/2.0 ") and not first.startswith("SIP/2.0 1"):
+                return first, headers, body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tls_settings(tmp_path: Path) -> tuple[Settings, int]:
+    tls_port = free_port_block(1)
+    _, settings = write_settings(tmp_path, sip={"workers": 1, "transports": ["udp"],
+                                                "tls": {"enabled": True, "port": tls_port}})
+    return settings, tls_port
+
+
+def test_tls_is_off_by_default_and_checked(tmp_path: Path) -> None:
+    shipped = load_settings()
+    assert shipped.sip.tls.enabled is False
+    paths = kamailio.KamailioPaths.for_settings(shipped.model_copy(update={"data_dir": tmp_path}))
+    text = kamailio.render_config(shipped, paths, module_dir="/nowhere")
+    # no module, no enable_tls, no TLS listener (comments may name the transport: only directives count)
+    directives = [line.split("#", 1)[0] for line in text.lower().splitlines()]
+    assert not [d for d in directives if re.search(r"tls\.so|enable_tls|listen\s*=\s*tls:|modparam\(\"tls\"", d)]
+    with pytest.raises(ConfigError, match="both certificate and private_key"):
+        write_settings(tmp_path, sip={"tls": {"enabled": True, "certificate": "/etc/x.crt"}})
+    with pytest.raises(ConfigError, match="needs ca_list"):
+        write_settings(tmp_path, sip={"tls": {"enabled": True, "require_client_certificate": True}})
+    with pytest.raises(ConfigError, match="is the SIP port or a worker's port"):
+        write_settings(tmp_path, sip={"port": 6000, "worker_base_port": 6001, "workers": 2,
+                                      "tls": {"enabled": True, "port": 6002}})
+
+
+@needs_tls_module
+async def test_options_and_a_call_over_tls_reach_a_worker(tmp_path: Path) -> None:
+    settings, tls_port = tls_settings(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    async with run_kamailio(settings, logs) as k:
+        cert = k.paths.cfg.parent / "tls" / "veratur-sip.crt"
+        key = k.paths.cfg.parent / "tls" / "veratur-sip.key"
+        assert cert.exists() and key.stat().st_mode & 0o077 == 0           # the key is the node's alone
+        assert f"listen=tls:{HOST}:{tls_port}" in k.paths.cfg.read_text()
+        first_cert = cert.read_bytes()
+        kamailio.write_config(settings)                                     # a restart keeps the same pair
+        assert cert.read_bytes() == first_cert
+
+        # a worker: a real pjsua2 edge on the worker port, answering every call
+        config = dataclasses.replace(EdgeConfig.from_settings(settings, settings.sip.worker_port(0), "tls/w0"),
+                                     transports=("udp",), randomize_rtp_port=True,
+                                     allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
+        answered: list[str] = []
+        edge = SipEdge(config, on_call=lambda leg: answered.append(leg.info.call_id))
+        await edge.start()
+        trunk = await asyncio.to_thread(TlsSip, tls_port, cert)
+        try:
+            lhost, lport = trunk.local[0], trunk.local[1]
+            via = f"Via: SIP/2.0/TLS {lhost}:{lport};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport"
+            trunk.send(f"OPTIONS sip:{HOST}:{tls_port};transport=tls SIP/2.0\n{via}\nMax-Forwards: 70\n"
+                       f"From: <sip:trunk@{lhost}>;tag=o1\nTo: <sip:{HOST}>\nCall-ID: {uuid.uuid4().hex}\n"
+                       f"CSeq: 1 OPTIONS\nContent-Length: 0\n\n")
+            first, headers, _ = await asyncio.to_thread(trunk.final)
+            assert first == "SIP/2.0 200 OK" and "INVITE" in headers["allow"][0]
+
+            # the dispatcher probes the worker before it takes calls: retry the INVITE until it is answered
+            call_id = f"{uuid.uuid4().hex}@tls-trunk"
+            sdp = (f"v=0\no=trunk 1 1 IN IP4 {HOST}\ns=-\nc=IN IP4 {HOST}\nt=0 0\n"
+                   f"m=audio {free_port_block(2, 40000, 50000)} RTP/AVP 0\na=rtpmap:0 PCMU/8000\n")
+            body = sdp.replace("\n", "\r\n")
+            first = ""
+            for cseq in range(1, 11):
+                branch = f"z9hG4bK{uuid.uuid4().hex[:12]}"
+                trunk.send(f"INVITE sip:2281234567@{HOST}:{tls_port};transport=tls SIP/2.0\n"
+                           f"Via: SIP/2.0/TLS {lhost}:{lport};branch={branch};rport\nMax-Forwards: 70\n"
+                           f"From: <sip:2281234567@{lhost}>;tag=t{cseq}\nTo: <sip:portal@{HOST}>\n"
+                           f"Call-ID: {call_id}-{cseq}\nCSeq: {cseq} INVITE\n"
+                           f"Contact: <sip:trunk@{lhost}:{lport};transport=tls>\nContent-Type: application/sdp\n"
+                           f"Content-Length: {len(body)}\n\n" + sdp)
+                first, headers, _ = await asyncio.to_thread(trunk.final, 15.0)
+                if first.startswith("SIP/2.0 200"):
+                    break
+                # a refusal (503 while the worker is not yet in rotation) is ACKed like any final answer
+                trunk.send(f"ACK sip:2281234567@{HOST}:{tls_port};transport=tls SIP/2.0\n"
+                           f"Via: SIP/2.0/TLS {lhost}:{lport};branch={branch};rport\nMax-Forwards: 70\n"
+                           f"From: <sip:2281234567@{lhost}>;tag=t{cseq}\nTo: {headers['to'][0]}\n"
+                           f"Call-ID: {call_id}-{cseq}\nCSeq: {cseq} ACK\nContent-Length: 0\n\n")
+                await asyncio.sleep(1.0)
+            assert first.startswith("SIP/2.0 200"), (first, k.log_text()[-1500:])
+            record_route = [r for value in headers["record-route"] for r in value.split(",")]
+            assert any("transport=tls" in r for r in record_route), record_route   # the TLS side of the double RR
+            route = ", ".join(reversed([r.strip() for r in record_route]))
+            contact = re.search(r"<([^>]+)>", headers["contact"][0]).group(1)     # type: ignore[union-attr]
+            dialog = (f"From: <sip:2281234567@{lhost}>;tag=t{cseq}\nTo: {headers['to'][0]}\n"
+                      f"Call-ID: {call_id}-{cseq}\nRoute: {route}\nMax-Forwards: 70\n")
+            trunk.send(f"ACK {contact} SIP/2.0\nVia: SIP/2.0/TLS {lhost}:{lport};branch=z9hG4bK{uuid.uuid4().hex[:12]}"
+                       f";rport\n{dialog}CSeq: {cseq} ACK\nContent-Length: 0\n\n")
+            await asyncio.sleep(1.0)
+            assert answered and answered[-1] == f"{call_id}-{cseq}"             # the worker has the call
+            trunk.send(f"BYE {contact} SIP/2.0\nVia: SIP/2.0/TLS {lhost}:{lport};branch=z9hG4bK{uuid.uuid4().hex[:12]}"
+                       f";rport\n{dialog}CSeq: {cseq + 1} BYE\nContent-Length: 0\n\n")
+            first, _, _ = await asyncio.to_thread(trunk.final)
+            assert first == "SIP/2.0 200 OK"                                     # the BYE went the route set
+        finally:
+            trunk.close()
+            await edge.stop(0)
+        log = k.log_text()
+    assert "ERROR" not in "\n".join(line for line in log.splitlines() if "tls" in line.lower())
+
+
+def options(port: int) -> str:
+    return (f"OPTIONS sip:{HOST}:{port};transport=tls SIP/2.0\nVia: SIP/2.0/TLS {HOST}:1;branch=z9hG4bK{uuid.uuid4().hex}"
+            f"\nFrom: <sip:t@{HOST}>;tag=1\nTo: <sip:{HOST}>\nCall-ID: {uuid.uuid4().hex}\nCSeq: 1 OPTIONS\n"
+            f"Content-Length: 0\n\n")
+
+
+@needs_tls_module
+async def test_require_client_certificate_refuses_a_trunk_without_one(tmp_path: Path) -> None:
+    """Mutual TLS: a trunk presenting a certificate from ca_list gets answers; one presenting none gets no session."""
+    settings0, _ = tls_settings(tmp_path)
+    async with run_kamailio(settings0, tmp_path) as k0:            # a certificate pair to play the trunk's
+        trunk_cert = k0.paths.cfg.parent / "tls" / "veratur-sip.crt"
+        trunk_key = k0.paths.cfg.parent / "tls" / "veratur-sip.key"
+    tls_port = free_port_block(1)
+    (tmp_path / "mtls").mkdir()
+    _, settings = write_settings(tmp_path / "mtls", sip={"workers": 1, "transports": ["udp"], "tls": {
+        "enabled": True, "port": tls_port, "ca_list": str(trunk_cert), "require_client_certificate": True}})
+    async with run_kamailio(settings, tmp_path / "mtls") as k:
+        cert = k.paths.cfg.parent / "tls" / "veratur-sip.crt"
+        assert "require_certificate = yes" in (k.paths.cfg.parent / "tls" / "tls.cfg").read_text()
+        trusted = await asyncio.to_thread(TlsSip, tls_port, cert, (trunk_cert, trunk_key))
+        try:
+            trusted.send(options(tls_port))
+            first, _, _ = await asyncio.to_thread(trusted.final)
+            assert first == "SIP/2.0 200 OK"
+        finally:
+            trusted.close()
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            anonymous = await asyncio.to_thread(TlsSip, tls_port, cert)
+            anonymous.send(options(tls_port))
+            await asyncio.to_thread(anonymous.read, 5.0)        # TLS 1.3 reports the refusal on the first read
+
+
+@needs_tls_module
+async def test_registration_over_tls_at_a_real_registrar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sip.registrations[].transport tls: the node REGISTERs over TLS (digest auth) at a real registrar
+    (testkit.pbx with a TLS listener), verifying the registrar's certificate through sip.tls.ca_list."""
+    from testkit.pbx import run_pbx
+    from veratur import registrations
+
+    monkeypatch.setenv("VERATUR_TEST_PBX_PW", "s3cret-pbx")
+    pbx_port, pbx_tls = free_port_block(1), free_port_block(1)
+    async with run_pbx(tmp_path, pbx_port, {"veratur": "s3cret-pbx"}, tls_port=pbx_tls) as pbx:
+        pbx_cert = tmp_path / "pbx" / "tls" / "veratur-sip.crt"
+        _, settings = write_settings(tmp_path, sip={
+            "workers": 1, "registration_check_s": 2, "registration_retry_s": 6,
+            "tls": {"enabled": True, "port": free_port_block(1), "ca_list": str(pbx_cert)},
+            "registrations": [{"name": "pbx", "registrar": f"sip:{HOST}:{pbx_tls}", "user": "veratur",
+                               "password_env": "VERATUR_TEST_PBX_PW", "expires": 30, "transport": "tls"}]})
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        async with run_kamailio(settings, logs) as k:
+            assert "verify_certificate = yes" in (k.paths.cfg.parent / "tls" / "tls.cfg").read_text()
+            monitor = registrations.RegistrationMonitor(settings)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while True:
+                for line in k.log.read_bytes().splitlines():
+                    monitor.note_log_line(line)
+                await monitor.poll(k.rpc)
+                state = monitor.states["pbx"]
+                if state.state == "registered" or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert state.state == "registered", (state, k.log_text()[-1500:], pbx.log_text()[-1500:])
+            dump = await pbx.contacts()
+            assert "veratur" in dump and f"tls:{HOST}:{pbx_tls}" in dump, dump    # received on the TLS socket
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ConfigError, match="use transport tls"):
+        write_settings(tmp_path / "x", sip={"registrations": [{
+            "name": "pbx", "registrar": f"sip:{HOST}:5061", "user": "v", "password_env": "P", "transport": "tls"}]})
