@@ -5,7 +5,8 @@
 Rows are bulk-inserted with Core (≈4 tallies and 2 transcript turns per call, some cases with a later web
 interaction), the hourly rollup is built by `case_bridge.rollup.backfill` (what migration 0005 does to existing
 calls); then each page's data is read for a 7-day and a 30-day period: dashboard p50/p95 over --runs runs against
-the 300 ms goal, search and live view best of 3. Last, the cost the rollup adds to a call's close (link + stats +
+the 300 ms goal (computed: the cache cleared before each run; cached: the settled hours from the cache, the
+current hour — the period's last — read as every request does), search and live view best of 3. Last, the cost the rollup adds to a call's close (link + stats +
 close through the service, with and without the rollup step).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
+from case_bridge import journeys
 from case_bridge.call_records import CallQuery
 from case_bridge.migrate import upgrade
 from case_bridge.models import CallRecord, CallTally, Case, Interaction, Tramite, TranscriptTurn
@@ -97,12 +99,18 @@ def populate(svc: CaseService, calls: int, days: int, end: datetime) -> None:
     with engine.begin() as conn:
         counted = backfill(conn)
     print(f"  rollup backfill of {counted} closed calls: {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    with engine.begin() as conn:       # the Core inserts above bypass the session hook that keeps journeys
+        cases_n = journeys.backfill(conn)
+    print(f"  journeys backfill of {cases_n} phone cases: {time.perf_counter() - t:.1f} s")
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in ("cases", "call_records", "interactions"):    # ids were given explicitly above
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                      f"(SELECT max(id) FROM {table}))")
-            conn.exec_driver_sql("ANALYZE")
+            # what autovacuum does to a loaded table: statistics, and the visibility map that lets the covering
+            # indexes answer without visiting the table (index-only scans)
+            conn.exec_driver_sql("VACUUM ANALYZE")
     else:
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
@@ -128,30 +136,39 @@ def percentiles_ms(fn, runs: int) -> tuple[float, float]:  # type: ignore[no-unt
 
 
 def measure(svc: CaseService, end: datetime, runs: int) -> None:
+    now = end - timedelta(minutes=30)             # the period ends in the current hour, as "today" does
     for days in (7, 30):
         since = end - timedelta(days=days)
         period = CallQuery(since=since, until=end)
         words = CallQuery(since=since, until=end, text="frase 42")
-        d = svc.dashboard(since, end)
-        p50, p95 = percentiles_ms(lambda s=since: svc.dashboard(s, end), runs)  # type: ignore[misc]
+        d = svc.dashboard(since, end, now=now)
+
+        def cold(s: datetime = since) -> None:
+            svc.dashboard_cache.clear()           # every run computes the figures: what a changed period costs
+            svc.dashboard(s, end, now=now)
+        p50, p95 = percentiles_ms(cold, runs)
+        w50, w95 = percentiles_ms(lambda s=since: svc.dashboard(s, end, now=now), runs)  # type: ignore[misc]
         page = best_ms(lambda q=period: svc.search_calls(q))  # type: ignore[misc]
         text = best_ms(lambda q=words: svc.search_calls(q))  # type: ignore[misc]
         live = best_ms(lambda: svc.live_calls(3600, now=end))
         verdict = "meets" if p95 <= GOAL_MS else "MISSES"
-        print(f"  {days:>2}-day period ({d.calls} calls): dashboard p50 {p50:6.1f} ms p95 {p95:6.1f} ms"
-              f" ({verdict} the {GOAL_MS:.0f} ms goal) | search p1 {page:6.1f} ms | search by words {text:6.1f} ms"
-              f" | live {live:5.1f} ms")
-    # per-query breakdown of the 30-day dashboard
-    from case_bridge.analytics import _Queries
+        print(f"  {days:>2}-day period ({d.calls} calls): dashboard computed p50 {p50:6.1f} ms p95 {p95:6.1f} ms"
+              f" ({verdict} the {GOAL_MS:.0f} ms goal), cached p50 {w50:5.1f} ms p95 {w95:5.1f} ms"
+              f" | search p1 {page:6.1f} ms | search by words {text:6.1f} ms | live {live:5.1f} ms")
+    # breakdown of the 30-day dashboard, computed (no cache)
+    from case_bridge.analytics import _Partial, _Queries
     since = end - timedelta(days=30)
     with svc.uow.reader() as conn:
-        q = _Queries(conn, since, end)
-        parts = {name: best_ms(getattr(q, name), 1) for name in (
-            "_dispositions", "_per_day", "_per_hour", "_peak", "_aht", "_lost_steps", "_cross_channel",
-            "_latency_by_day", "_confidence")}
-        parts["tops"] = best_ms(lambda: [q._top(k) for k in ("transfer_reason", "intent", "tramite", "city",
-                                                             "not_understood")], 1)
-    print("  30-day breakdown (ms): " + ", ".join(f"{k.strip('_')} {v:.0f}" for k, v in parts.items()))
+        q = _Queries(conn, since, end, now=end - timedelta(minutes=30))
+        parts = {
+            "token": best_ms(q.token, 1),
+            "rollup (settled hours)": best_ms(lambda: q._rollup(_Partial(), q.h0, q.hc), 1),
+            "cross-channel": best_ms(lambda: q._cross_channel(_Partial(), q.since, q.until), 1),
+            "current hour": best_ms(q.current, 1),
+            "open calls": best_ms(lambda: q.with_open_calls(d), 1),
+            "merge + figures": best_ms(lambda: q.settled().merge(q.current()).dashboard(since, end), 1),
+        }
+    print("  30-day breakdown (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()))
 
 
 def close_cost(svc: CaseService, end: datetime, n: int = 100) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from case_bridge.errors import InvalidInput
-from case_bridge.models import CallRecord, CallTally, Case, TranscriptTurn
+from case_bridge.models import DIRECTIONS, CallRecord, CallTally, Case, TranscriptTurn
 from case_bridge.rollup import track
 from case_bridge.unit_of_work import UnitOfWork, load_call
 from foundation.vocabulary import DISPOSITIONS, TALLY_KINDS, TRANSFER_REASONS
@@ -52,6 +52,7 @@ class CallDetail:
     transfer_target: str | None
     transfer_reason: str | None
     intents: tuple[str, ...]
+    direction: str = "inbound"             # outbound: a call the node placed (a callback)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -71,6 +72,7 @@ class CallQuery:
     intent: str | None = None
     text: str | None = None                # words in the transcript (case-insensitive substring)
     worker: str | None = None
+    direction: str | None = None           # inbound | outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,10 @@ def _filtered(q: Select[Any], query: CallQuery) -> Select[Any]:
         conds.append(CallRecord.disposition == query.disposition)
     if query.worker:
         conds.append(CallRecord.worker == query.worker)
+    if query.direction:
+        if query.direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {DIRECTIONS}")
+        conds.append(CallRecord.direction == query.direction)
     if query.folio:
         conds.append(CallRecord.case_id.in_(select(Case.id).where(Case.folio == query.folio)))
     if query.intent:
@@ -209,5 +215,5 @@ def _details(s: Session, ids: Sequence[int]) -> list[CallDetail]:
             c.sip_call_id, c.started_at, c.answered_at, c.ended_at, c.duration_s, c.caller_masked, c.node,
             c.worker, c.disposition, folio, tramite, c.turns_count, c.speech_turns, c.dtmf_turns, c.no_match_count,
             c.no_input_count, c.barge_ins, c.latency_p50_ms, c.latency_max_ms, c.transfer_target,
-            c.transfer_reason, tuple(intents.get(i, ()))))
+            c.transfer_reason, tuple(intents.get(i, ())), c.direction))
     return out

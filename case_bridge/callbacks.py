@@ -11,10 +11,14 @@ an argument (`now`), so tests drive a clock of their own.
         job that the next status change of the case, on any channel, makes due (cases.set_status)
     request_callback(folio, phone, *, reason, allowed_prefixes, now=None) -> CallbackView
         state pending, or invalid (not dialled; `detail` says why) or opted_out (the number asked for no calls)
+    schedule_callback(folio, phone, *, start, end, note, requested_by, reason, allowed_prefixes, schedule, now)
+        a clerk or an agent asks for a call within [start, end) with their reason (said after the PIN); the job is
+        never dialled at or after `end` (lease_due fails it "window closed", so do retries that would fall past it)
     lease_due(owner, *, now, lease_s, limit, pacing_s=0) -> list[CallbackView]   jobs now this owner's to dial
     record_attempt(job_id, owner, outcome, *, now, schedule, sip_call_id=None, detail="") -> CallbackView
         outcome: answered (done) | opt_out (this and every pending job of the number stop) | busy | no_answer |
-        silent | failed (retried per schedule until attempts are used up, then failed)
+        silent | failed (retried per schedule until attempts are used up, then failed); each attempt is also a
+        `callback_attempts` row (the dashboard's outbound outcomes)
     opt_out(number, *, channel) -> int            pending jobs of the number cancelled
     callbacks_for(folio) -> list[CallbackView]    for the clerk and agent pages
 """
@@ -28,7 +32,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from case_bridge.errors import InvalidInput
-from case_bridge.models import CallbackJob, CallbackOptOut, utcnow
+from case_bridge.models import CallbackAttempt, CallbackJob, CallbackOptOut, utcnow
 from case_bridge.unit_of_work import UnitOfWork, load_case
 from foundation import dialplan
 from foundation.config import CallbackConfig
@@ -36,6 +40,9 @@ from foundation.config import CallbackConfig
 RETRYABLE = frozenset({"busy", "no_answer", "silent", "failed"})
 OUTCOMES = RETRYABLE | {"answered", "opt_out"}
 OPEN_STATES = ("standby", "pending", "active")
+STAFF_REASONS = ("clerk_callback", "agent_callback")
+MAX_WINDOW = timedelta(days=31)     # a staff callback further out is a typo, not a plan
+WINDOW_CLOSED = "window closed"
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,15 @@ class CallbackView:
     lease_owner: str | None
     last_outcome: str
     detail: str
+    not_after: datetime | None = None       # window end of a staff-scheduled call
+    note: str = ""                          # the staff's reason, said once the PIN is verified
+    requested_by: str | None = None         # staff username; None when the citizen asked
 
 
 def _view(job: CallbackJob) -> CallbackView:
     return CallbackView(job.id, job.case_id, job.case.folio, dialplan.mask(job.number), job.number, job.reason, job.state,
-                        job.attempts, job.next_attempt_at, job.lease_owner, job.last_outcome, job.detail)
+                        job.attempts, job.next_attempt_at, job.lease_owner, job.last_outcome, job.detail,
+                        job.not_after, job.note or "", job.requested_by)
 
 
 def _hhmm(text: str) -> time:
@@ -126,15 +137,77 @@ class Callbacks:
 
         return self.uow.write(work)
 
+    def schedule_callback(self, folio: str, phone: str | None = None, *, start: datetime, end: datetime,
+                          note: str, requested_by: str, reason: str, allowed_prefixes: list[str],
+                          schedule: CallbackConfig, now: datetime | None = None) -> CallbackView:
+        """A call a clerk or an agent asks for, within [start, end), to `phone` or the number on record. The case's
+        open job (a standby acceptance, a pending retry) becomes this one: one call per case at a time. A number
+        outside the plan or opted out is recorded as such (the view says why), like `request_callback`."""
+        now = now or utcnow()
+        if reason not in STAFF_REASONS:
+            raise InvalidInput(f"motivo de llamada desconocido: {reason}")
+        note = " ".join(note.split())[:200]
+        if not note:
+            raise InvalidInput("Escriba el motivo de la llamada.")
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InvalidInput("La ventana necesita zona horaria.")
+        if end <= start:
+            raise InvalidInput("La ventana termina antes de empezar.")
+        if end <= now:
+            raise InvalidInput("La ventana ya pasó.")
+        if end - start > MAX_WINDOW:
+            raise InvalidInput("La ventana no puede pasar de 31 días.")
+        first = outside_quiet_hours(max(start, now), schedule)
+        if first >= end:
+            raise InvalidInput(f"La ventana cae en horas sin llamadas ({schedule.quiet_start}-{schedule.quiet_end}).")
+
+        def work(s: Session) -> CallbackView:
+            case = load_case(s, folio)
+            job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
+                                                      CallbackJob.state.in_(OPEN_STATES))
+                            .with_for_update()).scalar_one_or_none()
+            if job is not None and job.state == "active":
+                raise InvalidInput("Hay una llamada en curso a este caso; espere a que termine.")
+            # no number given: the open job's (the one the citizen accepted), else the number on record
+            number = phone if phone is not None else (job.number if job is not None and job.number else
+                                                      case.citizen.phone if case.citizen is not None else None)
+            decision = dialplan.check(number, allowed_prefixes)
+            if job is None:
+                job = CallbackJob(case_id=case.id, created_at=now)
+                s.add(job)
+            # a new request gets the whole schedule of attempts within its window
+            job.number, job.reason, job.note, job.requested_by = decision.number or "", reason, note, requested_by[:64]
+            job.state, job.attempts, job.next_attempt_at, job.not_after = "pending", 0, first, end
+            job.last_outcome, job.detail, job.updated_at = "", "", now
+            if not decision.ok:
+                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
+            elif s.get(CallbackOptOut, decision.number) is not None:
+                job.state, job.detail = "opted_out", "the number asked not to be called"
+            s.flush()
+            return _view(job)
+
+        return self.uow.write(work)
+
     def lease_due(self, owner: str, *, now: datetime, lease_s: int, limit: int = 1,
                   pacing_s: int = 0) -> list[CallbackView]:
         """Take up to `limit` due jobs for `owner` (pending and due, or active with an expired lease), skipping a
-        number that another job is calling now or called less than `pacing_s` ago."""
+        number that another job is calling now or called less than `pacing_s` ago. A job whose window has ended
+        is failed ("window closed"), never dialled."""
         if limit <= 0:
             return []
         until = now + timedelta(seconds=lease_s)
-        due = or_((CallbackJob.state == "pending") & (CallbackJob.next_attempt_at <= now),
-                  (CallbackJob.state == "active") & (CallbackJob.lease_until < now))
+        waiting = or_((CallbackJob.state == "pending") & (CallbackJob.next_attempt_at <= now),
+                      (CallbackJob.state == "active") & (CallbackJob.lease_until < now))
+        in_window = or_(CallbackJob.not_after.is_(None), CallbackJob.not_after > now)
+        closed = waiting & CallbackJob.not_after.is_not(None) & (CallbackJob.not_after <= now)
+        with self.uow.session() as s:             # a read first: the dialer's tick writes only when needed
+            any_closed = s.execute(select(CallbackJob.id).where(closed).limit(1)).first() is not None
+        if any_closed:
+            self.uow.write(lambda s: s.execute(
+                update(CallbackJob).where(closed)
+                .values(state="failed", lease_owner=None, lease_until=None, detail=WINDOW_CLOSED, updated_at=now)
+                .execution_options(synchronize_session=False)))
+        due = waiting & in_window
         with self.uow.session() as s:
             candidates = list(s.execute(select(CallbackJob.id).where(due).order_by(CallbackJob.next_attempt_at)
                                         .limit(limit * 4)).scalars())
@@ -175,6 +248,8 @@ class Callbacks:
                 raise InvalidInput(f"callback job {job_id} is not leased by {owner}")
             job.attempts += 1
             job.last_outcome, job.detail, job.updated_at = outcome, detail[:200], now
+            # every attempt, not just the job's last: the dashboard's outbound outcomes per period
+            s.add(CallbackAttempt(job_id=job.id, at=now, outcome=outcome, sip_call_id=sip_call_id))
             job.sip_call_id = sip_call_id or job.sip_call_id
             job.lease_owner, job.lease_until = None, None
             if outcome == "answered":
@@ -186,6 +261,8 @@ class Callbacks:
                 job.state = "failed"
             else:
                 job.state, job.next_attempt_at = "pending", next_attempt(job.attempts, now, schedule)
+                if job.not_after is not None and job.next_attempt_at >= job.not_after:
+                    job.state, job.detail = "failed", WINDOW_CLOSED      # the retry would fall past the window
             return _view(job)
 
         return self.uow.write(work)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from case_bridge import hashing
 from case_bridge.errors import CallNotFound, InvalidInput
-from case_bridge.models import CallRecord, Case, Interaction, TranscriptTurn, utcnow
+from case_bridge.models import DIRECTIONS, CallRecord, Case, Interaction, TranscriptTurn, utcnow
 from case_bridge.rollup import track
 from case_bridge.unit_of_work import MAX_TEXT, UnitOfWork, load_call, load_case
 from case_bridge.views import CallView, TurnView
@@ -23,13 +23,21 @@ class Calls:
     uow: UnitOfWork
 
     def link_call(self, call_id: str, caller: str, *, called: str = "", node: str = "",
-                  started_at: datetime | None = None, answered_at: datetime | None = None) -> CallView:
+                  started_at: datetime | None = None, answered_at: datetime | None = None,
+                  direction: str = "inbound") -> CallView:
+        """Record a call (idempotent on its SIP Call-ID). `direction="outbound"` for a call the node placed (a
+        callback; `caller` is then the node's caller ID and `called` the citizen): the dashboard keeps those apart
+        from the calls it received."""
+        if direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {DIRECTIONS}")
+
         def work(s: Session) -> CallView:
             call = s.execute(select(CallRecord).where(CallRecord.sip_call_id == call_id)).scalar_one_or_none()
             if call is None:
                 call = CallRecord(sip_call_id=call_id[:255], caller_masked=mask_phone(caller),
                                   caller_hash=hashing.phone_hash(caller), called=called[:64], node=node[:64],
-                                  started_at=started_at or utcnow(), answered_at=answered_at)
+                                  started_at=started_at or utcnow(), answered_at=answered_at,
+                                  direction=direction)
                 s.add(call)
                 s.flush()
             return _call_view(s, call)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_S = 15.0
 PG_CONNECT_TIMEOUT_S = 3
 PG_STATEMENT_TIMEOUT_MS = 10_000
+READ_ONLY_OPTION = "veratur_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,7 +40,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _begin(conn: Any) -> None:
             # Take the write lock up front: two deferred transactions that both read and then write would make
             # the second fail at once with SQLITE_BUSY (no busy wait applies); IMMEDIATE makes it wait its turn.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only connection (UnitOfWork.reader) never writes: a deferred BEGIN, so a long read (the
+            # dashboard) does not hold every writer (call closes, transcript turns) back for its duration.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -56,4 +60,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    # imported here: journeys needs the models, which the engine helpers above do not
+    from case_bridge import journeys
+
+    maker = sessionmaker(engine, expire_on_commit=False)
+    journeys.install(maker)             # every write to a case's contacts recomputes its journey (same transaction)
+    return maker

@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 CHANNELS = ("phone", "web", "office", "kiosk", "call_center")
 ROLES = ("agent", "clerk", "supervisor", "admin")
+DIRECTIONS = ("inbound", "outbound")     # who placed the call: the citizen, or the node (a callback)
 STATUSES = ("open", "awaiting_citizen", "in_review", "appointment_scheduled", "resolved", "closed", "cancelled")
 
 
@@ -154,6 +155,10 @@ class CallRecord(Base):
     latency_p50_ms: Mapped[int | None] = mapped_column()
     latency_max_ms: Mapped[int | None] = mapped_column()
     transfer_reason: Mapped[str | None] = mapped_column(String(64))
+    # Added by migration 0009: "outbound" for a call the node placed (a callback). The server default keeps rows
+    # written before it, and writers that do not know the column, inbound; the dashboard's inbound figures
+    # (case_bridge/rollup.py) count only inbound calls.
+    direction: Mapped[str] = mapped_column(String(8), default="inbound", server_default="inbound")
 
     turns: Mapped[list[TranscriptTurn]] = relationship(order_by="TranscriptTurn.id")
 
@@ -194,8 +199,38 @@ class CallRollup(Base):
     n: Mapped[int] = mapped_column(Integer)
     total: Mapped[float] = mapped_column(Float)     # a sum beside the count (duration s; the peak's epoch s)
 
+    # every dashboard read ranges on (kind, hour) and needs key, n, total: the index covers it, so neither
+    # backend visits the table (migration 0007; was (kind, hour) with a table lookup per row)
     __table_args__ = (Index("ux_call_rollup_hour_node_kind_key", "hour", "node", "kind", "key", unique=True),
-                      Index("ix_call_rollup_kind_hour", "kind", "hour"))
+                      Index("ix_call_rollup_kind_hour_cover", "kind", "hour", "key", "n", "total"))
+
+
+class RollupVersion(Base):
+    """Per UTC hour, a counter raised by every write that changes the dashboard's pre-aggregates of that hour
+    (the rollup, a case's journey): the dashboard cache's proof that a period is unchanged."""
+
+    __tablename__ = "rollup_versions"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class CaseJourney(Base):
+    """The cross-channel figure pre-aggregated per case (case_bridge/journeys.py): the case's first phone contact
+    ever (channel "phone", gap 0) and, per other channel, its first contact there after that one (an interaction
+    or a status change made there) with the seconds between. Recomputed for a case whenever one of its
+    interactions or status changes is written, in the same transaction."""
+
+    __tablename__ = "case_journeys"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    first_phone_at: Mapped[datetime] = mapped_column()
+    at: Mapped[datetime] = mapped_column()
+    gap_s: Mapped[float] = mapped_column(Float)
+
+    # the dashboard reads, per channel, a period of first phone contacts and their gaps: covered
+    __table_args__ = (Index("ix_case_journeys_channel_first_phone", "channel", "first_phone_at", "gap_s"),)
 
 
 class Interaction(Base):
@@ -303,7 +338,8 @@ class NodeSecret(Base):
 
 
 __all__ = [
-    "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "CallTally", "Case", "CaseStatusChange", "Citizen", "Escalation",
+    "Base", "CHANNELS", "ROLES", "STATUSES", "CallRecord", "CallRollup", "CallTally", "Case", "CaseJourney",
+    "CaseStatusChange", "Citizen", "Escalation", "RollupVersion",
     "EscalationNote",
     "Interaction", "NodeSecret", "StaffUser", "Tramite", "TranscriptTurn", "UtcDateTime",
     "VerificationAttempt", "utcnow",
@@ -335,8 +371,26 @@ class CallbackJob(Base):
     sip_call_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Added by migration 0008: a callback a clerk or an agent scheduled for a time window, with their reason.
+    not_after: Mapped[datetime | None] = mapped_column()                 # window end: never dialled after it
+    note: Mapped[str] = mapped_column(String(200), default="", server_default="")   # the staff's reason, said
+    requested_by: Mapped[str | None] = mapped_column(String(64))         # staff username (None: the citizen)
 
     case: Mapped[Case] = relationship()
+
+
+class CallbackAttempt(Base):
+    """One dialled attempt of a callback job and how it ended (migration 0009): the dashboard's outbound outcomes
+    per period. The job keeps only its last outcome; a job busy twice then answered is three rows here."""
+
+    __tablename__ = "callback_attempts"
+    __table_args__ = (Index("ix_callback_attempts_at_outcome", "at", "outcome"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("callback_jobs.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(32))        # callbacks.OUTCOMES
+    sip_call_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class CallbackOptOut(Base):

@@ -18,6 +18,7 @@ verifying in that call, whatever folios were tried and whatever caller number th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +65,11 @@ def lockout_s(key: str, locks_before: int) -> int:
         return LOCKOUT_S
     return int(min(LOCKOUT_S * 2 ** min(locks_before, 16), MAX_LOCKOUT_S))
 REDIS_TIMEOUT_S = 0.25
+# After a Redis failure the counters go straight to the database for this long instead of each command waiting
+# REDIS_TIMEOUT_S again: with Redis blackholed (answering nothing) a denied lookup paid the wait four times (the
+# check, then the folio, client and call counters), 1.07 s of dead air on the phone; with the pause, once per pause
+# at most (tests/chaos/test_storage_outage.py). Counting meanwhile is the database fallback's, as during the outage.
+REDIS_RETRY_S = 2.0
 
 # The lockout check of every status lookup, in one command: for each (lock key, failure key) pair, the lock's TTL
 # and the failure count. One EVALSHA instead of a 4-command pipeline: one request to encode and one reply to parse.
@@ -95,6 +101,17 @@ class AttemptLimiter:
         self._prefix = prefix
         self.redis_url = redis_url
         self.last_backend = "redis" if self._redis else "database"
+        self._redis_down_until = 0.0          # monotonic; Redis is not asked before then (REDIS_RETRY_S)
+
+    @property
+    def redis_available(self) -> bool:
+        """Redis is configured and not in its pause after a failure: the counters are asked there first."""
+        return self._redis is not None and time.monotonic() >= self._redis_down_until
+
+    def mark_unavailable(self, exc: Exception) -> None:
+        """Redis failed (here or on another client of the same counters, the web's lean one): use the database
+        for REDIS_RETRY_S."""
+        self._fallback(exc)
 
     @property
     def prefix(self) -> str:
@@ -128,7 +145,7 @@ class AttemptLimiter:
 
     def check_many(self, keys: list[str]) -> list[Lock]:
         """`check` for several keys in one Redis round trip (the status lookup's hot path)."""
-        if self._check is not None:
+        if self._check is not None and self.redis_available:
             try:
                 raw = self._check(keys=self.check_keys(keys))
                 self.last_backend = "redis"
@@ -139,7 +156,7 @@ class AttemptLimiter:
 
     def fail(self, key: str) -> Lock:
         """Count one failure; lock the key when it reaches its limit."""
-        if self._redis is not None:
+        if self._redis is not None and self.redis_available:
             try:
                 fail_key = f"{self._prefix}:fail:{key}"
                 pipe = self._redis.pipeline()
@@ -169,7 +186,7 @@ class AttemptLimiter:
 
     def lock(self, key: str) -> Lock:
         """Lock `key` now, whatever its count (a call whose caller number is already being slowed)."""
-        if self._redis is not None:
+        if self._redis is not None and self.redis_available:
             try:
                 seconds = self._redis_lock(key)
                 self._redis.delete(f"{self._prefix}:fail:{key}")
@@ -185,7 +202,7 @@ class AttemptLimiter:
 
     def succeed(self, key: str) -> None:
         """A correct PIN clears the failure count (not an active lock)."""
-        if self._redis is not None:
+        if self._redis is not None and self.redis_available:
             try:
                 self._redis.delete(f"{self._prefix}:fail:{key}")
                 self.last_backend = "redis"
@@ -216,6 +233,7 @@ class AttemptLimiter:
         if self.last_backend != "database":
             log.warning(kv(event="ratelimit_fallback", backend="database", error=type(exc).__name__))
         self.last_backend = "database"
+        self._redis_down_until = time.monotonic() + REDIS_RETRY_S
 
     def _db_check(self, key: str) -> Lock:
         now = utcnow()

@@ -5,7 +5,12 @@ A closed call contributes (kinds): `disposition` (n calls, total duration s), `d
 its median turn latency), `confidence` (bin of each caller speech turn), `not_understood` (masked phrase). Every
 write that can change a closed call's contribution (close, a late or replayed stats write, a case link, a late
 turn) subtracts the call's old contribution and adds the new one in the same transaction (`track`), so the rollup
-always equals a direct count; `backfill` builds it from the raw rows (migration 0005, the benchmark).
+always equals a direct count; `backfill` builds it from the raw rows (migrations 0005 and 0009, the benchmark).
+
+Direction (migration 0009): every closed call adds `direction` (key inbound|outbound, n calls, total duration s);
+all the other kinds above are the **inbound** calls' only, so "llamadas recibidas", their duration, dispositions,
+transfer reasons, trámites, intents, latency and confidence never include the node's own callback calls. `peak` is
+the exception on purpose: it is the lines in use, which outbound calls take too (the dashboard says so).
 
 `peak` (node "") is not additive: per hour, the most closed calls up at once (total = the instant, epoch s), computed
 again for each hour a closing call spans, under a row lock so concurrent closes on PostgreSQL queue and each sees
@@ -18,12 +23,27 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, String, case, cast, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from case_bridge.models import CallRecord, CallRollup, CallTally, Case, TranscriptTurn
+from case_bridge.models import CallRecord, CallRollup, CallTally, Case, RollupVersion, TranscriptTurn
 from foundation.logs import scrub
 from foundation.vocabulary import NO_MATCH_INTENTS
 
@@ -57,6 +77,10 @@ def contribution(call: Mapping[str, Any], tramite: str | None, tallies: Iterable
         return out
     h, node = hour_of(call["started_at"]), call["node"] or ""
     disp, dur = call["disposition"] or "in_progress", call["duration_s"]
+    direction = call.get("direction") or "inbound"
+    _add(out, (h, node, "direction", direction), 1, dur or 0.0)
+    if direction != "inbound":
+        return out              # a callback: its own kind only, never in the inbound figures
     _add(out, (h, node, "disposition", disp), 1, dur or 0.0)
     if dur is not None:
         _add(out, (h, node, "duration", ""), 1, dur)
@@ -78,7 +102,8 @@ def contribution(call: Mapping[str, Any], tramite: str | None, tallies: Iterable
 
 
 _CALL_COLS = (CallRecord.id, CallRecord.started_at, CallRecord.ended_at, CallRecord.node, CallRecord.disposition,
-              CallRecord.duration_s, CallRecord.transfer_reason, CallRecord.latency_p50_ms, Case.tramite_id)
+              CallRecord.duration_s, CallRecord.transfer_reason, CallRecord.latency_p50_ms, CallRecord.direction,
+              Case.tramite_id)
 
 
 def contributions_of(conn: Connection, call_ids: list[int]) -> Contribution:
@@ -104,6 +129,17 @@ def contributions_of(conn: Connection, call_ids: list[int]) -> Contribution:
     return out
 
 
+def bump_versions(conn: Connection, hours: Iterable[datetime]) -> None:
+    """Raise the version of these hours: a dashboard cached over any of them is stale (case_bridge.analytics).
+    Sorted, like the rollup rows, so concurrent writers lock in one order."""
+    rows = [{"hour": h, "version": 1} for h in sorted(set(hours))]
+    if not rows:
+        return
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(RollupVersion)
+    conn.execute(ins.on_conflict_do_update(index_elements=["hour"],
+                                           set_={"version": RollupVersion.version + 1}), rows)
+
+
 def _upsert_deltas(conn: Connection, deltas: Contribution) -> None:
     rows: list[dict[str, Any]] = [{"hour": h, "node": node, "kind": kind, "key": key, "n": int(n), "total": total}
             for (h, node, kind, key), (n, total) in deltas.items() if n or total]
@@ -115,6 +151,7 @@ def _upsert_deltas(conn: Connection, deltas: Contribution) -> None:
         set_={"n": CallRollup.n + ins.excluded.n, "total": CallRollup.total + ins.excluded.total})
     rows.sort(key=lambda r: (r["hour"], r["node"], r["kind"], r["key"]))     # one lock order for every writer
     conn.execute(stmt, rows)                                                 # one executemany
+    bump_versions(conn, {r["hour"] for r in rows})
     if any(r["n"] < 0 for r in rows):                                        # an edit can empty a key
         conn.execute(delete(CallRollup).where(CallRollup.hour.in_(sorted({r["hour"] for r in rows})),
                                               CallRollup.n == 0, CallRollup.kind != "peak"))
@@ -208,6 +245,7 @@ def refresh_peaks(conn: Connection, hours: list[datetime]) -> None:
                                                  CallRollup.hour.in_(hours)).order_by(CallRollup.hour)
                      .with_for_update())
     _set_peaks(conn, _hour_peaks(conn, hours), hours)
+    bump_versions(conn, hours)
 
 
 def _hour_sql(conn: Connection, col: Any) -> Any:
@@ -217,11 +255,22 @@ def _hour_sql(conn: Connection, col: Any) -> Any:
     return func.strftime("%Y-%m-%d %H:00:00", col)
 
 
-def _grouped(conn: Connection) -> Iterator[tuple[Any, str, str, str, Any, Any]]:
+def _inbound(directions: bool) -> ColumnElement[bool]:
+    """The calls the inbound kinds count: with `directions=False` (a schema before migration 0009, which has no
+    `direction` column: migration 0005, 0009's downgrade) every call, as the rollup was then."""
+    return CallRecord.direction == "inbound" if directions else true()
+
+
+def _grouped(conn: Connection, directions: bool = True) -> Iterator[tuple[Any, str, str, str, Any, Any]]:
     """Every kind but not_understood and peak, grouped in SQL: (hour, node, kind, key, n, total)."""
     pg = conn.dialect.name == "postgresql"
-    closed = CallRecord.ended_at.is_not(None)
+    closed = and_(CallRecord.ended_at.is_not(None), _inbound(directions))
     hour, node = _hour_sql(conn, CallRecord.started_at), CallRecord.node
+    if directions:
+        yield from conn.execute(
+            select(hour, node, literal("direction"), CallRecord.direction, func.count(),
+                   func.coalesce(func.sum(CallRecord.duration_s), 0.0))
+            .where(CallRecord.ended_at.is_not(None)).group_by(hour, node, CallRecord.direction))
 
     def run(kind: Any, key: Any, n: Any, total: Any, *where: Any, join: Any = None, having: Any = None) -> Any:
         q = select(hour, node, kind, key, n, total).select_from(CallRecord)
@@ -253,17 +302,21 @@ def _grouped(conn: Connection) -> Iterator[tuple[Any, str, str, str, Any, Any]]:
                    join=(TranscriptTurn, TranscriptTurn.call_id == CallRecord.id))
 
 
-def backfill(conn: Connection) -> int:
+def backfill(conn: Connection, *, versions: bool = True, directions: bool = True) -> int:
     """Rebuild the whole rollup from the raw rows (closed calls): GROUP BY in the database for every kind but the
-    masked phrases (scrubbed here) and the peaks (one sweep over the calls' start/end); returns the calls counted."""
+    masked phrases (scrubbed here) and the peaks (one sweep over the calls' start/end); returns the calls counted.
+    `versions=False` for migration 0005, which runs before `rollup_versions` exists (0007); `directions=False`
+    where `call_records.direction` does not exist (0005, 0009's downgrade): every call counted as inbound, no
+    `direction` kind."""
+    emptied = {_aware(h) for (h,) in conn.execute(select(CallRollup.hour).distinct())}
     conn.execute(delete(CallRollup))
     total: Contribution = {}
-    for h, node, kind, key, n, t in _grouped(conn):
+    for h, node, kind, key, n, t in _grouped(conn, directions):
         _add(total, (_aware(h), node or "", str(kind), str(key)), int(n), float(t or 0.0))
     for started, node, text in conn.execute(
             select(CallRecord.started_at, CallRecord.node, TranscriptTurn.text).select_from(CallRecord)
             .join(TranscriptTurn, TranscriptTurn.call_id == CallRecord.id)
-            .where(CallRecord.ended_at.is_not(None), TranscriptTurn.speaker == "caller",
+            .where(CallRecord.ended_at.is_not(None), _inbound(directions), TranscriptTurn.speaker == "caller",
                    TranscriptTurn.intent.in_(sorted(NO_MATCH_INTENTS)))):
         _add(total, (hour_of(_aware(started)), node or "", "not_understood", scrub(text or "")[:200]), 1)
     events: list[tuple[datetime, int]] = []
@@ -282,4 +335,6 @@ def backfill(conn: Connection) -> int:
                  for h, (n, at) in peak.items()]
     for i in range(0, len(rows_out), 5000):
         conn.execute(insert(CallRollup), rows_out[i:i + 5000])
+    if versions:
+        bump_versions(conn, emptied | {_aware(r["hour"]) for r in rows_out})
     return counted

@@ -38,7 +38,8 @@ Cases
     finish_online(folio, *, actor=None) -> CaseView      only if the trámite can be finished on the web
     reset_verification_lock(folio) -> None               staff, after checking identity
 Calls (the IVR engine, through ivr.call.recorder.CaseRecorder)
-    link_call(call_id, caller, *, called="", node="", started_at=None, answered_at=None) -> CallView
+    link_call(call_id, caller, *, called="", node="", started_at=None, answered_at=None,
+              direction="inbound") -> CallView
     link_call_case(call_id, folio, *, summary="") -> None
     set_call_summary(call_id, summary) -> None
     add_turn(call_id, speaker, text, intent=None, confidence=None, *, at=None, idempotency_key=None) -> bool
@@ -78,7 +79,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from case_bridge.analytics import Analytics
+from case_bridge.analytics import Analytics, DashboardCache
 from case_bridge.call_records import CallRecords
 from case_bridge.callbacks import Callbacks
 from case_bridge.calls import Calls
@@ -120,6 +121,7 @@ class CaseService(Cases, Calls, CallRecords, Analytics, EscalationQueue, StaffDi
 
     def __init__(self, engine: Engine, *, redis_url: str | None = None, ratelimit_prefix: str = "veratur") -> None:
         self.uow = UnitOfWork(engine, redis_url=redis_url, ratelimit_prefix=ratelimit_prefix)
+        self.dashboard_cache = DashboardCache()
 
     @property
     def engine(self) -> Engine:

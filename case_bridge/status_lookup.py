@@ -113,6 +113,8 @@ class StatusLookup:
         if not pin:
             raise InvalidInput("se necesita el PIN o los últimos 4 caracteres de la CURP")
         keys = verification_keys(folio, client)
+        if not self._service.limiter.redis_available:      # in its pause after a failure: not waited for again
+            return await asyncio.to_thread(self._service.status_for, folio, pin=pin, client=client, timeline=False)
         # The lock check goes out first and the row is read while Redis answers; the row is looked at only once
         # the check says the keys are not locked.
         check = self._redis.evalsha(CHECK_SCRIPT, _CHECK_SHA, self._check_keys(keys))
@@ -125,6 +127,7 @@ class StatusLookup:
             locks = self._service.limiter.parse_check(await check)
         except (RedisError, OSError) as exc:
             log.warning(kv(event="status_lookup_redis_down", error=type(exc).__name__))
+            self._service.limiter.mark_unavailable(exc)
             return await asyncio.to_thread(self._service.status_for, folio, pin=pin, client=client, timeline=False)
         if any(lock.locked for lock in locks):
             return locked_result(locks)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from case_bridge import folio as folios
-from case_bridge.db import make_sessionmaker
+from case_bridge.db import READ_ONLY_OPTION, make_sessionmaker
 from case_bridge.errors import CallNotFound, CaseNotFound, DatabaseUnavailable, StaleCase
 from case_bridge.models import CallRecord, Case, NodeSecret
 from case_bridge.ratelimit import AttemptLimiter
@@ -41,8 +41,10 @@ class UnitOfWork:
         self.engine = engine
         self._sessions = make_sessionmaker(engine)
         # same pool; on PostgreSQL reads skip the BEGIN/ROLLBACK round trips (SQLite keeps its BEGIN IMMEDIATE)
+        # SQLite reads take a deferred BEGIN (case_bridge.db): in WAL mode they block no writer
         self._read_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
-                             if engine.dialect.name == "postgresql" else engine)
+                             if engine.dialect.name == "postgresql" else
+                             engine.execution_options(**{READ_ONLY_OPTION: True}))
         self.limiter = AttemptLimiter(redis_url, self._sessions, prefix=ratelimit_prefix)
         self._pin_key: bytes | None = None
 

@@ -16,10 +16,12 @@ import logging
 from dataclasses import dataclass
 
 from case_bridge.callbacks import CallbackView
+from case_bridge.escalation import EscalationDesk
 from case_bridge.service import CaseService
 from case_bridge.views import STATUS_LABELS
 from foundation.config import Settings
 from foundation.logs import kv
+from ivr.call.escalation import case_headers
 from ivr.call.leg import DtmfIn, HangupIn
 from ivr.call.prompt import Prompt
 from ivr.sip.leg import SipLeg
@@ -31,6 +33,7 @@ PIN_DIGITS = 4
 PIN_TRIES = 2
 CHOICE_KEY_WAIT_S = 2.0     # after a lone 9 or 0: no further key this long = the choice, not a PIN's first digit
 DIRECTION_NOTE = "Llamada saliente: aviso de cambio de estado"
+STAFF_WHO = {"clerk_callback": "la oficina", "agent_callback": "el centro de atención"}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class CallbackTexts:
                      "Para hablar con un agente marque cero. Para no recibir más llamadas marque nueve.")
     bad_pin: str = "El PIN no coincide. Márquelo de nuevo, por favor."
     denied: str = "No pudimos verificar el PIN. Puede consultar su trámite en el portal o en una oficina. Adiós."
+    staff_reason: str = "Le llamamos de parte de {who}: {note}."
     status: str = "Su trámite {tramite} está en estado: {status}."
     missing: str = "Todavía falta: {items}."
     nothing_missing: str = "No falta ningún documento."
@@ -59,8 +63,9 @@ class CallbackConversation:
     async def __call__(self, leg: SipLeg, job: CallbackView) -> str:
         call_id = leg.info.call_id
         out = self.settings.outbound
+        # outbound: the dashboard counts it as a callback, never among the calls received
         await asyncio.to_thread(self.service.link_call, call_id, out.caller_id, called=job.number,
-                                node=self.settings.node_name)
+                                node=self.settings.node_name, direction="outbound")
         await asyncio.to_thread(self.service.link_call_case, call_id, job.folio, summary=DIRECTION_NOTE)
         talk = _Talk(leg, self.tts, self.service, call_id)
         try:
@@ -84,7 +89,7 @@ class CallbackConversation:
             rest = await talk.digits(PIN_DIGITS - 1, CHOICE_KEY_WAIT_S if first in "90" else self.key_timeout_s)
             if first in "90" and not rest:
                 await talk.note(first, "dtmf_menu")
-                return await self._control(talk, first)
+                return await self._control(talk, first, job)
             if len(rest) < PIN_DIGITS - 1:
                 rest += await talk.digits(PIN_DIGITS - 1 - len(rest), self.key_timeout_s)
             pin = first + rest
@@ -106,6 +111,9 @@ class CallbackConversation:
         missing = t.missing.format(items=", ".join(case.missing)) if case.missing else t.nothing_missing
         report = (t.status.format(tramite=case.tramite.name, status=STATUS_LABELS.get(case.status, case.status))
                   + " " + missing)
+        if job.note:      # a clerk's or agent's reason: only after the PIN (it may say something about the case)
+            who = STAFF_WHO.get(job.reason, "la oficina")
+            report = t.staff_reason.format(who=who, note=job.note.rstrip(".")) + " " + report
         while True:
             await talk.say(report + " " + t.menu)
             key = await talk.key(self.key_timeout_s)
@@ -114,18 +122,26 @@ class CallbackConversation:
             if key == "1":
                 continue
             if key in ("9", "0"):
-                return await self._control(talk, key)
+                return await self._control(talk, key, job)
             await talk.say(t.goodbye)
             await talk.hangup()
             return "answered", "completed"
 
-    async def _control(self, talk: _Talk, key: str) -> tuple[str, str]:
+    async def _control(self, talk: _Talk, key: str, job: CallbackView) -> tuple[str, str]:
         if key == "9":
             await talk.say(self.texts.opted_out)
             await talk.hangup()
             return "opt_out", "completed"
         await talk.say(self.texts.agent)
-        result = await talk.leg.transfer(self.settings.escalation.agent_queue_uri, {})
+        target = self.settings.escalation.agent_queue_uri
+        # The case goes with the call: queued for the agent console (which pops the case and this transcript)
+        # and carried in the REFER (X-Veratur-Case + User-to-User, in the Refer-To too), as for inbound calls.
+        try:
+            await asyncio.to_thread(EscalationDesk(self.service).enqueue, talk.call_id, "caller_request", target)
+        except Exception as exc:      # the agent still gets the call, only the console pop-up is missing
+            log.error("callback escalation %s", kv(event="callback_enqueue_failed", job=job.id,
+                                                   error=f"{type(exc).__name__}: {exc}"[:200]))
+        result = await talk.leg.transfer(target, case_headers(job.folio, talk.call_id, "caller_request"))
         if not result.ok:
             await talk.hangup()
         return "answered", "transferred" if result.ok else "transfer_failed"

@@ -35,7 +35,8 @@ from case_bridge.escalation import (
 )
 from case_bridge.models import STATUSES
 from case_bridge.views import LOCAL_TZ, STATUS_LABELS, TurnView
-from case_bridge.web.security import SERVICE, STAFF, require_role
+from case_bridge.web.callback_forms import callback_row, parse_window
+from case_bridge.web.security import SERVICE, SETTINGS, STAFF, require_role
 from foundation import jsonbody
 from foundation.logs import kv, mask_curp
 
@@ -93,6 +94,15 @@ def agent_case_json(popped: AgentCase) -> dict[str, Any]:
         "transcript": [turn_json(t) for t in popped.transcript],
         "notes": [{"id": n.id, "author": n.author, "text": n.text, "at": _time(n.at)} for n in popped.notes],
     }
+
+
+async def _case_json(request: web.Request, popped: AgentCase) -> dict[str, Any]:
+    """The taken call and, when it has a case, that case's callbacks (state, attempts) for the console."""
+    data = agent_case_json(popped)
+    data["callbacks"] = [] if popped.case is None else [
+        callback_row(c) for c in await _desk_call(request, request.app[SERVICE].callbacks_for, popped.case.folio)]
+    data["outbound_enabled"] = request.app[SETTINGS].outbound.enabled
+    return data
 
 
 def _escalation_id(request: web.Request) -> int:
@@ -160,14 +170,40 @@ async def take(request: web.Request) -> web.Response:
     popped = await _desk_call(request, request.app[DESK].take, _escalation_id(request), staff.id)
     log.info(kv(event="agent_took_call", user=staff.username, escalation=popped.item.id,
                 case=popped.item.folio or "-"))
-    return web.json_response(agent_case_json(popped))
+    return web.json_response(await _case_json(request, popped))
 
 
 @routes.get(r"/api/agente/llamadas/{id:\d+}")
 @require_role("agent")
 async def show(request: web.Request) -> web.Response:
     popped = await _desk_call(request, request.app[DESK].agent_case, _escalation_id(request), request[STAFF].id)
-    return web.json_response(agent_case_json(popped))
+    return web.json_response(await _case_json(request, popped))
+
+
+@routes.post(r"/api/agente/llamadas/{id:\d+}/devolver")
+@require_role("agent")
+async def schedule_callback(request: web.Request) -> web.Response:
+    """The agent asks the node to call the citizen of the call they hold back, within a window, with a reason.
+    The number is the one the caller left for a callback, else the case's; only the agent holding the call."""
+    body = await _json_body(request)
+    staff, settings = request[STAFF], request.app[SETTINGS]
+    popped = await _desk_call(request, request.app[DESK].agent_case, _escalation_id(request), staff.id)
+    if popped.case is None:
+        raise web.HTTPBadRequest(text="Esta llamada no tiene caso: no hay a quién avisar.")
+    try:
+        start, end = parse_window(str(body.get("day", "")), str(body.get("from", "")), str(body.get("to", "")))
+    except InvalidInput as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    view = await _desk_call(request, request.app[SERVICE].schedule_callback, popped.case.folio,
+                            popped.callback_phone, start=start, end=end, note=str(body.get("note", ""))[:400],
+                            requested_by=staff.username, reason="agent_callback",
+                            allowed_prefixes=settings.outbound.allowed_prefixes, schedule=settings.outbound.callback)
+    log.info(kv(event="agent_scheduled_callback", user=staff.username, escalation=popped.item.id,
+                case=popped.case.folio, job=view.id, state=view.state))
+    if view.state in ("invalid", "opted_out"):
+        raise web.HTTPBadRequest(text="Ese número pidió no recibir llamadas." if view.state == "opted_out" else
+                                 "El número del caso no se puede marcar (fuera del plan de marcación).")
+    return web.json_response(callback_row(view), status=201)
 
 
 @routes.post(r"/api/agente/llamadas/{id:\d+}/notas")

@@ -1,4 +1,5 @@
-"""Office clerk pages (role clerk): find a case by folio or CURP, record the visit, change status, print a receipt."""
+"""Office clerk pages (role clerk): find a case by folio or CURP, record the visit, change status, print a receipt,
+schedule a call to the citizen (time window and reason) and see its state and attempts."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,8 @@ from case_bridge import folio as folios
 from case_bridge.errors import CaseBridgeError, StaleCase
 from case_bridge.models import STATUSES
 from case_bridge.views import STATUS_LABELS, CaseView
-from case_bridge.web.security import SERVICE, STAFF, require_role
+from case_bridge.web.callback_forms import callback_row, parse_window
+from case_bridge.web.security import SERVICE, SETTINGS, STAFF, require_role
 
 routes = web.RouteTableDef()
 
@@ -30,11 +32,13 @@ async def _case(request: web.Request) -> CaseView:
     return case
 
 
-def _render(request: web.Request, case: CaseView, *, error: str = "", notice: str = "",
-            status: int = 200) -> web.Response:
+async def _render(request: web.Request, case: CaseView, *, error: str = "", notice: str = "",
+                  status: int = 200) -> web.Response:
+    callbacks = await asyncio.to_thread(request.app[SERVICE].callbacks_for, case.folio)
     response = aiohttp_jinja2.render_template("clerk_case.html", request, {
         "case": case, "statuses": [(s, STATUS_LABELS[s]) for s in STATUSES], "error": error,
-        "notice": notice or request.query.get("aviso", "")[:40]})
+        "notice": notice or request.query.get("aviso", "")[:40], "callbacks": [callback_row(c) for c in callbacks],
+        "outbound_enabled": request.app[SETTINGS].outbound.enabled})
     response.set_status(status)
     return response
 
@@ -78,7 +82,7 @@ async def search(request: web.Request) -> web.StreamResponse:
 @routes.get("/oficina/caso/{folio}", name="clerk_case")
 @require_role("clerk")
 async def case_page(request: web.Request) -> web.StreamResponse:
-    return _render(request, await _case(request))
+    return await _render(request, await _case(request))
 
 
 @routes.post("/oficina/caso/{folio}/visita")
@@ -102,18 +106,42 @@ async def change_status(request: web.Request) -> web.StreamResponse:
     try:
         version = int(str(form.get("version", "")))
     except ValueError:
-        return _render(request, case, error="Formulario incompleto: vuelva a cargar la página.", status=400)
+        return await _render(request, case, error="Formulario incompleto: vuelva a cargar la página.", status=400)
     if not note:
-        return _render(request, case, error="Escriba una nota que explique el cambio.", status=400)
+        return await _render(request, case, error="Escriba una nota que explique el cambio.", status=400)
     try:
         await asyncio.to_thread(request.app[SERVICE].update_status, case.folio, status, note, channel="office",
                                 actor=request[STAFF].username, expected_version=version)
     except StaleCase as exc:
         fresh = await _case(request)
-        return _render(request, fresh, error=str(exc), status=409)
+        return await _render(request, fresh, error=str(exc), status=409)
     except CaseBridgeError as exc:
-        return _render(request, case, error=str(exc), status=400)
+        return await _render(request, case, error=str(exc), status=400)
     raise web.HTTPSeeOther(f"/oficina/caso/{case.folio}?aviso=estado")
+
+
+@routes.post("/oficina/caso/{folio}/llamada")
+@require_role("clerk")
+async def schedule_call(request: web.Request) -> web.StreamResponse:
+    """The clerk asks the node to call the citizen within a window, saying why (after the PIN)."""
+    case = await _case(request)
+    form = await request.post()
+    settings = request.app[SETTINGS]
+    phone = str(form.get("numero", "")).strip()[:32] or None      # empty: the number on record
+    try:
+        start, end = parse_window(str(form.get("dia", "")), str(form.get("desde", "")), str(form.get("hasta", "")))
+        view = await asyncio.to_thread(
+            request.app[SERVICE].schedule_callback, case.folio, phone, start=start, end=end,
+            note=str(form.get("motivo", ""))[:400], requested_by=request[STAFF].username, reason="clerk_callback",
+            allowed_prefixes=settings.outbound.allowed_prefixes, schedule=settings.outbound.callback)
+    except CaseBridgeError as exc:
+        return await _render(request, case, error=str(exc), status=400)
+    if view.state == "invalid":
+        return await _render(request, case, status=400,
+                             error="Ese número no se puede marcar desde el portal (fuera del plan de marcación).")
+    if view.state == "opted_out":
+        return await _render(request, case, status=400, error="Ese número pidió no recibir llamadas.")
+    raise web.HTTPSeeOther(f"/oficina/caso/{case.folio}?aviso=llamada")
 
 
 @routes.post("/oficina/caso/{folio}/desbloquear")

@@ -73,7 +73,20 @@ async def services(request: web.Request) -> web.Response:
     return _json([_service(t) for t in tramites])
 
 
+# NUL and the other C0 controls (tab, CR and LF aside) are in no name, CURP or description, and PostgreSQL cannot
+# store a NUL in text at all: a service_code "\u0000" gave a 500 (DataError) before this (property test, issue 13).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 async def _body(request: web.Request) -> dict[str, str]:
+    body = await _fields(request)
+    bad = sorted(name for name, value in body.items() if _CONTROL.search(name) or _CONTROL.search(value))
+    if bad:
+        raise InvalidInput("caracteres de control no permitidos en: " + ", ".join(repr(b[:40]) for b in bad[:5]))
+    return body
+
+
+async def _fields(request: web.Request) -> dict[str, str]:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=request.content_length)
     if request.content_type == "application/json":

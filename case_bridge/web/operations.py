@@ -22,6 +22,7 @@ from case_bridge.errors import InvalidInput
 from case_bridge.views import LOCAL_TZ
 from case_bridge.web import charts
 from case_bridge.web.security import SERVICE, SETTINGS, require_role
+from foundation import node_state
 from foundation.logs import scrub
 from foundation.vocabulary import DISPOSITIONS
 
@@ -31,10 +32,17 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 400
 DISPOSITION_LABELS = {"completed": "Resuelta", "transferred": "Transferida", "transfer_failed": "Transferencia fallida",
                       "abandoned": "Abandonada", "error": "Error", "lost": "Perdida", "in_progress": "En curso"}
+# the search form's Spanish values and the API's English ones; "" = both directions
+DIRECTION_PARAM: dict[str, str | None] = {"": None, "entrante": "inbound", "saliente": "outbound",
+                                          "inbound": "inbound", "outbound": "outbound"}
+CALLBACK_OUTCOME_LABELS = {"answered": "Contestó", "busy": "Ocupado", "no_answer": "No contestó",
+                           "silent": "Contestó sin responder (buzón o silencio)",
+                           "opt_out": "Pidió no recibir llamadas", "failed": "Falló"}
 CHANNEL_NAMES = {"web": "Portal web", "office": "Oficina", "call_center": "Agente", "kiosk": "Quiosco"}
 CSV_COLUMNS = ("call_id", "started_at", "answered_at", "ended_at", "duration_s", "caller", "node", "worker",
                "disposition", "folio", "tramite_id", "turns", "speech_turns", "dtmf_turns", "no_match", "no_input",
-               "barge_ins", "latency_p50_ms", "latency_max_ms", "transfer_target", "transfer_reason", "intents")
+               "barge_ins", "latency_p50_ms", "latency_max_ms", "transfer_target", "transfer_reason", "intents",
+               "direction")      # appended last: a spreadsheet that reads columns by position keeps working
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -80,6 +88,9 @@ def _query(request: web.Request, since: datetime | None, until: datetime | None)
     disposition = q.get("disposicion", q.get("disposition", "")).strip() or None
     if disposition and disposition not in DISPOSITIONS:
         raise web.HTTPBadRequest(text="Disposición no válida.")
+    direction = DIRECTION_PARAM.get(q.get("direccion", q.get("direction", "")).strip(), "?")
+    if direction == "?":
+        raise web.HTTPBadRequest(text="Dirección no válida: entrante o saliente.")
     folio = q.get("folio", "").strip() or None
     if folio:
         try:
@@ -89,7 +100,7 @@ def _query(request: web.Request, since: datetime | None, until: datetime | None)
     return CallQuery(since=since, until=until, disposition=disposition, folio=folio,
                      intent=(q.get("intencion", q.get("intent", "")).strip()[:100] or None),
                      text=(q.get("texto", q.get("text", "")).strip()[:100] or None),
-                     worker=(q.get("worker", "").strip()[:64] or None))
+                     worker=(q.get("worker", "").strip()[:64] or None), direction=direction)
 
 
 def _int(text: str, default: int, low: int, high: int) -> int:
@@ -108,10 +119,13 @@ def _no_store(response: web.StreamResponse) -> web.StreamResponse:
 def _charts(d: Dashboard) -> dict[str, Any]:
     days = [x for x, _, _ in d.latency_by_day]
     return {
-        "per_day": charts.bars("Llamadas por día", d.per_day, every=max(1, len(d.per_day) // 10)),
-        "per_hour": charts.bars("Llamadas por hora del día", [(f"{h:02d}", n) for h, n in d.per_hour], every=3),
-        "outcomes": charts.hbars("Resultado de las llamadas", [(DISPOSITION_LABELS.get(k, k), v)
-                                                              for k, v in sorted(d.dispositions.items())]),
+        "per_day": charts.bars("Llamadas recibidas por día", d.per_day, every=max(1, len(d.per_day) // 10)),
+        "per_hour": charts.bars("Llamadas recibidas por hora del día", [(f"{h:02d}", n) for h, n in d.per_hour],
+                                every=3),
+        "outcomes": charts.hbars("Resultado de las llamadas recibidas",
+                                 [(DISPOSITION_LABELS.get(k, k), v) for k, v in sorted(d.dispositions.items())]),
+        "callbacks": charts.hbars("Resultado de los intentos de devolución de llamada",
+                                  [(CALLBACK_OUTCOME_LABELS.get(k, k), n) for k, n in _callback_rows(d)]),
         "reasons": charts.hbars("Motivos de transferencia", d.transfer_reasons),
         "intents": charts.hbars("Intenciones más frecuentes", d.top_intents),
         "tramites": charts.hbars("Trámites más consultados", d.top_tramites),
@@ -127,6 +141,12 @@ def _charts(d: Dashboard) -> dict[str, Any]:
     }
 
 
+def _callback_rows(d: Dashboard) -> list[tuple[str, int]]:
+    """The outbound attempts by outcome, in the order a supervisor reads them (answered first), then any other."""
+    known = [(k, d.outbound.outcomes[k]) for k in CALLBACK_OUTCOME_LABELS if d.outbound.outcomes.get(k)]
+    return known + sorted((k, n) for k, n in d.outbound.outcomes.items() if k not in CALLBACK_OUTCOME_LABELS and n)
+
+
 @routes.get("/supervision", name="ops_dashboard")
 @require_role("supervisor")
 async def dashboard(request: web.Request) -> web.StreamResponse:
@@ -134,8 +154,8 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     d = await asyncio.to_thread(request.app[SERVICE].dashboard, since, until)
     response = aiohttp_jinja2.render_template("ops_dashboard.html", request, {
         "d": d, "first": first.isoformat(), "last": last.isoformat(), "charts": _charts(d), "pct": charts.percent,
-        "labels": DISPOSITION_LABELS, "channel_names": CHANNEL_NAMES,
-        "printable": request.query.get("imprimir") == "1"})
+        "labels": DISPOSITION_LABELS, "channel_names": CHANNEL_NAMES, "callback_rows": _callback_rows(d),
+        "callback_labels": CALLBACK_OUTCOME_LABELS, "printable": request.query.get("imprimir") == "1"})
     return _no_store(response)
 
 
@@ -164,6 +184,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     response = aiohttp_jinja2.render_template("ops_calls.html", request, {
         "page": page, "first": first.isoformat(), "last": last.isoformat(), "q": request.query,
         "dispositions": [(d, DISPOSITION_LABELS.get(d, d)) for d in DISPOSITIONS], "labels": DISPOSITION_LABELS,
+        "directions": [("entrante", "Recibidas"), ("saliente", "Salientes (devoluciones)")],
         "params": params, "pages": (page.total + page.per_page - 1) // page.per_page})
     return _no_store(response)
 
@@ -197,11 +218,25 @@ async def call_page(request: web.Request) -> web.StreamResponse:
 
 
 # -- live -------------------------------------------------------------------------------------------------------
+def _node_state(request: web.Request) -> node_state.NodeState | None:
+    settings = request.app[SETTINGS]
+    return node_state.read(node_state.state_file(settings.path(settings.data_dir)))
+
+
+def _processes(state: node_state.NodeState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {"node": state.node, "age_s": round(state.age_s, 1), "down": sum(not p.up for p in state.processes),
+            "processes": [{"name": p.name, "up": p.up, "restarts": p.restarts, "up_for_s": p.up_for_s}
+                          for p in state.processes]}
+
+
 @routes.get("/supervision/en-vivo")
 @require_role("supervisor")
 async def live_page(request: web.Request) -> web.StreamResponse:
     live = await asyncio.to_thread(request.app[SERVICE].live_calls, _live_window(request))
-    return _no_store(aiohttp_jinja2.render_template("ops_live.html", request, {"live": live}))
+    return _no_store(aiohttp_jinja2.render_template("ops_live.html", request, {
+        "live": live, "node": _processes(_node_state(request))}))
 
 
 @routes.get("/api/ops/live")
@@ -212,7 +247,8 @@ async def live_api(request: web.Request) -> web.StreamResponse:
         "calls": [{"call_id": c.call_id, "caller": c.caller, "node": c.node, "worker": c.worker,
                    "started_at": c.started_at.isoformat(), "folio": c.folio} for c in live.calls],
         "per_worker": live.per_worker, "queue_waiting": live.queue_waiting,
-        "longest_wait_s": None if live.longest_wait_s is None else round(live.longest_wait_s, 1)}))
+        "longest_wait_s": None if live.longest_wait_s is None else round(live.longest_wait_s, 1),
+        "node": _processes(_node_state(request))}))
 
 
 def _live_window(request: web.Request) -> float:

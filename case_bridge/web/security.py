@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +198,24 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if request.path.startswith(("/caso", "/oficina", "/staff", "/agente", "/admin", "/kiosco")):
-        response.headers.setdefault("Cache-Control", "no-store")
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # redirects (and any HTTP exception passed on) get the same headers: a 302 to the login is a response too
+        _security_headers(request, exc.headers)
+        raise
+    _security_headers(request, response.headers)
     return response
+
+
+def _security_headers(request: web.Request, headers: MutableMapping[str, str]) -> None:
+    headers.setdefault("Content-Security-Policy",
+                       "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith(("/caso", "/oficina", "/staff", "/agente", "/admin", "/kiosco")):
+        headers.setdefault("Cache-Control", "no-store")
 
 
 def sign_in(request: web.Request, staff: StaffView) -> None:

@@ -5,17 +5,20 @@ DTMF convention: the engine sends collected keys as the intent message `/dtmf{"d
 (custom `question` of the last bot message) and on open forms:
     main menu      1 tourism · 2 trámite information · 3 trámite status · 0 agent · 9 repeat
     disambiguation 1..3 pick that option           readback   1 repeat · 2 done
+    callback offer 1 yes · 2 no
     agent offer    0 or 1 transfer · 2 done        5+ keys    a folio: starts the status form with it
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from dialogs.actions import callback_offer
 from dialogs.actions.context import (
     entity_values,
     last_custom,
@@ -27,7 +30,7 @@ from dialogs.actions.context import (
 from dialogs.actions.numbers import spoken_digits
 from dialogs.actions.payloads import MENU_PHRASES, NO_MATCH_TRANSFER_TEXT, TRANSFER_TEXT, expect, say
 from dialogs.actions.rescue import rescue, worth_rescuing
-from dialogs.actions.resources import UsesResources
+from dialogs.actions.resources import Resources, UsesResources
 from dialogs.actions.spoken import say_more
 from dialogs.actions.tramites import ORDINALS, answer_tramite
 from dialogs.catalog_match import normalize
@@ -163,8 +166,8 @@ class ActionDtmfMenu(UsesResources, Action):
         keyed = latest_text(tracker).startswith("/dtmf")
         if question == "disambiguation" and tracker.get_slot("tramite_choices"):
             return answer_tramite(self.res.tramites, dispatcher, tracker, digits=keys)
-        if question in ("readback", "more") and keys in ("1", "2"):     # 1 yes, 2 no (as the callback offer)
-            return await _yes_no(keys == "1", question, dispatcher, tracker)
+        if question in ("readback", "more", callback_offer.QUESTION) and keys in ("1", "2"):    # 1 yes, 2 no
+            return await _yes_no(keys == "1", question, dispatcher, tracker, lambda: self.res)
         if question == "agent_offer" and keys in ("0", "1", "2"):
             return await _yes_no(keys != "2", "agent_offer", dispatcher, tracker)
         folio = keys if len(keys) >= 5 else ("" if keyed else folio_in_words(latest_text(tracker)))
@@ -211,7 +214,9 @@ def folio_in_words(text: str) -> str:
 
 
 async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatcher,
-                  tracker: Tracker) -> list[EventType]:
+                  tracker: Tracker, res: Callable[[], Resources] | None = None) -> list[EventType]:
+    """`res` is called only where the answer needs the record (the callback offer): a bare yes elsewhere loads
+    nothing."""
     if question == "more":
         rest = tracker.get_slot("more_text")
         if yes and rest:
@@ -222,8 +227,14 @@ async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatc
         if yes:
             resend(dispatcher, previous_bot_turn(tracker))
             return []
+        folio = callback_offer.offerable_folio(res() if res else None, tracker)
+        if folio is not None:                # the end of a phone-started trámite: offer the status callback
+            callback_offer.offer(dispatcher, folio)
+            return []
         dispatcher.utter_message(response="utter_anything_else")
         return []
+    if question == callback_offer.QUESTION:
+        return await callback_offer.answer(yes, res() if res else None, dispatcher, tracker)
     if question == "agent_offer":
         if yes:
             reason = (last_custom(tracker) or {}).get("offer_reason") or "caller_request"
@@ -245,7 +256,7 @@ async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatc
     return []
 
 
-class ActionYesNo(Action):
+class ActionYesNo(UsesResources, Action):
     """A bare "sí" or "no": its meaning comes from the question just asked."""
 
     def name(self) -> str:
@@ -253,4 +264,5 @@ class ActionYesNo(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: dict[str, Any]) -> list[EventType]:
-        return await _yes_no(latest_intent(tracker) == "affirm", last_question(tracker), dispatcher, tracker)
+        return await _yes_no(latest_intent(tracker) == "affirm", last_question(tracker), dispatcher, tracker,
+                             lambda: self.res)

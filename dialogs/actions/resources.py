@@ -29,6 +29,9 @@ class Resources:
     cities: CityCatalog
     tramites: TramiteCatalog
     cases: CaseService | None   # None: status and case opening answer "not available now"
+    # outbound.allowed_prefixes when the node places callbacks (outbound.enabled); empty: the dialogue never
+    # offers "¿Quiere que le llamemos cuando cambie el estado?"
+    callback_prefixes: tuple[str, ...] = ()
 
 
 def load_resources(with_cases: bool = True) -> Resources:
@@ -37,20 +40,24 @@ def load_resources(with_cases: bool = True) -> Resources:
     cities = load_cities(os.environ.get(ENV_CITIES) or None)
     tramites = load_tramites(Path(os.environ[ENV_TRAMITES]) if os.environ.get(ENV_TRAMITES) else None)
     cases = None
+    prefixes: tuple[str, ...] = ()
     if with_cases:
         try:
             from case_bridge.service import CaseService
             from dialogs.catalog_seed import seed_catalog
             from foundation.config import load_settings
 
-            cases = CaseService.from_settings(load_settings())
+            settings = load_settings()
+            cases = CaseService.from_settings(settings)
+            if settings.outbound.enabled:
+                prefixes = tuple(settings.outbound.allowed_prefixes)
             count, source = seed_catalog(cases)
             log.info(kv(event="catalog_seeded", tramites=count, source=source))
         except Exception as exc:  # the dialogue still answers catalog questions without the record
             log.error(kv(event="case_service_unavailable", error=f"{type(exc).__name__}: {exc}"[:300]))
             cases = None
     log.info(kv(event="resources_loaded", cities=len(cities), tramites=len(tramites), cases=cases is not None))
-    return Resources(cities, tramites, cases)
+    return Resources(cities, tramites, cases, prefixes)
 
 
 @functools.cache

@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
 from case_bridge.web.kiosk import KIOSK_COOKIE
 from foundation.config import load_settings
+from testkit.call_records import seed_known_calls
 from veratur.webapp import build_app
 
 from .conftest import REDIS_URL, TEST_TRAMITES
@@ -33,6 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-g
                  "--no-first-run"]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 PASSWORD = "clave-de-prueba-1"
+DASHBOARD_DAY = "2021-09-06"        # seeded with testkit.call_records (callbacks too); a day no other test seeds
 
 if not AXE.exists():
     pytest.skip(f"axe-core is not installed at {AXE}: run scripts/setup.sh (npm install --prefix testkit/node)",
@@ -60,6 +63,8 @@ async def site(sqlite_database: str) -> AsyncIterator[Site]:
     await asyncio.to_thread(svc.add_turn, call_id, "caller", "quiero hablar con una persona", "agent_request", 0.9)
     await asyncio.to_thread(svc.link_call_case, call_id, opened.case.folio, summary="pidió un agente")
     await asyncio.to_thread(svc.escalate, call_id, reason="caller_request", target="sip:agentes@127.0.0.1")
+    # a day of calls with callbacks: the dashboard's every section, the outbound outcomes table included
+    await asyncio.to_thread(lambda: seed_known_calls(svc, date.fromisoformat(DASHBOARD_DAY), callbacks=True))
     runner = web.AppRunner(build_app(load_settings(), svc, secret=uuid.uuid4().bytes * 2))
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
@@ -159,7 +164,8 @@ async def test_portal_and_kiosk_pages_have_no_serious_violations(site: Site) -> 
 STAFF_PAGES = {
     "clerk": ["/oficina", "/oficina/caso/{folio}", "/oficina/caso/{folio}/recibo"],
     "agent": ["/agente"],
-    "supervisor": ["/supervision", "/supervision/llamadas", "/supervision/en-vivo", "/supervision/llamadas/{call}"],
+    "supervisor": ["/supervision", f"/supervision?desde={DASHBOARD_DAY}&hasta={DASHBOARD_DAY}",
+                   "/supervision/llamadas", "/supervision/en-vivo", "/supervision/llamadas/{call}"],
     "admin": ["/admin/flows", "/admin/flows/edit", "/admin/quioscos"],
 }
 

@@ -26,7 +26,14 @@ def known(svc: CaseService) -> KnownCalls:
     return seed_known_calls(svc, date(2024, 1, 1) + timedelta(days=14 * next(_DAYS)))
 
 
-def test_dashboard_figures(svc: CaseService, known: KnownCalls) -> None:
+@pytest.fixture
+def known_cb(svc: CaseService) -> KnownCalls:
+    # the same day with the node's callbacks mixed in: every inbound figure must read as it does without them
+    return seed_known_calls(svc, date(2024, 1, 1) + timedelta(days=14 * next(_DAYS)), callbacks=True)
+
+
+def test_dashboard_figures(svc: CaseService, known_cb: KnownCalls) -> None:
+    known = known_cb
     d = svc.dashboard(known.since, known.until)
     assert d.calls == d.ended == 4
     assert d.dispositions == {"completed": 2, "transferred": 1, "abandoned": 1}
@@ -43,8 +50,8 @@ def test_dashboard_figures(svc: CaseService, known: KnownCalls) -> None:
     assert d.top_tramites == [("acta_nacimiento", 1)]
 
 
-def test_where_callers_get_lost(svc: CaseService, known: KnownCalls) -> None:
-    d = svc.dashboard(known.since, known.until)
+def test_where_callers_get_lost(svc: CaseService, known_cb: KnownCalls) -> None:
+    d = svc.dashboard(known_cb.since, known_cb.until)
     steps = {s.step: s for s in d.lost_steps}
     assert (steps[STEP_TRAMITE].asked, steps[STEP_TRAMITE].no_match, steps[STEP_TRAMITE].no_input) == (3, 1, 0)
     assert (steps[STEP_FOLIO].asked, steps[STEP_FOLIO].no_input) == (2, 1)
@@ -54,14 +61,40 @@ def test_where_callers_get_lost(svc: CaseService, known: KnownCalls) -> None:
     assert phrases[NOT_UNDERSTOOD.replace("2281234567", "******4567")] == 1
 
 
-def test_cross_channel_and_distributions(svc: CaseService, known: KnownCalls) -> None:
+def test_cross_channel_and_distributions(svc: CaseService, known_cb: KnownCalls) -> None:
+    known = known_cb
     d = svc.dashboard(known.since, known.until)
-    assert d.cross_channel.phone_cases == 1
+    assert d.cross_channel.phone_cases == 1          # the web case that only got a callback is not a phone case
     assert d.cross_channel.continued == {"web": 1}
     assert d.cross_channel.median_hours["web"] == pytest.approx(2.0, abs=0.01)
     assert d.latency_by_day == [(known.since.astimezone(LOCAL_TZ).date().isoformat(), 450, 650)]          # bins of 50 ms: 380, 420, 610
     bins = dict(d.confidence_bins)
     assert (bins[0.3], bins[0.5], bins[0.9], sum(bins.values())) == (1, 1, 2, 4)
+
+
+def test_outbound_calls_are_their_own_section(svc: CaseService, known_cb: KnownCalls) -> None:
+    known = known_cb
+    d = svc.dashboard(known.since, known.until)
+    assert d.outbound.outcomes == {o: 1 for o in ("answered", "busy", "no_answer", "silent", "failed", "opt_out")}
+    assert (d.outbound.attempts, d.outbound.calls, d.outbound.in_progress) == (6, 3, 0)
+    assert d.outbound.aht_s == pytest.approx(80.0)
+    assert d.calls == 4 and d.peak_concurrent == 3
+    # one callback still ringing through its conversation: in progress in its own section, not in the inbound one
+    svc.link_call(f"open-{uuid.uuid4().hex[:8]}@callback.test", "2280000000", called="2285512345", node="nodo1",
+                  started_at=known.since + timedelta(hours=16), direction="outbound")
+    d = svc.dashboard(known.since, known.until)
+    assert (d.outbound.calls, d.outbound.in_progress, d.outbound.attempts) == (4, 1, 6)
+    assert d.calls == 4 and "in_progress" not in d.dispositions
+    period = CallQuery(since=known.since, until=known.until)
+    assert svc.search_calls(period).total == 8
+    out = svc.search_calls(CallQuery(since=known.since, until=known.until, direction="outbound"))
+    assert out.total == 4 and {c.direction for c in out.calls} == {"outbound"}
+    assert {known.ids[k] for k in "EFG"} <= {c.call_id for c in out.calls}
+    assert svc.search_calls(CallQuery(since=known.since, until=known.until, direction="inbound")).total == 4
+    with pytest.raises(InvalidInput):
+        svc.search_calls(CallQuery(direction="sideways"))
+    with pytest.raises(InvalidInput):
+        svc.link_call(f"bad-{uuid.uuid4().hex[:8]}@x", "2280000000", direction="sideways")
 
 
 def test_search_filters_paging_and_detail(svc: CaseService, known: KnownCalls) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from case_bridge.callbacks import next_attempt, outside_quiet_hours
+from case_bridge.errors import InvalidInput
 from case_bridge.service import CaseService
 from foundation import dialplan
 from foundation.config import CallbackConfig
@@ -154,3 +155,64 @@ def test_accepted_callback_waits_for_a_status_change_on_any_channel(svc: CaseSer
     assert after.state == "pending"
     assert after.id in [j.id for j in svc.lease_due("s", now=datetime.now(UTC) + timedelta(seconds=1), lease_s=60,
                                                      limit=100)]
+
+
+def _mine(svc: CaseService, ids: set[int], now: datetime) -> list[int]:
+    return [j.id for j in svc.lease_due("w", now=now, lease_s=60, limit=100) if j.id in ids]
+
+
+def test_staff_callback_is_dialled_only_inside_its_window(svc: CaseService) -> None:
+    """A clerk's or agent's callback: not before the window, retries only inside it, failed "window closed"
+    when the window ends (whether it was never reached or a retry would fall past it)."""
+    hour = timedelta(hours=1)
+    folio = new_case(svc)
+    job = svc.schedule_callback(folio, "2281239001", start=T0 + hour, end=T0 + hour * 1.5, note="Falta su firma",
+                                requested_by="ventanilla3", reason="clerk_callback", allowed_prefixes=PREFIXES,
+                                schedule=SCHEDULE, now=T0)
+    assert (job.state, job.note, job.requested_by, job.not_after) == ("pending", "Falta su firma", "ventanilla3",
+                                                                       T0 + hour * 1.5)
+    assert _mine(svc, {job.id}, T0) == []                                   # before the window
+    assert _mine(svc, {job.id}, T0 + hour) == [job.id]
+    busy = svc.record_attempt(job.id, "w", "busy", now=T0 + hour, schedule=SCHEDULE)
+    assert busy.state == "pending" and busy.next_attempt_at == T0 + hour + timedelta(seconds=600)
+    assert _mine(svc, {job.id}, busy.next_attempt_at) == [job.id]
+    closed = svc.record_attempt(job.id, "w", "no_answer", now=busy.next_attempt_at, schedule=SCHEDULE)
+    assert (closed.state, closed.detail) == ("failed", "window closed")   # +3600 s is past the window's end
+
+    missed = svc.schedule_callback(new_case(svc), "2281239002", start=T0, end=T0 + hour, note="Cita",
+                                   requested_by="agente1", reason="agent_callback", allowed_prefixes=PREFIXES,
+                                   schedule=SCHEDULE, now=T0)
+    assert _mine(svc, {missed.id}, T0 + hour * 2) == []                    # nobody dialled in time
+    [after] = svc.callbacks_for(missed.folio)
+    assert (after.state, after.detail, after.attempts) == ("failed", "window closed", 0)
+
+
+def test_staff_callback_replaces_the_open_one_and_refuses_bad_windows(svc: CaseService) -> None:
+    folio = new_case(svc)
+    accepted = svc.accept_callback(folio, "228 123 9003", allowed_prefixes=PREFIXES, now=T0)
+    staff = svc.schedule_callback(folio, None, start=T0, end=T0 + timedelta(hours=2), note="  Revise   sus datos ",
+                                  requested_by="agente1", reason="agent_callback", allowed_prefixes=PREFIXES,
+                                  schedule=SCHEDULE, now=T0)
+    # one call per case: the citizen's standby acceptance became the agent's call (its number kept)
+    assert staff.id == accepted.id and (staff.state, staff.note, staff.number) == ("pending", "Revise sus datos",
+                                                                                    "2281239003")
+    assert len(svc.callbacks_for(folio)) == 1
+    kw = {"requested_by": "c", "reason": "clerk_callback", "allowed_prefixes": PREFIXES, "schedule": SCHEDULE,
+          "now": T0}
+    other = new_case(svc)
+    night = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)                        # 22:00-23:00 in Xalapa: quiet hours
+    for start, end, note, message in (
+            (T0, T0 - timedelta(minutes=1), "x", "termina antes"), (T0 - timedelta(hours=2), T0, "x", "ya pasó"),
+            (night, night + timedelta(hours=1), "x", "horas sin llamadas"), (T0, T0 + timedelta(days=40), "x", "31 días"),
+            (T0, T0 + timedelta(hours=1), "   ", "motivo")):
+        with pytest.raises(InvalidInput, match=message):
+            svc.schedule_callback(other, "2281239004", start=start, end=end, note=note, **kw)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        svc.schedule_callback(other, "2281239004", start=T0, end=T0 + timedelta(hours=1), note="x",
+                              **{**kw, "reason": "whatever"})  # type: ignore[arg-type]
+    foreign = svc.schedule_callback(other, "+1 202 555 0143", start=T0, end=T0 + timedelta(hours=1), note="x",
+                                    **kw)  # type: ignore[arg-type]
+    assert (foreign.state, foreign.detail) == ("invalid", "number refused: not_allowed")
+    assert staff.id in [j.id for j in svc.lease_due("w", now=T0, lease_s=60, limit=100)]
+    with pytest.raises(InvalidInput, match="en curso"):                     # never re-plan a call being made
+        svc.schedule_callback(folio, None, start=T0, end=T0 + timedelta(hours=1), note="x", **kw)  # type: ignore[arg-type]

@@ -4,18 +4,22 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from case_bridge.db import make_engine
 from case_bridge.migrate import alembic_config, schema_diff, upgrade
 from case_bridge.service import CaseService
 from foundation.paths import REPO_ROOT
+from testkit.call_records import seed_known_calls
 
-from .conftest import create_pg_database, drop_pg_database, pg_url
+from .conftest import TEST_TRAMITES, create_pg_database, drop_pg_database, pg_url
 
 
 def test_one_linear_history() -> None:
@@ -36,6 +40,71 @@ def test_upgrade_head_matches_models_and_downgrades(backend: str, tmp_path: Path
             engine.dispose()
         command.downgrade(alembic_config(url), "base")
         upgrade(url)                                   # and back up again, cleanly
+    finally:
+        if name:
+            drop_pg_database(name)
+
+
+def _figures(url: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """The rollup's rows and the journeys' rows, by plain SQL (valid at 0008 and at 0009)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rollup = {(str(h)[:19], node, kind, key, n, round(t, 3)) for h, node, kind, key, n, t in conn.execute(
+                text("SELECT hour, node, kind, key, n, total FROM call_rollup"))}
+            journeys = {tuple(r) for r in conn.execute(text("SELECT case_id, channel, gap_s FROM case_journeys"))}
+    finally:
+        engine.dispose()
+    return rollup, journeys
+
+
+def _scalar(url: str, sql: str) -> Any:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0009_call_direction_down_and_up_with_callbacks(backend: str, tmp_path: Path) -> None:
+    """A day with callbacks written at head, 0009 taken down (callbacks counted as calls received again, the pre-0009
+    figures) and up again: the callbacks are found (summary / job Call-ID), one attempt per dialled job is kept,
+    and the rebuilt rollup and journeys are exactly the ones the live writes had made."""
+    name = create_pg_database("cb_mig9") if backend == "postgres" else None
+    url = pg_url(name) if name else f"sqlite:///{tmp_path / 'm9.db'}"
+    try:
+        upgrade(url)
+        svc = CaseService.from_url(url)
+        try:
+            svc.upsert_tramites(TEST_TRAMITES)
+            known = seed_known_calls(svc, date(2021, 6, 7), callbacks=True)
+        finally:
+            svc.close()
+        at_head = _figures(url)
+        outbound = {known.ids[k] for k in "EFG"}
+        assert {k for _, _, kind, k, _, _ in at_head[0] if kind == "direction"} == {"inbound", "outbound"}
+
+        command.downgrade(alembic_config(url), "0008")
+        engine = make_engine(url)
+        try:
+            assert "direction" not in {c["name"] for c in inspect(engine).get_columns("call_records")}
+            assert "callback_attempts" not in inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+        rollup, journeys = _figures(url)
+        assert sum(n for _, _, kind, _, n, _ in rollup if kind == "disposition") == 8     # 5 received + 3 callbacks
+        assert not {r for r in rollup if r[2] == "direction"}
+        assert len({r[0] for r in journeys}) == len({r[0] for r in at_head[1]}) + 1     # the web case's callback
+
+        upgrade(url)
+        ids = ", ".join(f"'{i}'" for i in outbound)
+        assert _scalar(url, f"SELECT count(*) FROM call_records WHERE direction = 'outbound' AND sip_call_id IN ({ids})") == 3
+        assert _scalar(url, "SELECT count(*) FROM call_records WHERE direction = 'outbound'") == 3
+        # the jobs kept only their last outcome before 0009: answered, failed, opt_out
+        assert _scalar(url, "SELECT count(*) FROM callback_attempts") == 3
+        assert _figures(url) == at_head
     finally:
         if name:
             drop_pg_database(name)

@@ -1,5 +1,6 @@
 """Headless Chromium: a supervisor signs in, reads the dashboard, changes the period, opens a call from the search
-and reads its transcript. Every chart must have rendered data points; screenshots go to test-artifacts/ops/."""
+and reads its transcript. Every chart must have rendered data points; the day's callbacks are their own section
+(attempts by outcome in a table) and not in the calls received; screenshots go to test-artifacts/ops/."""
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
                  "--no-first-run"]
 CHARTS_WITH_DATA = ("ch-per-day", "ch-per-hour", "ch-outcomes", "ch-reasons", "ch-intents", "ch-tramites",
-                    "ch-cities", "ch-cross", "ch-latency", "ch-confidence", "ch-lost")
+                    "ch-cities", "ch-cross", "ch-latency", "ch-confidence", "ch-lost", "ch-callbacks")
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ async def test_supervisor_reads_dashboard_and_a_call(site: tuple[str, CaseServic
     base, svc = site
     shots = artifacts_dir / "ops"
     shots.mkdir(exist_ok=True)
-    known = await asyncio.to_thread(seed_known_calls, svc, date(2022, 6, 6))
+    known = await asyncio.to_thread(lambda: seed_known_calls(svc, date(2022, 6, 6), callbacks=True))
     day = known.since.astimezone(LOCAL_TZ).date().isoformat()
     name = f"super{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(svc.create_staff, name, "clave-de-supervision", "supervisor", "Supervisora")
@@ -66,8 +67,19 @@ async def test_supervisor_reads_dashboard_and_a_call(site: tuple[str, CaseServic
             await page.fill("#hasta", day)
             await page.click("form.period button[type=submit]")
             await page.wait_for_url(f"**/supervision?desde={day}&hasta={day}")
-            assert await page.text_content("#kpi-calls") == "4"
+            assert await page.text_content("#kpi-calls") == "4"              # received only: 3 callbacks too
             assert await page.text_content("#kpi-containment") == "50.0 %"
+            outbound = page.get_by_role("region", name="Llamadas salientes: devoluciones de llamada")
+            assert await outbound.locator("#kpi-out-attempts").text_content() == "6"
+            assert await outbound.locator("#kpi-out-calls").text_content() == "3"
+            assert await outbound.locator("#kpi-out-aht").text_content() == "1 min 20 s"
+            table = outbound.get_by_role("table", name="Resultado de cada intento de devolución de llamada")
+            cells = await table.locator("tbody tr").evaluate_all(
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))")
+            assert cells == [[label, "1", "16.7 %"] for label in (
+                "Contestó", "Ocupado", "No contestó", "Contestó sin responder (buzón o silencio)",
+                "Pidió no recibir llamadas", "Falló")]
+            assert await table.get_by_role("rowheader").count() == 6
             for chart in CHARTS_WITH_DATA:
                 box = page.locator(f"#{chart} svg.chart")
                 assert await box.count() == 1, chart
@@ -81,6 +93,11 @@ async def test_supervisor_reads_dashboard_and_a_call(site: tuple[str, CaseServic
             await page.click("nav.ops >> text=Llamadas")
             await page.fill("#desde", day)
             await page.fill("#hasta", day)
+            await page.select_option("#direccion", "saliente")
+            await page.click("form.search button[type=submit]")
+            assert await page.locator("#calls tbody tr").count() == 3
+            assert await page.locator("#calls tbody tr", has_text="Saliente").count() == 3
+            await page.select_option("#direccion", "")
             await page.fill("#texto", "saber de mi")
             await page.click("form.search button[type=submit]")
             rows = page.locator("#calls tbody tr")

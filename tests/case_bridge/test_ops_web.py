@@ -123,4 +123,26 @@ async def test_json_api_paging_and_dates(client: TestClient, svc: CaseService, k
     bad = await client.get("/api/ops/calls", params={"since": "ayer"})
     assert bad.status == 400 and (await bad.json())[0]["code"] == 400
     live = await (await client.get("/api/ops/live")).json()
-    assert set(live) == {"calls", "per_worker", "queue_waiting", "longest_wait_s"}
+    assert set(live) == {"calls", "per_worker", "queue_waiting", "longest_wait_s", "node"}   # node: test_ops_live
+
+
+async def test_callbacks_in_the_api_csv_and_dashboard(client: TestClient, svc: CaseService) -> None:  # type: ignore[type-arg]
+    known = seed_known_calls(svc, date(2023, 1, 2) + timedelta(days=14 * next(_DAYS)), callbacks=True)
+    await _login(client, svc, "supervisor")
+    since, until, day = known.since.isoformat(), known.until.isoformat(), _day(known)
+    out = await (await client.get("/api/ops/calls", params={"since": since, "until": until,
+                                                             "direction": "outbound"})).json()
+    assert out["total"] == 3 and {c["direction"] for c in out["calls"]} == {"outbound"}
+    assert {c["call_id"] for c in out["calls"]} == {known.ids[k] for k in "EFG"}
+    inbound = await (await client.get("/api/ops/calls", params={"since": since, "until": until,
+                                                                 "direction": "inbound"})).json()
+    assert inbound["total"] == 4 and {c["direction"] for c in inbound["calls"]} == {"inbound"}
+    assert (await client.get("/api/ops/calls", params={"direction": "both"})).status == 400
+    r = await client.get(f"/supervision/llamadas.csv?desde={day}&hasta={day}&direccion=saliente")
+    rows = list(csv.DictReader(io.StringIO((await r.text()).lstrip("\ufeff"))))
+    assert len(rows) == 3 and {row["direction"] for row in rows} == {"outbound"}
+    page = await (await client.get(f"/supervision?desde={day}&hasta={day}")).text()
+    assert 'id="kpi-calls">4<' in page and 'id="kpi-out-attempts">6<' in page and 'id="kpi-out-calls">3<' in page
+    assert 'id="outbound-outcomes"' in page and "Pidió no recibir llamadas" in page
+    detail = await (await client.get(f"/supervision/llamadas/{known.ids['E']}")).text()
+    assert "Saliente (devolución de llamada" in detail

@@ -2,56 +2,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from case_bridge.service import CaseService
+from ivr.call.db_threads import DbThreads, DbTimeout
 from ivr.call.leg import CallInfo
-from ivr.call.recorder import CaseRecorder
+from ivr.call.recorder import DB_WAIT_S, CaseRecorder
+from testkit.tcpproxy import ChaosProxy
 
 from .conftest import TEST_TRAMITES, pg_url
-
-
-class TcpProxy:
-    """A TCP relay in front of PostgreSQL that the test can cut and restore (a database that goes away)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        await self._server.wait_closed()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 def _info(call_id: str) -> CallInfo:
@@ -108,46 +71,67 @@ async def test_dead_database_port_keeps_the_call_going_and_replays_later(tmp_pat
 
 
 @pytest.mark.postgres
-async def test_postgres_cut_mid_call_then_restored(pg_database: str, tmp_path: Path) -> None:
-    """PostgreSQL reached through a relay that is cut in the middle of a call and restored: no committed turn is
-    lost, nothing is stored twice, order is kept, and the turns spoken during the cut are not delayed."""
-    proxy = TcpProxy(5432)
-    await proxy.start()
-    svc = CaseService.from_url(pg_database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
-    await asyncio.to_thread(svc.upsert_tramites, TEST_TRAMITES)
-    rec = CaseRecorder(svc, data_dir=tmp_path, name="w1")
-    await rec.start()
-    call_id = "cut-1@test"
-    await rec.call_started(_info(call_id))
-    await rec.add_turn(call_id, "portal", "antes 1")
-    await rec.add_turn(call_id, "caller", "antes 2")
-    opened = await asyncio.to_thread(svc.open_case, "licencia_conducir", "phone", call_id=call_id)
-    assert rec.pending == 0
+@pytest.mark.parametrize("outage", ["cut", "blackhole"])
+async def test_postgres_outage_mid_call_then_restored(pg_database: str, tmp_path: Path, outage: str) -> None:
+    """PostgreSQL reached through a relay (testkit.tcpproxy) that is cut (connections reset: a stopped server) or
+    blackholed (connections open, nothing answered: a hung server, a partition) in the middle of a call, then
+    restored: no turn is lost, nothing is stored twice, order is kept, and no write holds the call up for more
+    than the recorder's bounded wait. Before DB_WAIT_S a blackholed write waited until the session's 5 s
+    recorder timeout cancelled it, and the write was then held by nobody (not in the outbox)."""
+    with ChaosProxy(5432) as proxy:
+        svc = CaseService.from_url(proxy.via(pg_database))
+        await asyncio.to_thread(svc.upsert_tramites, TEST_TRAMITES)
+        rec = CaseRecorder(svc, data_dir=tmp_path, name="w1")
+        await rec.start()
+        call_id = f"{outage}-1@test"
+        await rec.call_started(_info(call_id))
+        await rec.add_turn(call_id, "portal", "antes 1")
+        await rec.add_turn(call_id, "caller", "antes 2")
+        opened = await asyncio.to_thread(svc.open_case, "licencia_conducir", "phone", call_id=call_id)
+        assert rec.pending == 0
 
-    await proxy.stop()
-    loop = asyncio.get_running_loop()
-    for i in range(4):
-        t0 = loop.time()
-        await rec.add_turn(call_id, "caller", f"durante {i}")
-        assert loop.time() - t0 < 5.0      # a refused connection is noticed quickly; the reply isn't held up
-    await rec.link_case(call_id, opened.case.folio)
-    assert rec.pending >= 4
-    await asyncio.sleep(0.5)              # the replayer is retrying against the cut relay meanwhile
-    assert rec.pending >= 4
+        await asyncio.to_thread(getattr(proxy, outage))
+        waits = []
+        for i in range(4):
+            t0 = time.monotonic()
+            await rec.add_turn(call_id, "caller", f"durante {i}")
+            waits.append(time.monotonic() - t0)
+        await rec.link_case(call_id, opened.case.folio)
+        print(f"\n{outage}: waits for the writes during the outage {[round(w, 3) for w in waits]} s")
+        # never the session's 5 s: the first write waits for the bound at most, the others queue behind it
+        assert max(waits) < DB_WAIT_S + 2.0, waits
+        assert rec.pending == 5                # every write of the outage is in the outbox, none is held elsewhere
+        await asyncio.sleep(0.5)              # the replayer is retrying against the relay meanwhile
+        assert rec.pending == 5
 
-    await proxy.start()                    # same port again: the database is back
-    await rec.add_turn(call_id, "portal", "después 1")
-    await rec.call_ended(call_id, "completed")
-    assert await rec.wait_drained(30)
-    # the relay runs on this event loop: synchronous service calls go to a thread
-    texts = [t.text for t in await asyncio.to_thread(svc.transcript, call_id)]
-    assert texts == ["antes 1", "antes 2", "durante 0", "durante 1", "durante 2", "durante 3", "después 1"]
-    call = await asyncio.to_thread(svc.get_call, call_id)
-    assert call is not None and call.disposition == "completed" and call.folio == opened.case.folio
-    assert rec.outbox.dead_letters() == []
-    await rec.stop()
-    await asyncio.to_thread(svc.close)
-    await proxy.stop()
+        await asyncio.to_thread(proxy.restore)     # the database is back
+        await rec.add_turn(call_id, "portal", "después 1")
+        await rec.call_ended(call_id, "completed")
+        assert await rec.wait_drained(30)
+        texts = [t.text for t in await asyncio.to_thread(svc.transcript, call_id)]
+        assert texts == ["antes 1", "antes 2", "durante 0", "durante 1", "durante 2", "durante 3", "después 1"]
+        call = await asyncio.to_thread(svc.get_call, call_id)
+        assert call is not None and call.disposition == "completed" and call.folio == opened.case.folio
+        assert rec.outbox.dead_letters() == []
+        await rec.stop()
+        await asyncio.to_thread(svc.close)
+
+
+async def test_db_threads_bound_the_wait_and_drop_what_never_started() -> None:
+    """The seam under the recorder's bound: a call that hangs raises DbTimeout after wait_s (its thread left to
+    finish on its own), a call still queued behind it when given up on never runs, and the threads are daemons
+    (a hung one cannot hold the worker's exit)."""
+    pool = DbThreads(1, "db-test", wait_s=0.2)
+    release, ran = threading.Event(), []
+    with pytest.raises(DbTimeout):
+        await pool.run(release.wait, timeout=10)            # the only thread is stuck here
+    with pytest.raises(DbTimeout):
+        await pool.run(ran.append, object=1)               # queued behind it, given up on
+    release.set()
+    assert await pool.run(lambda: "answered") == "answered"
+    assert ran == []
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("db-test"))
+    pool.shutdown()
 
 
 def test_pg_url_helper() -> None:

@@ -1,6 +1,7 @@
 """The dashboard's hourly rollup equals a direct count of the raw rows after inserts, after edits to closed calls
 (a replayed stats write, a late turn, a case linked after the close, a dead worker's calls closed) and after a
-backfill from scratch (SQLite and PostgreSQL)."""
+backfill from scratch (SQLite and PostgreSQL), with outbound (callback) calls mixed in: they are counted in the
+`direction` kind only, every other kind counts the inbound calls."""
 from __future__ import annotations
 
 import uuid
@@ -32,9 +33,14 @@ def _rollup(svc: CaseService, node: str, hourly: bool = False) -> dict[Any, tupl
 
 def _direct(svc: CaseService, node: str) -> dict[Any, tuple[int, float]]:
     """The same figures by GROUP BY over the raw tables (no rollup code involved)."""
-    closed = and_(CallRecord.node == node, CallRecord.ended_at.is_not(None))
+    any_closed = and_(CallRecord.node == node, CallRecord.ended_at.is_not(None))
+    closed = and_(any_closed, CallRecord.direction == "inbound")
     out: dict[Any, tuple[int, float]] = {}
     with svc.engine.connect() as conn:
+        for d, n, t in conn.execute(select(CallRecord.direction, func.count(),
+                                           func.sum(func.coalesce(CallRecord.duration_s, 0.0)))
+                                    .where(any_closed).group_by(CallRecord.direction)):
+            out[("direction", d)] = (n, round(float(t), 3))
         for d, n, t in conn.execute(select(CallRecord.disposition, func.count(),
                                            func.sum(func.coalesce(CallRecord.duration_s, 0.0)))
                                     .where(closed).group_by(CallRecord.disposition)):
@@ -82,10 +88,11 @@ def _fold(rollup: dict[Any, tuple[int, float]]) -> dict[Any, tuple[int, float]]:
 
 
 def _call(svc: CaseService, node: str, i: int, disposition: str | None, *, base: datetime = T0,
-          **stats: Any) -> str:
+          direction: str = "inbound", **stats: Any) -> str:
     cid = f"r{i}-{uuid.uuid4().hex[:8]}@rollup.test"
     t0 = base + timedelta(minutes=4 * i)
-    svc.link_call(cid, "2285550101", node=node, started_at=t0, answered_at=t0 + timedelta(seconds=2))
+    svc.link_call(cid, "2285550101", node=node, started_at=t0, answered_at=t0 + timedelta(seconds=2),
+                  direction=direction)
     svc.add_turn(cid, "caller", f"no entiendo {i} 2281234567", "nlu_fallback", 0.2 + 0.1 * i, at=t0,
                  idempotency_key=f"{cid}#1")
     svc.add_turn(cid, "caller", "[DTMF 1]", "menu", None, at=t0 + timedelta(seconds=5), idempotency_key=f"{cid}#2")
@@ -102,8 +109,11 @@ def test_rollup_equals_direct_count_through_inserts_edits_and_backfill(svc: Case
     node = f"n{uuid.uuid4().hex[:8]}"
     ids = [_call(svc, node, i, d) for i, d in enumerate(["completed", "transferred", "abandoned", "completed",
                                                           None, None])]
+    # callbacks with the same turns, tallies and stats as the calls received: none of it may reach those kinds
+    out = [_call(svc, node, i, d, direction="outbound") for i, d in ((6, "completed"), (7, "transferred"), (8, None))]
     assert _fold(_rollup(svc, node)) == _direct(svc, node)
     assert _rollup(svc, node)[("disposition", "completed")][0] == 2
+    assert _rollup(svc, node)[("direction", "outbound")][0] == 2 and _rollup(svc, node)[("direction", "inbound")][0] == 4
 
     # edits to closed calls: a replayed stats write with other figures, a late turn, a case opened afterwards
     svc.record_call_stats(ids[0], {"latency_p50_ms": 1900, "tallies": [["city", "xalapa", 3]]})
@@ -111,13 +121,20 @@ def test_rollup_equals_direct_count_through_inserts_edits_and_backfill(svc: Case
                  idempotency_key=f"{ids[1]}#late")
     svc.open_case("acta_nacimiento", "phone", call_id=ids[2], idempotency_key=f"rollup:{node}",
                   citizen=CitizenInfo("Ana Pérez", phone="2285550101"))
+    svc.open_case("acta_nacimiento", "phone", call_id=out[0], idempotency_key=f"rollup-out:{node}",
+                  citizen=CitizenInfo("Ana Pérez", phone="2285550101"))       # a callback linked to a case
+    svc.add_turn(out[1], "caller", "no le entiendo", "nlu_fallback", 0.4, at=T0 + timedelta(minutes=29),
+                 idempotency_key=f"{out[1]}#late")                          # a late turn of a closed callback
+    svc.record_call_stats(out[0], {"latency_p50_ms": 700, "tallies": [["city", "xalapa", 5]]})
     closed = svc.close_calls_of_node(node, "lost", started_before=T0 + timedelta(minutes=17))  # call 4 only
     assert closed == 1
     svc.close_call(ids[5], "error", ended_at=T0 + timedelta(minutes=30))
     svc.close_call(ids[5], "completed")                   # a replayed close changes nothing
+    svc.close_call(out[2], "completed", ended_at=T0 + timedelta(minutes=45))
     direct = _direct(svc, node)
     assert _fold(_rollup(svc, node)) == direct
     assert direct[("city", "xalapa")] == (3, 0.0) and direct[("tramite", "acta_nacimiento")] == (1, 0.0)
+    assert direct[("direction", "outbound")][0] == 3 and direct[("direction", "inbound")][0] == 6
     assert ("lost" in {k for _, k in direct}) and ("error" in {k for _, k in direct})
 
     # peaks: calls 0..2 overlap (15:50-15:53, 15:54-15:58, 15:58-16:03), call 3 (16:02-16:08) overlaps call 2

@@ -133,6 +133,7 @@ def test_lockout_falls_back_to_the_database_when_redis_is_down(db_url: str) -> N
         wrong = str((int(pin) + 3) % 10000).zfill(4)
         assert dead.status_for(folio, pin=wrong).reason == "denied"
         assert dead.limiter.last_backend == "database"
+        assert not dead.limiter.redis_available     # paused (REDIS_RETRY_S): the next commands skip the wait
         dead.status_for(folio, pin=wrong)
         assert dead.status_for(folio, pin=wrong).reason == "locked"
         assert dead.status_for(folio, pin=pin).reason == "locked"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from case_bridge.models import CallRecord, Interaction, TranscriptTurn
+from case_bridge.models import CallbackAttempt, CallbackJob, CallRecord, Case, Interaction, TranscriptTurn
 from case_bridge.service import CaseService
 from foundation.config import Settings
 from ivr.callback_call import DIRECTION_NOTE, CallbackConversation
@@ -167,6 +167,13 @@ async def test_nine_stops_every_call_to_the_number(tmp_path: Path, service: Case
     assert outcome == "opt_out"
     assert [c.state for c in service.callbacks_for(folio)] == ["opted_out"]
     assert ("caller", "9") in turns(service, call_id)
+    detail = service.call_detail(call_id)          # the dashboard keeps it out of the calls received
+    assert detail is not None and detail.direction == "outbound"
+    with service.uow.session() as s:
+        attempts = s.execute(select(CallbackAttempt.outcome, CallbackAttempt.sip_call_id)
+                             .join(CallbackJob, CallbackJob.id == CallbackAttempt.job_id)
+                             .join(Case, Case.id == CallbackJob.case_id).where(Case.folio == folio)).all()
+    assert [tuple(a) for a in attempts] == [("opt_out", call_id)]
     other = service.open_case("licencia_conducir", "web").case.folio
     assert service.request_callback(other, NUMBER, allowed_prefixes=["228"], now=T0).state == "opted_out"
 

@@ -41,7 +41,7 @@ def upgrade() -> None:
                     unique=False)
     op.create_index('ix_interactions_channel_started', 'interactions', ['channel', 'started_at'], unique=False)
     if not op.get_context().as_sql:     # offline SQL has no rows to count (run `veratur db` online to fill it)
-        backfill(op.get_bind())
+        backfill(op.get_bind(), versions=False, directions=False)   # rollup_versions: 0007, direction: 0009
 
 
 def downgrade() -> None:

@@ -136,8 +136,35 @@
     notes.textContent = "";
     data.notes.forEach(addNote);
     current.version = c ? c.version : null;
+    renderCallbacks(data.callbacks || []);
+    prefillCallback();
+    document.getElementById("callback-form").hidden = !(c && data.outbound_enabled);
     setLive(data.call_live);
     pane.hidden = false;
+  }
+
+  // ---- callbacks of the case: state and attempts, and the agent's own "call the citizen back" ----------------
+  function renderCallbacks(rows) {
+    var list = document.getElementById("callbacks");
+    list.textContent = "";
+    if (!rows.length) { list.appendChild(el("li", { "class": "empty" }, "No hay llamadas programadas.")); }
+    rows.forEach(function (r) {
+      var text = r.state_label + (r.detail ? " (" + r.detail + ")" : "") + " · " + r.reason_label +
+        (r.requested_by ? " · " + r.requested_by : "") + (r.note ? ": " + r.note : "") + " · intentos " + r.attempts +
+        (r.next_attempt ? " · próximo " + r.next_attempt : "") + (r.window_end ? " · hasta " + r.window_end : "");
+      list.appendChild(el("li", { "data-callback": String(r.id), "data-state": r.state }, text));
+    });
+  }
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+
+  function prefillCallback() {           // "now, for the next two hours": one click calls back soon
+    var now = new Date();
+    var later = new Date(now.getTime() + 2 * 3600 * 1000);
+    if (later.getDate() !== now.getDate()) { later = new Date(now); later.setHours(0, 0, 0, 0); }
+    document.getElementById("cb-day").value = now.getFullYear() + "-" + pad(now.getMonth() + 1) + "-" + pad(now.getDate());
+    document.getElementById("cb-from").value = pad(now.getHours()) + ":" + pad(now.getMinutes());
+    document.getElementById("cb-to").value = pad(later.getHours()) + ":" + pad(later.getMinutes());
   }
 
   function addTurn(turn, live) {
@@ -208,6 +235,21 @@
     api("POST", "/api/agente/llamadas/" + current.id + "/notas", { text: box.value }).then(function (note) {
       addNote(note);
       box.value = "";
+    }).catch(function (err) { showError(err.message); });
+  });
+
+  document.getElementById("callback-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!current) { return; }
+    showError("");
+    var id = current.id;
+    var body = { day: document.getElementById("cb-day").value, from: document.getElementById("cb-from").value,
+                 to: document.getElementById("cb-to").value, note: document.getElementById("cb-note").value };
+    api("POST", "/api/agente/llamadas/" + id + "/devolver", body).then(function () {
+      return api("GET", "/api/agente/llamadas/" + id);
+    }).then(function (data) {
+      if (current && current.id === id) { renderCallbacks(data.callbacks || []); }
+      document.getElementById("cb-note").value = "";
     }).catch(function (err) { showError(err.message); });
   });
 

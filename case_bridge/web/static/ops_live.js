@@ -4,6 +4,30 @@
   var box = document.getElementById("live");
   if (!box) { return; }
   function text(id, value) { var el = document.getElementById(id); if (el) { el.textContent = value; } }
+  // the node's processes up or down (from the supervisor; null when it stopped reporting)
+  function processes(node) {
+    var body = document.querySelector("#node-processes tbody");
+    if (!body) { return; }
+    body.textContent = "";
+    if (!node) {
+      text("node-summary", "Sin noticias del supervisor del nodo: estado desconocido.");
+      return;
+    }
+    text("node-summary", node.down ? node.down + " proceso(s) caído(s) en " + node.node + "."
+                                   : "Todos los procesos de " + node.node + " están arriba.");
+    node.processes.forEach(function (p) {
+      var row = document.createElement("tr");
+      row.setAttribute("data-process", p.name);
+      row.setAttribute("data-up", p.up ? "1" : "0");
+      [p.name, p.up ? "Arriba" : "Caído", String(p.restarts)].forEach(function (value, i) {
+        var cell = document.createElement("td");
+        cell.textContent = value;
+        if (i === 1) { cell.className = p.up ? "up" : "down"; }
+        row.appendChild(cell);
+      });
+      body.appendChild(row);
+    });
+  }
   function refresh() {
     fetch(box.getAttribute("data-source"), {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -21,6 +45,7 @@
           item.textContent = w + ": " + data.per_worker[w];
           list.appendChild(item);
         });
+        processes(data.node);
         box.setAttribute("data-updated", new Date().toISOString());
       })
       .catch(function () { /* the next tick retries */ });
