@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,7 +49,7 @@ class RegistrationConfig(_Section):
     realm: str | None = None                              # None: whatever realm the registrar challenges with
     expires: int = Field(300, ge=10, le=86400)
     outbound_proxy: str | None = None                     # sip:HOST[:PORT] to send the REGISTER through
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"           # tls needs sip.tls.enabled (Kamailio's tls module)
 
     @field_validator("registrar", "outbound_proxy")
     @classmethod
@@ -88,6 +89,28 @@ class RegistrationConfig(_Section):
         return lines[0]
 
 
+class TlsConfig(_Section):
+    """SIP over TLS for trunks, terminated by Kamailio's tls module (kamailio-tls-modules): the workers keep UDP/TCP
+    on loopback. Off by default. Without certificate/private_key a self-signed pair is made at first start in
+    <data_dir>/kamailio/tls/ (fine for a trunk that pins it, not for one that checks a CA)."""
+
+    enabled: bool = False
+    port: int = Field(5061, ge=1, le=65535)
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_list: Path | None = None                 # CAs of the trunk's certificates (client auth / our outbound)
+    require_client_certificate: bool = False    # a trunk that presents one (mutual TLS)
+    method: Literal["TLSv1.2+", "TLSv1.3"] = "TLSv1.2+"
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("sip.tls: give both certificate and private_key, or neither (self-signed)")
+        if self.require_client_certificate and self.ca_list is None:
+            raise ValueError("sip.tls.require_client_certificate needs ca_list (whose certificates to accept)")
+        return self
+
+
 class SipConfig(_Section):
     bind_address: str = "127.0.0.1"
     public_address: str | None = None
@@ -104,9 +127,24 @@ class SipConfig(_Section):
     # Calls one source address may hold at once at the front door (0: no cap). Counts answered calls never ACKed
     # too (a scanner's INVITEs held every slot for 32 s). A trunk sending every call from one address: 0.
     max_calls_per_source: int = Field(0, ge=0, le=100000)
+    # In-dialog requests (re-INVITE, UPDATE, INFO, ...) from callers, per dialog and per source address and second,
+    # relayed by the front door; beyond them 503 + Retry-After (a re-INVITE storm inside one call, issue 13). BYE
+    # and ACK always pass. 0: no limit.
+    in_dialog_requests_per_second: int = Field(20, ge=0, le=10000)
+    in_dialog_requests_per_source_per_second: int = Field(200, ge=0, le=100000)
+    # DTMF digits one call hands to the dialogue per second (RFC 4733 or SIP INFO); the rest are dropped. A person
+    # keys at most ~12/s (ITU-T Q.24: 40 ms tone + 40 ms pause); a flood of 1000/s must not reach the dialogue.
+    max_dtmf_per_second: int = Field(20, ge=1, le=1000)
     allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
     rtp_port_start: int = Field(20000, ge=1024, le=65000)
     rtp_port_range: int = Field(2000, ge=10, le=40000)
+    # Who may send a call RTP (issue 13, RTP bleed: pjmedia sends the call's audio to wherever RTP comes from, and
+    # while the caller is silent one packet from anyone is enough). "signalled": only the call's SDP address, its
+    # Contact, the INVITE's source and rtp_trusted_networks (a kernel filter on the media sockets, ivr/sip/
+    # rtp_sources.py; a NATed caller whose RTP comes from its SIP address still latches). "any": pjmedia alone.
+    rtp_sources: Literal["signalled", "any"] = "signalled"
+    # Media gateways whose RTP comes from an address not named in the signalling (IPv4, at most 64).
+    rtp_trusted_networks: list[str] = Field(default_factory=list, max_length=64)
     answer_delay_ms: int = Field(0, ge=0, le=10000)        # ring (180) this long before 200 OK
     media_timeout_s: float = Field(30.0, gt=0, le=3600)     # no inbound RTP this long -> BYE
     # The caller put us on hold (re-INVITE a=sendonly/inactive): no RTP is expected, so the media timeout waits;
@@ -120,6 +158,7 @@ class SipConfig(_Section):
     user_agent: str = Field("Veratur", min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")
     # Registrations at a PBX / trunk, kept by Kamailio's uac module (the front door: survives worker restarts).
     registrations: list[RegistrationConfig] = []
+    tls: TlsConfig = TlsConfig()
     registration_check_s: int = Field(10, ge=1, le=300)    # uac timer: how often expiring ones are refreshed
     registration_retry_s: int = Field(60, ge=5, le=3600)   # a failed registration is retried this long after
 
@@ -144,6 +183,17 @@ class SipConfig(_Section):
             raise ValueError("registration names must be unique")
         return value
 
+    @model_validator(mode="after")
+    def _tls_registrations(self) -> SipConfig:
+        tls_regs = [r.name for r in self.registrations if r.transport == "tls"]
+        if tls_regs and not self.tls.enabled:
+            raise ValueError(f"registrations {tls_regs} use transport tls: set sip.tls.enabled (the tls module "
+                             "sends them)")
+        workers = range(self.worker_base_port, self.worker_base_port + self.workers)
+        if self.tls.enabled and (self.tls.port == self.port or self.tls.port in workers):
+            raise ValueError(f"sip.tls.port {self.tls.port} is the SIP port or a worker's port")
+        return self
+
     @field_validator("bind_address")
     @classmethod
     def _ip(cls, value: str) -> str:
@@ -155,6 +205,14 @@ class SipConfig(_Section):
     def _networks(cls, value: list[str]) -> list[str]:
         for net in value:
             ipaddress.ip_network(net, strict=False)
+        return value
+
+    @field_validator("rtp_trusted_networks")
+    @classmethod
+    def _ipv4_networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            if not isinstance(ipaddress.ip_network(net, strict=False), ipaddress.IPv4Network):
+                raise ValueError(f"{net!r}: the RTP source filter is IPv4 only")
         return value
 
     @field_validator("transports")
@@ -287,18 +345,80 @@ class TurnsConfig(_Section):
     max_no_match: int = Field(3, ge=1, le=10)
     endpoint_silence_ms_free: int = Field(900, ge=100, le=5000)
     endpoint_silence_ms_closed: int = Field(450, ge=100, le=5000)
-    # an incomplete spoken digit string (Whisper reads it at the closed silence) waits this long for its next group;
-    # at or below endpoint_silence_ms_closed the wait is off (the default: 1200 merged a menu answer with the next turn)
-    endpoint_silence_ms_digits: int = Field(450, ge=100, le=5000)
+    # a spoken digit string of a stated length (a digits prompt's max_digits: folio 8, PIN 4) that the reading at
+    # the closed silence finds short waits this long for its next group (ivr.speech.endpointing); a menu, a one-key
+    # prompt or words never wait. At or below endpoint_silence_ms_closed the wait is off.
+    endpoint_silence_ms_digits: int = Field(1200, ge=100, le=5000)
     barge_in_min_speech_ms: int = Field(200, ge=0, le=2000)
     dtmf_inter_digit_timeout_s: float = Field(3.0, gt=0, le=30)
     max_call_duration_s: int = Field(900, ge=10, le=86400)
 
 
+class DenseIntentConfig(_Section):
+    """The dense intent service (dialogs/dense, issue 12): Rasa asks it on 127.0.0.1:port where DIET is unsure.
+    Off, or its venv missing (.venv-dense, `make setup`): DIET's intents alone, as before."""
+    enabled: bool = True
+    port: int = Field(5057, ge=1, le=65535)
+
+
 class DialogueConfig(_Section):
     rasa_url: str = "http://127.0.0.1:5005"
+    # More Rasa servers that share this node's Redis tracker and lock store (dialogue nodes, docs/scale-out.md).
+    # A call starts on one of them (spread by Call-ID) and moves to the next when its server refuses the connection;
+    # the shared tracker store carries the conversation over. Empty: rasa_url alone.
+    rasa_failover_urls: list[str] = []
     action_server_port: int = Field(5055, ge=1, le=65535)
     timeout_s: float = Field(2.0, gt=0, le=30)
+    # The keypad menu (the dialogue without Rasa, and Rasa's per-turn fallback); unset: dialogs/menu.yml. Relative
+    # paths are from the repository root; the file is validated when the engine starts (ivr.dialogue.menu).
+    menu_path: Path | None = None
+    # Dialogue nodes: the admin node's GET /rasa/model (its web app), fetched at start and every
+    # model_sync_interval_s, so every Rasa server runs the model an administrator applied (docs/scale-out.md).
+    model_source: str | None = None
+    model_sync_interval_s: float = Field(15.0, ge=1, le=3600)
+    # Shared secret of the admin node and its dialogue nodes for /rasa/model (env
+    # VERATUR__DIALOGUE__MODEL_SHARE_TOKEN); unset: the model is served to loopback callers only.
+    model_share_token: str | None = Field(None, min_length=16)
+    dense: DenseIntentConfig = DenseIntentConfig()
+
+    @model_validator(mode="after")
+    def _dense_port_free(self) -> DialogueConfig:
+        rasa_port = urlparse(self.rasa_url).port or 5005
+        if self.dense.enabled and self.dense.port in (self.action_server_port, rasa_port):
+            raise ValueError(f"dense.port {self.dense.port} is the action server's or Rasa's port")
+        return self
+
+    def dense_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.dense.port}" if self.dense.enabled else None
+
+    @field_validator("model_source")
+    @classmethod
+    def _model_source(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
+
+    @field_validator("rasa_url")
+    @classmethod
+    def _rasa_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("rasa_failover_urls")
+    @classmethod
+    def _failover_urls(cls, value: list[str]) -> list[str]:
+        urls = [_http_url(url) for url in value]
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists a server twice")
+        return urls
+
+    def rasa_urls(self) -> list[str]:
+        """Every Rasa server the engine may use, rasa_url first."""
+        return [self.rasa_url, *(url for url in self.rasa_failover_urls if url != self.rasa_url)]
+
+
+def _http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{value!r} is not an http:// URL with a host")
+    return value.rstrip("/")
 
 
 class DatabaseConfig(_Section):

@@ -136,7 +136,8 @@ class Engine:
         missing. `node` names this worker (outbox file); default `settings.node_name`."""
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        menu = menu or load_menu()
+        menu_path = settings.dialogue.menu_path
+        menu = menu or load_menu(settings.path(menu_path) if menu_path else None)
         phrases = SessionPhrases()
         executor: ThreadPoolExecutor | None = None
         own_tts: EspeakSynthesizer | None = None

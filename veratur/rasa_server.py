@@ -43,20 +43,32 @@ TRACKER_KEY_PREFIX = "veraturrasa"   # Rasa accepts only an alphanumeric prefix
 
 
 def write_endpoints(action_port: int, directory: Path, redis_url: str | None = None) -> Path:
-    """An endpoints.yml pointing Rasa at the action server on `action_port`, with the tracker store in Redis
-    when `redis_url` is given (Rasa falls back to memory by itself if Redis fails at run time)."""
+    """An endpoints.yml pointing Rasa at the action server on `action_port`, with the tracker store and the lock
+    store in Redis when `redis_url` is given (Rasa falls back to memory by itself if Redis fails at run time).
+
+    The lock store matters once several Rasa servers share the trackers (dialogue.rasa_failover_urls): a turn
+    that moves to another server while the first still processes the previous one waits for it instead of
+    writing the conversation at the same time."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"endpoints-{action_port}.yml"
     text = f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n'
     if redis_url:
-        url = urlparse(redis_url)
-        db = (url.path or "/0").strip("/") or "0"
-        text += (f"tracker_store:\n  type: redis\n  url: {url.hostname or '127.0.0.1'}\n  port: {url.port or 6379}\n"
-                 f"  db: {int(db)}\n  key_prefix: {TRACKER_KEY_PREFIX}\n  record_exp: {TRACKER_EXPIRY_S}\n")
-        if url.password:
-            text += f"  password: {json.dumps(unquote(url.password))}\n"
+        connection = _redis_connection(redis_url)
+        text += (f"tracker_store:\n  type: redis\n{connection}  key_prefix: {TRACKER_KEY_PREFIX}\n"
+                 f"  record_exp: {TRACKER_EXPIRY_S}\n")
+        text += f"lock_store:\n  type: redis\n{connection}  key_prefix: {TRACKER_KEY_PREFIX}\n"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _redis_connection(redis_url: str) -> str:
+    """The url/port/db/password lines of a Rasa Redis store (indented for its block)."""
+    url = urlparse(redis_url)
+    db = (url.path or "/0").strip("/") or "0"
+    text = f"  url: {url.hostname or '127.0.0.1'}\n  port: {url.port or 6379}\n  db: {int(db)}\n"
+    if url.password:
+        text += f"  password: {json.dumps(unquote(url.password))}\n"
+    return text
 
 
 def rasa_command(model: Path, port: int, endpoints: Path, host: str = "127.0.0.1") -> list[str]:
@@ -107,7 +119,7 @@ class RasaStack:
 
     def __init__(self, model: Path, rasa_port: int | None = None, action_port: int | None = None,
                  log_dir: Path | None = None, env: dict[str, str] | None = None,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, dense: bool = False) -> None:
         self.model = model
         self.rasa_port = rasa_port or free_port()
         self.action_port = action_port or free_port()
@@ -116,6 +128,9 @@ class RasaStack:
         self.redis_url = redis_url
         self.rasa: subprocess.Popen[bytes] | None = None
         self.actions: subprocess.Popen[bytes] | None = None
+        # dense: also the dense intent service (dialogs/dense) on a free port, which Rasa then asks
+        self.dense_port = free_port() if dense else None
+        self.dense: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -131,10 +146,18 @@ class RasaStack:
                                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             renv = rasa_env()
             renv.update({k: v for k, v in base_env.items() if k.startswith("VERATUR")})
+            if self.dense_port is not None:
+                from veratur.dense_server import ENV_URL
+                from veratur.dense_server import start as start_dense
+                self.dense = start_dense(self.dense_port, REPO_ROOT / "var" / "dense",
+                                         self.log_dir / f"dense-{self.dense_port}.log")
+                renv[ENV_URL] = f"http://127.0.0.1:{self.dense_port}"
             with open(self.log_dir / f"rasa-{self.rasa_port}.log", "wb") as out:
                 self.rasa = subprocess.Popen(rasa_command(self.model, self.rasa_port, endpoints), cwd=DIALOGS_DIR,
                                              env=renv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             wait_http(f"http://127.0.0.1:{self.action_port}/health", self.actions, timeout, "the action server")
+            if self.dense is not None:
+                wait_http(f"http://127.0.0.1:{self.dense_port}/health", self.dense, timeout, "the dense service")
             wait_http(f"{self.url}/status", self.rasa, timeout, "rasa run")
         except BaseException:
             self.stop()
@@ -144,6 +167,7 @@ class RasaStack:
     def stop(self) -> None:
         stop_process(self.rasa)
         stop_process(self.actions)
+        stop_process(self.dense)
 
     def __enter__(self) -> RasaStack:
         return self.start()
@@ -164,6 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     model = args.model
+    if model is None and settings.dialogue.model_source:
+        from veratur.model_sync import model_at_start  # a dialogue node runs the admin node's live model
+        model = model_at_start(settings)
     if model is None:
         try:
             model = latest_model() if args.no_train else ensure_model(progress=lambda line: print(line, flush=True))
@@ -182,4 +209,5 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     cmd = rasa_command(Path(model), port, endpoints, host=host)
     print(f"rasa: {Path(model).name} on http://{host}:{port} (actions on {action_port})", flush=True)
     os.chdir(DIALOGS_DIR)
-    os.execve(cmd[0], cmd, rasa_env())   # the supervisor manages rasa itself, with no wrapper in between
+    from veratur.dense_server import rasa_dense_env
+    os.execve(cmd[0], cmd, {**rasa_env(), **rasa_dense_env(settings)})   # the supervisor manages rasa itself

@@ -56,8 +56,8 @@ def _escape(value: str) -> str:
 
 def table_row(index: int, reg: RegistrationConfig, settings: Settings, password: str) -> str:
     proxy = reg.outbound_proxy or reg.registrar
-    if reg.transport == "tcp":
-        proxy += ";transport=tcp"
+    if reg.transport != "udp":
+        proxy += f";transport={reg.transport}"
     fields = [str(index + 1), reg.name, reg.name, _host(settings.sip.bind_address), reg.user, reg.domain,
               reg.realm or "", reg.auth_user or reg.user, password, "", proxy, str(reg.expires), "0", "0",
               contact_hostport(settings), ""]

@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import ValidationError
 
+from foundation import node_state
 from foundation.config import NODE_ROLES, ConfigError, Settings
 from foundation.logs import kv
 from foundation.paths import REPO_ROOT
@@ -144,6 +145,7 @@ class Child:
     restarts: int = 0
     failures_in_a_row: int = 0
     healthy: bool = False
+    healthy_since: float = 0.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -161,6 +163,7 @@ class Supervisor:
         self._stop_requested_at = 0.0
         self._case_service: CaseService | None = None
         self._draining = asyncio.Event()
+        self._state_changed = asyncio.Event()       # a child went up or down: the live view hears it at once
         self.role = settings.node.role
         self.membership = (Membership(settings, settings.sip.workers)
                            if self.role == "media" and not getattr(args, "workers_only", False) else None)
@@ -198,6 +201,7 @@ class Supervisor:
         workers_only = getattr(self.args, "workers_only", False)
         runs_workers = role in ("all", "media")
         if not self.args.no_dialogue and role in ("all", "dialogue"):
+            specs += self._dense_specs()
             specs += self._optional("rasa", "veratur.rasa_server", ChildSpec(
                 "rasa", self._veratur("rasa"), lambda: http_ok(s.dialogue.rasa_url.rstrip("/") + "/status"), 300.0))
             action_port = s.dialogue.action_server_port
@@ -226,6 +230,21 @@ class Supervisor:
             kamailio.find_binary()
             specs.append(ChildSpec("kamailio", [], self._sip_probe(host, sip.port), KAMAILIO_READY_TIMEOUT_S))
         return specs
+
+    def _dense_specs(self) -> list[ChildSpec]:
+        """The dense intent service (dialogs/dense) beside Rasa, which asks it where DIET is unsure; without it
+        (disabled, or .venv-dense not installed) Rasa keeps DIET's intents, so it is never a reason not to start."""
+        from veratur import dense_server
+
+        url = self.settings.dialogue.dense_url()
+        if url is None:
+            return []
+        if not dense_server.available():
+            log.warning("component not started %s", kv(event="component_missing", child="dense",
+                                                       module=str(dense_server.DENSE_PYTHON)))
+            return []
+        # The first start embeds the training examples (~70 s on two busy cores); later ones load the cache.
+        return [ChildSpec("dense", self._veratur("dense"), lambda: http_ok(url + "/health"), 300.0)]
 
     def _web_specs(self) -> list[ChildSpec]:
         """web.processes aiohttp processes on one port (SO_REUSEPORT when more than one; the kernel spreads the
@@ -337,10 +356,13 @@ class Supervisor:
             self._spawn(self._daily_purge(), "retention")
         self._write_pid_file()
         by_name = {spec.name: spec for spec in specs}
+        for spec in specs:       # listed as down until started and healthy: the live view shows every process
+            self.children.setdefault(spec.name, Child(spec))
+        self._spawn(self._report_state(), "node-state")
         try:
             # Rasa first: its cold start is the longest; nothing waits for it, nor for the recognition
             # service (until it answers, the workers' calls are keypad-only).
-            for name in ("rasa", "actions", "asr-service"):
+            for name in ("rasa", "dense", "actions", "asr-service"):
                 if name in by_name:
                     self._supervise(by_name[name])
             workers = [spec for spec in specs if spec.worker_index is not None]
@@ -359,6 +381,9 @@ class Supervisor:
                 if self.settings.sip.registrations:
                     self._spawn(self._watch_registrations(), "registrations")
             self._print_banner()
+            if "rasa" in by_name and self.settings.dialogue.model_source:
+                from veratur.model_sync import keep_synced  # a dialogue node follows the admin node's model
+                self._spawn(keep_synced(self.settings, self.settings.dialogue.rasa_url), "model-sync")
             self._spawn(self._announce_later("rasa", f"Dialogue: Rasa is ready at {self.settings.dialogue.rasa_url}"),
                         "announce-rasa")
             web = self.settings.web
@@ -511,6 +536,8 @@ class Supervisor:
                 code = await child.proc.wait()
                 watcher.cancel()
             self.child_up.labels(spec.name).set(0)
+            child.healthy = False
+            self._state_changed.set()
             if self._stopping.is_set():
                 return
             ran_s = time.monotonic() - child.started_at
@@ -543,7 +570,8 @@ class Supervisor:
                                                      timeout_s=spec.ready_timeout_s))
                 deadline = float("inf")        # say it once; keep probing (Rasa may still be training)
             await asyncio.sleep(0.5)
-        child.healthy = True
+        child.healthy, child.healthy_since = True, time.monotonic()
+        self._state_changed.set()
         self.child_up.labels(spec.name).set(1)
         ready_s = time.monotonic() - child.started_at
         log.info("child ready %s", kv(event="child_ready", child=spec.name, ready_s=round(ready_s, 2),
@@ -609,6 +637,30 @@ class Supervisor:
                 self.registrations.write(path)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
+
+    def process_states(self) -> list[node_state.ProcessState]:
+        now = time.monotonic()
+        out = []
+        for name, child in sorted(self.children.items()):
+            up = child.healthy and child.proc is not None and child.proc.returncode is None
+            out.append(node_state.ProcessState(name, up, child.restarts,
+                                               round(now - child.healthy_since, 1) if up else None))
+        return out
+
+    async def _report_state(self) -> None:
+        """The processes' state for the supervisor's live view (foundation.node_state): on every change and every
+        few seconds (the file's age says the supervisor is still there)."""
+        path = node_state.state_file(self.settings.path(self.settings.data_dir))
+        while not self._stopping.is_set():
+            try:
+                node_state.write(path, self.settings.node_name, self.process_states())
+            except OSError as exc:
+                log.warning("node state not written %s", kv(event="node_state_failed", error=exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), node_state.WRITE_INTERVAL_S)
+            self._state_changed.clear()
+        with contextlib.suppress(OSError):
+            path.unlink()        # stopped: the live view says "unknown", not the last state seen
 
     async def _set_worker_state(self, index: int, state: str) -> None:
         if self.membership is not None:
@@ -767,6 +819,9 @@ class Supervisor:
             lines.append(f"  Dialogue:  Rasa at {s.dialogue.rasa_url} {state}")
         else:
             lines.append("  Dialogue:  Rasa not started here (DTMF menu unless dialogue.rasa_url answers)")
+        if "dense" in self.children:
+            state = "ready" if self.children["dense"].ready.is_set() else "starting (DIET's intents alone until then)"
+            lines.append(f"  Dense:     intent service at {s.dialogue.dense_url()} {state}")
         lines.append("  Ctrl-C stops the node (calls are drained first; a second Ctrl-C does not wait).")
         print("\n".join(lines), flush=True)
         log.info("node ready %s", kv(event="node_ready", node=s.node_name, sip_port=sip.port, workers=len(workers)))

@@ -8,6 +8,11 @@ The turn's intent and confidence (for the transcript) come from `/model/parse`, 
 DTMF convention: keys are sent as the intent message `/dtmf{"digits":"<keys>"}`; Rasa decides what they
 mean in context (main menu, folio, option number). A no-input turn is sent as `/repeat`.
 
+With several Rasa servers (`dialogue.rasa_failover_urls`, sharing the Redis tracker and lock store), a turn whose
+server refuses the connection is sent to the next one (`ivr.dialogue.rasa_servers`): a refused connection never
+reached Rasa, so sending it again cannot apply the turn twice. A turn that reached a server and timed out is not
+sent elsewhere for the same reason.
+
 If Rasa does not answer within `dialogue.timeout_s` (down, slow, broken), the call continues on the
 DTMF menu (`ivr.dialogue.menu.MenuDialogue`) for the rest of the call — switching back mid-call would lose
 whichever state the menu held — every reply marked `fallback=True` and the switch logged.
@@ -28,6 +33,7 @@ from foundation.vocabulary import DTMF_DIGITS, EXPECT_KINDS
 from ivr.call.leg import CallInfo
 from ivr.dialogue.interface import CallerTurn, Dialogue, DialogueReply, Expect, TurnContext
 from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
+from ivr.dialogue.rasa_servers import RasaServers
 
 log = logging.getLogger("ivr.dialogue.rasa")
 
@@ -112,9 +118,10 @@ def parse_messages(messages: Any) -> DialogueReply:
 class RasaDialogue:
     """`ivr.dialogue.interface.Dialogue` backed by a running `rasa run --enable-api`. One instance per call."""
 
-    def __init__(self, base_url: str, client: httpx.AsyncClient, fallback: Dialogue, *,
+    def __init__(self, servers: RasaServers | str, client: httpx.AsyncClient, fallback: Dialogue, *,
                  timeout_s: float = 2.0) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.servers = servers if isinstance(servers, RasaServers) else RasaServers([servers])
+        self.server: str | None = None      # the server this call's conversation is on
         self.client = client
         self.fallback = fallback
         self.timeout_s = timeout_s
@@ -160,7 +167,7 @@ class RasaDialogue:
     async def _exchange(self, ctx: TurnContext, message: str) -> DialogueReply:
         started = time.perf_counter()
         try:
-            reply, parse = await asyncio.wait_for(self._post_and_parse(ctx, message), self.timeout_s)
+            reply, parse = await asyncio.wait_for(self._send(ctx, message), self.timeout_s)
         except TimeoutError as exc:
             raise DialogueUnavailable(f"rasa did not answer within {self.timeout_s:.1f} s") from exc
         except (httpx.HTTPError, ValueError) as exc:
@@ -172,21 +179,45 @@ class RasaDialogue:
                                      ms=round((time.perf_counter() - started) * 1000)))
         return _replace(reply, intent=intent.get("name"), intent_confidence=_float(intent.get("confidence")))
 
-    async def _post_and_parse(self, ctx: TurnContext, message: str) -> tuple[DialogueReply, dict[str, Any]]:
+    async def _send(self, ctx: TurnContext, message: str) -> tuple[DialogueReply, dict[str, Any]]:
+        """The turn on the call's server, or on the next one while servers refuse the connection."""
+        refused: httpx.HTTPError | None = None
+        for url in self.servers.order(ctx.call_id, self.server):
+            try:
+                answer = await self._post_and_parse(url, ctx, message)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:   # the turn never reached that server
+                self.servers.mark_down(url)
+                refused = exc
+                if len(self.servers.urls) > 1:
+                    log.warning("rasa server refused, trying the next %s",
+                                kv(call_id=ctx.call_id, case=ctx.case_folio or "-", server=url,
+                                   error=type(exc).__name__))
+                continue
+            if self.server is not None and url != self.server:
+                log.info("conversation moved to another rasa server %s",
+                         kv(call_id=ctx.call_id, case=ctx.case_folio or "-", server=url))
+            self.server = url
+            self.servers.mark_up(url)
+            return answer
+        assert refused is not None
+        raise refused
+
+    async def _post_and_parse(self, base_url: str, ctx: TurnContext,
+                              message: str) -> tuple[DialogueReply, dict[str, Any]]:
         body = {"sender": ctx.call_id, "message": message,
                 "metadata": {"call_id": ctx.call_id, "case_folio": ctx.case_folio,
                              "caller_number": ctx.caller_number, "channel": ctx.channel}}
         # The intent for the transcript comes from /model/parse, run beside the turn: the tracker's
         # latest_message is not reliable while a form is active.
         webhook, parse = await asyncio.gather(
-            self.client.post(f"{self.base_url}{WEBHOOK_PATH}", json=body),
-            self._parse(message))
+            self.client.post(f"{base_url}{WEBHOOK_PATH}", json=body),
+            self._parse(base_url, message))
         webhook.raise_for_status()
         return parse_messages(webhook.json()), parse
 
-    async def _parse(self, message: str) -> dict[str, Any]:
+    async def _parse(self, base_url: str, message: str) -> dict[str, Any]:
         try:
-            resp = await self.client.post(f"{self.base_url}/model/parse", json={"text": message})
+            resp = await self.client.post(f"{base_url}/model/parse", json={"text": message})
             if resp.status_code == 200:
                 data = resp.json()
                 return data if isinstance(data, dict) else {}
@@ -215,8 +246,8 @@ class RasaDialogueFactory:
     """The engine's `dialogue_factory`: a RasaDialogue per call, sharing one HTTP connection pool, each with
     its own fallback menu. Close it at engine shutdown (`await factory.aclose()`)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 2.0, menu: MenuSpec | None = None) -> None:
-        self.base_url = base_url
+    def __init__(self, base_url: str | list[str], *, timeout_s: float = 2.0, menu: MenuSpec | None = None) -> None:
+        self.servers = RasaServers([base_url] if isinstance(base_url, str) else base_url)
         self.timeout_s = timeout_s
         self.menu = menu or load_menu()
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
@@ -224,10 +255,10 @@ class RasaDialogueFactory:
 
     @classmethod
     def from_settings(cls, settings: Settings, menu: MenuSpec | None = None) -> RasaDialogueFactory:
-        return cls(settings.dialogue.rasa_url, timeout_s=settings.dialogue.timeout_s, menu=menu)
+        return cls(settings.dialogue.rasa_urls(), timeout_s=settings.dialogue.timeout_s, menu=menu)
 
     def __call__(self, info: CallInfo) -> RasaDialogue:
-        return RasaDialogue(self.base_url, self.client, MenuDialogue(self.menu), timeout_s=self.timeout_s)
+        return RasaDialogue(self.servers, self.client, MenuDialogue(self.menu), timeout_s=self.timeout_s)
 
     async def aclose(self) -> None:
         await self.client.aclose()

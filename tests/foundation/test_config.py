@@ -27,6 +27,8 @@ def test_env_overrides_a_key() -> None:
         ("sip:\n  prot: 5060\n", "sip.prot"),
         ("database:\n  url: mysql://x\n", "database.url"),
         ("escalation:\n  agent_queue_uri: sip:evil@1.2.3.4\n", "escalation"),
+        ("dialogue:\n  dense:\n    port: 0\n", "dialogue.dense.port"),
+        ("dialogue:\n  action_server_port: 5057\n", "dense.port 5057"),
     ],
 )
 def test_bad_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:

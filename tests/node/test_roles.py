@@ -124,3 +124,11 @@ async def test_shared_front_door_address_is_listened_on_and_record_routed(tmp_pa
     assert 'record_route_preset("127.0.0.77:5060")' in text
     media = settings(tmp_path, node__role="media", node__front_doors="[10.9.0.1]", node__shared_address="10.9.0.100")
     assert media.worker_sources() == ["10.9.0.1/32", "10.9.0.100/32"]
+
+
+def test_the_dense_intent_service_runs_beside_rasa_unless_disabled(tmp_path: Path) -> None:
+    from veratur import dense_server
+    assert ("dense" in names(settings(tmp_path))) == dense_server.available()   # .venv-dense from `make setup`
+    assert "dense" not in names(settings(tmp_path), no_dialogue=True)
+    assert "dense" not in names(settings(tmp_path, dialogue__dense__enabled="false"))
+    assert "dense" not in names(settings(tmp_path, node__role="front"))
