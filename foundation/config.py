@@ -294,7 +294,7 @@ class WhisperAsrConfig(_Section):
     model: str = "whisper-base"                   # placed by `veratur models fetch`, or a CTranslate2 Whisper dir
     beam_size: int = Field(3, ge=1, le=10)
     window: Literal["utterance", "full"] = "utterance"   # utterance: the encoder sees the utterance, not 30 s
-    max_decode_s: float = Field(4.0, gt=0, le=60)        # a result later than this is dropped (no-match)
+    max_decode_s: float = Field(4.0, gt=0, le=60)        # a later result is kept, marked late; no rescoring
     cpu_threads: int = Field(1, ge=1, le=16)             # per decode; decodes run in parallel up to the pool size
     initial_prompt: str | None = None             # off: with a prompt Whisper wrote text on silence and noise
 

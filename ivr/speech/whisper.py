@@ -81,7 +81,8 @@ class WhisperOptions:
     window: Literal["utterance", "full"] = "utterance"
     tail_pad_s: float = 0.5
     min_window_s: float = 1.0
-    max_decode_s: float = 4.0            # wall-time cap per utterance: results later than this are dropped
+    max_decode_s: float = 4.0            # wall-time budget per utterance: a later result is kept but marked late,
+                                         # and no further work (grammar rescoring) is spent on it
     tokens_per_s: float = 15.0           # token budget: Spanish speech is ~8-10 tokens/s; loops run to the budget
     min_tokens: int = 24
     # A cut window makes Whisper repeat itself now and then; such a result is decoded once more on the 30 s window.
@@ -132,7 +133,10 @@ class WhisperResult:
     tokens: int
     audio_s: float
     decode_s: float
-    rejected: str | None = None    # why the text was dropped: no_speech, low_logprob, loop, repetition, cap, short
+    rejected: str | None = None    # why the text was dropped: no_speech, low_logprob, loop, repetition, short
+    # decoded after max_decode_s (an overloaded machine). Kept: the caller's wait is already spent, and dropping a
+    # good reading only makes them say it again (a re-prompt, ~5 s more on the same busy machine)
+    late: bool = False
     # the beam's other readings, best first, with their mean log-probs (only when num_hypotheses > 1)
     alternatives: tuple[tuple[str, float], ...] = ()
 
@@ -291,7 +295,8 @@ class WhisperModel:
         opt = options or self.options
         t0 = time.perf_counter()
         first = self._transcribe(pcm, sample_rate, opt, t0)
-        if opt.window == "utterance" and opt.retry_full_on_loop and first.rejected in ("loop", "repetition"):
+        if opt.window == "utterance" and opt.retry_full_on_loop and first.rejected in ("loop", "repetition") \
+                and not first.late:
             second = self._transcribe(pcm, sample_rate, replace(opt, window="full"), t0)
             return second
         return first
@@ -342,10 +347,8 @@ class WhisperModel:
             reason = "loop"
         elif repeated_ngram(raw) or repeated_ngram(written, times=4):
             reason = "repetition"
-        elif decode_s > opt.max_decode_s:
-            reason = "cap"
         return WhisperResult("" if reason else raw, raw, avg_logprob, no_speech, ratio, len(tokens), audio_s,
-                             decode_s, rejected=reason, alternatives=alternatives)
+                             decode_s, rejected=reason, alternatives=alternatives, late=decode_s > opt.max_decode_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,7 +516,7 @@ class WhisperDecoder:
         log.info("whisper %s", kv(call_id=self._call_id, stage=stage, audio_s=round(result.audio_s, 2),
                                   decode_s=round(result.decode_s, 3), tokens=result.tokens,
                                   logprob=round(result.avg_logprob, 2), no_speech=round(result.no_speech_prob, 2),
-                                  rejected=result.rejected or "-", kind=self._expect.kind,
+                                  rejected=result.rejected or "-", late=result.late, kind=self._expect.kind,
                                   chars=len(text)))
         return text, confidence
 
@@ -524,7 +527,7 @@ class WhisperDecoder:
         and what the caller clearly said should reach the dialogue as said."""
         one_key = self._expect.kind == "digits" and self._expect.max_digits == 1
         if not opt.rescore or not (self._expect.kind in CLOSED_KINDS or one_key) \
-                or result.rejected in (None, "short", "cap"):
+                or result.rejected in (None, "short") or result.late:
             return False
         digits, other = digits_in(collapse_word_repeats(clean_text(result.raw)))
         if len(digits) >= 2 and other == 0:

@@ -95,8 +95,16 @@ def test_a_decode_stays_within_its_token_budget_and_time_cap(model: WhisperModel
     opt = model.options
     result = model.transcribe(babble, hs.RATE)
     assert result.tokens <= max(opt.min_tokens, int(20.0 * opt.tokens_per_s))
-    # Over the cap the result is dropped: a late answer never reaches the dialogue.
-    assert result.decode_s <= opt.max_decode_s or (result.rejected is not None and result.text == "")
+    assert result.late == (result.decode_s > opt.max_decode_s)
+
+
+def test_a_decode_over_its_time_budget_keeps_its_reading_and_is_marked_late(model: WhisperModel) -> None:
+    # an overloaded machine: the caller has already waited for this reading; dropping it would only ask again
+    pcm = hs.channel(hs.pad(hs.splice_digits("4812", gap_ms=150), 300, 700))
+    on_time = model.transcribe(pcm, hs.RATE, replace(model.options, max_decode_s=60.0))
+    late = model.transcribe(pcm, hs.RATE, replace(model.options, max_decode_s=0.001))
+    assert not on_time.late and late.late
+    assert on_time.text and late.text == on_time.text and late.rejected is None
 
 
 async def test_stream_delivers_a_mapped_final_at_end_of_speech(model: WhisperModel) -> None:
