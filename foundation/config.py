@@ -159,6 +159,14 @@ class SipConfig(_Section):
     # Registrations at a PBX / trunk, kept by Kamailio's uac module (the front door: survives worker restarts).
     registrations: list[RegistrationConfig] = []
     tls: TlsConfig = TlsConfig()
+    # SRTP with SDES keys (RFC 4568) on the workers' calls (issue 16). off: RTP only (an RTP/SAVP offer gets 488);
+    # optional: SRTP when the offer carries keys, RTP otherwise; mandatory: an offer without keys gets 488.
+    srtp: Literal["off", "optional", "mandatory"] = "off"
+    # SDES keys travel in the SDP in clear: over UDP/TCP anyone on the path can read them and decrypt the call.
+    # 1: an offer with keys (a=crypto) is taken only when it reached the front door over TLS (sip.tls), else 488;
+    # 2: only over TLS to a sips: URI; 0: over any transport (a lab, a trunk that offers SRTP over UDP only).
+    # The front door enforces it (Kamailio terminates TLS, the workers see its UDP/TCP relay on loopback).
+    srtp_secure_signaling: Literal[0, 1, 2] = 1
     registration_check_s: int = Field(10, ge=1, le=300)    # uac timer: how often expiring ones are refreshed
     registration_retry_s: int = Field(60, ge=5, le=3600)   # a failed registration is retried this long after
 
@@ -174,6 +182,27 @@ class SipConfig(_Section):
             except ValueError:
                 raise ValueError(f"{item!r}: {host!r} is not an IP address") from None
         return value
+
+    @field_validator("srtp", mode="before")
+    @classmethod
+    def _srtp_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false: that is what the operator wrote
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _srtp_signaling(self) -> SipConfig:
+        if self.srtp == "off" or self.srtp_secure_signaling == 0:
+            return self
+        level = self.srtp_secure_signaling
+        if not (self.tls.enabled and self.use_kamailio):
+            raise ValueError(
+                f"sip.srtp {self.srtp} with srtp_secure_signaling {level} takes SDES keys only over TLS, and TLS is "
+                "the front door's (Kamailio): set sip.tls.enabled and use_kamailio, or srtp_secure_signaling 0 to "
+                "take keys over UDP/TCP (readable by anyone on the path)")
+        if level == 2 and self.remote_workers:
+            raise ValueError("sip.srtp_secure_signaling 2 (end to end) with remote_workers: the front door relays "
+                             "the keys to other nodes over plain UDP/TCP; use 1 or keep the workers local")
+        return self
 
     @field_validator("registrations")
     @classmethod

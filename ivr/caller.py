@@ -93,6 +93,7 @@ class CallResult:
     turns: list[Turn] = field(default_factory=list)
     dtmf_received: str = ""              # digits the portal sent back
     hangup_reason: str = ""
+    media_proto: str = ""                # RTP/AVP, or RTP/SAVP for SRTP (--srtp)
     duration_s: float = 0.0
     recording: bytes = b""               # everything received, s16le at CALL_RATE
 
@@ -312,6 +313,7 @@ async def run_call(edge: SipEdge, uri: str, script: list[tuple[Step, bytes]], *,
             listening.cancel()
     result.hangup_reason = listener.hangup or leg.hangup_reason or ""
     result.dtmf_received = listener.digits
+    result.media_proto = leg.media_proto
     result.recording = b"".join(listener.chunks)
     result.duration_s = time.monotonic() - started
     return result
@@ -354,22 +356,24 @@ async def _play_step(leg: SipLeg, listener: _Listener, step: Step, pcm: bytes, t
                 None if reply is None else reply - t0, reply_end, latency, portal_stopped)
 
 
-def caller_edge(bind_address: str = "127.0.0.1") -> SipEdge:
-    """A SIP edge that only places calls: any free SIP port, random RTP ports, refuses INVITEs."""
+def caller_edge(bind_address: str = "127.0.0.1", srtp: str = "off") -> SipEdge:
+    """A SIP edge that only places calls: any free SIP port, random RTP ports, refuses INVITEs; `srtp` as
+    sip.srtp (mandatory offers RTP/SAVP with SDES keys, over whatever transport the URI names)."""
     return SipEdge(EdgeConfig(bind_address=bind_address, port=0, transports=("udp", "tcp"), accept_calls=False,
                               randomize_rtp_port=True, rtp_port_start=30000, rtp_port_range=20000,
-                              node="caller", user="caller", pj_log_level=0, follow_refer=True))
+                              node="caller", user="caller", pj_log_level=0, follow_refer=True, srtp=srtp))
 
 
 async def place_calls(uri: str, steps: list[Step], *, calls: int = 1, voice: str = DEFAULT_VOICE,
                       headers: dict[str, str] | None = None, wait_s: float = 2.0,
                       reply_timeout_s: float = REPLY_TIMEOUT_S, stagger_s: float = 0.2,
-                      bind_address: str = "127.0.0.1", last_reply_end: bool = True) -> list[CallResult]:
+                      bind_address: str = "127.0.0.1", last_reply_end: bool = True,
+                      srtp: str = "off") -> list[CallResult]:
     """Place `calls` concurrent calls (at most 4 per process) running the same steps; their results."""
     if not 1 <= calls <= PJSUA_MAX_CALLS:
         raise ValueError(f"one caller process holds 1..{PJSUA_MAX_CALLS} calls")
     script = await asyncio.to_thread(prepare, steps, voice)
-    edge = caller_edge(bind_address)
+    edge = caller_edge(bind_address, srtp)
     await edge.start()
     try:
         async def one(i: int) -> CallResult:
@@ -418,6 +422,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-last-reply-end", dest="last_reply_end", action="store_false",
                         help="after the last turn, listen only --wait S (do not wait for its reply to end)")
     parser.add_argument("--calls", type=int, default=1, help=f"concurrent identical calls (1..{PJSUA_MAX_CALLS})")
+    parser.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                        help="SRTP with SDES keys: mandatory offers RTP/SAVP only (default off: RTP)")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines (for bench/)")
     parser.set_defaults(steps=[])
 
@@ -434,7 +440,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         results = asyncio.run(place_calls(args.uri, args.steps, calls=args.calls, voice=args.voice,
                                           headers=headers, wait_s=args.wait, reply_timeout_s=args.reply_timeout,
                                           bind_address=settings.sip.bind_address,
-                                          last_reply_end=args.last_reply_end))
+                                          last_reply_end=args.last_reply_end, srtp=args.srtp))
     except (ValueError, RuntimeError, OSError, SipError) as exc:
         print(f"veratur call: {exc}", file=sys.stderr)
         return 2
@@ -469,5 +475,7 @@ def format_timeline(result: CallResult) -> str:
                                 f"  latency {turn.latency_ms:5.0f} ms")
     if result.dtmf_received:
         lines.append(f"  digits received from the portal: {result.dtmf_received}")
+    if result.media_proto:
+        lines.append(f"  media: {result.media_proto}")
     lines.append(f"  ended: {result.hangup_reason or '-'} after {result.duration_s:.1f}s")
     return "\n".join(lines)

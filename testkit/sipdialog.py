@@ -45,7 +45,7 @@ class RemoteMedia:
     @classmethod
     def parse(cls, body: str) -> RemoteMedia | None:
         c = re.search(r"^c=IN IP4 (\S+)", body, re.M)
-        m = re.search(r"^m=audio (\d+) RTP/AVP ([\d ]+)", body, re.M)
+        m = re.search(r"^m=audio (\d+) RTP/S?AVP ([\d ]+)", body, re.M)     # RTP/SAVP: SRTP
         if not c or not m:
             return None
         rtpmap = {int(pt): name.strip() for pt, name in re.findall(r"^a=rtpmap:(\d+) (\S+)", body, re.M)}

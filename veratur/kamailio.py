@@ -209,6 +209,26 @@ def rpc_target(address: str, port: int) -> str:
     return f"tcp:{_host(address)}:{port}"
 
 
+def srtp_check_lines(srtp: str, secure_signaling: int, warn_agent: str) -> str:
+    """sip.srtp_secure_signaling at the front door: an offer carrying SDES keys (a=crypto, in RTP/SAVP or a
+    best-effort RTP/AVP offer) that did not come over TLS (2: TLS to a sips: URI) is refused with 488 here, before
+    the keys reach a worker: anyone on a UDP/TCP path has read them. The workers cannot tell (their hop is this
+    relay on loopback). Which offers a worker takes (RTP/SAVP or not) is sip.srtp, applied by pjsua on the worker:
+    RTP/SAVP offers pass here like any other (the codec check above looks at payload types only)."""
+    if srtp == "off" or secure_signaling == 0:
+        return ""
+    plain, need = ('$proto != "tls"', "TLS") if secure_signaling == 1 else \
+        ('($proto != "tls" || $rz != "sips")', "TLS to a sips: URI")
+    return f"""    # sip.srtp_secure_signaling {secure_signaling}: SDES keys that crossed a hop in clear are not taken.
+    if (has_body("application/sdp") && {plain} && search_body("a=crypto:")) {{
+        xlog("L_NOTICE", "event=call_rejected reason=srtp_keys_in_clear proto=$proto src=$si\\n");
+        append_to_reply("Warning: 399 {warn_agent} \\"SRTP keys (a=crypto) only over {need}\\"\\r\\n");
+        sl_send_reply("488", "Not Acceptable Here");
+        exit;
+    }}
+"""
+
+
 def _codec_params(codecs: Sequence[str]) -> dict[str, str]:
     """What sdpops looks for in an offer (static payload types and names of the codecs the workers speak) and
     what the 488's Warning tells the caller to offer."""
@@ -327,6 +347,7 @@ def render_config(settings: Settings, paths: KamailioPaths, module_dir: str | No
         allow=ALLOW,
         warn_agent=_warn_agent(settings),
         **_codec_params(settings.media.codecs),
+        srtp_check=srtp_check_lines(sip.srtp, sip.srtp_secure_signaling, _warn_agent(settings)),
         dlg_profile=DIALOG_PROFILE,
         record_route=_record_route(shared, sip.port),
         dlg_timeout=hash_expire,
@@ -714,7 +735,7 @@ route[NEWCALL] {{
         sl_send_reply("488", "Not Acceptable Here");
         exit;
     }}
-    # $shtinc creates no item: the first INVITE of a source in a second sets it.
+{srtp_check}    # $shtinc creates no item: the first INVITE of a source in a second sets it.
     $var(window) = $si + "/" + $Ts;
     $var(from_source) = $shtinc(newcalls=>$var(window));
     if ($var(from_source) == $null || $var(from_source) <= 0) {{

@@ -10,7 +10,8 @@ Policy at the door (`ivr.sip.admission`): an INVITE from outside the allowed pee
 front doors) gets 403; when the worker holds its maximum or is draining for shutdown, 503 with Retry-After. The
 PyPI wheel itself refuses a call beyond its 4 compiled-in slots with a bare 486 before any callback runs; behind
 Kamailio that cannot happen (maxload = the slots, and only the front door may call a worker).
-An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled). A call with no inbound RTP
+An offer with no PCMU/PCMA gets 488 from pjsua (the other codecs are disabled), so does an offer whose media
+profile `sip.srtp` refuses (RTP/SAVP when off, one without SDES keys when mandatory). A call with no inbound RTP
 for `sip.media_timeout_s` is hung up. OPTIONS is answered by pjsua (Kamailio's probe). RTP reaches a call only
 from its signalled addresses (`sip.rtp_sources`, a kernel filter: `ivr.sip.rtp_sources`), so a stranger cannot
 take over pjmedia's latching and receive the portal's audio.
@@ -48,6 +49,8 @@ HOUSEKEEPING_S = 0.5            # media-timeout checks and state snapshot
 MAX_MEDIA_PORTS = 4 * PJSUA_MAX_CALLS + 8   # stream + our port per call, bridge slack; 254 default is wasteful
 CONNECT_TIMEOUT_S = 32.0        # outbound INVITE without a final answer (Timer B)
 HANGUP_WAIT_S = 3.0
+SRTP_USE = {"off": pj.PJMEDIA_SRTP_DISABLED, "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+            "mandatory": pj.PJMEDIA_SRTP_MANDATORY}
 T = TypeVar("T")
 
 
@@ -315,10 +318,22 @@ class SipEdge:
         mtc.randomizePort = cfg.randomize_rtp_port
         if cfg.public_address:
             mtc.publicAddress = cfg.public_address
+        self._set_srtp(acfg.mediaConfig)
         self._account = PjAccount(self)
         self._account.create(acfg, True)
         log.info("SIP edge listening %s", kv(node=cfg.node, address=cfg.bind_address,
                                               **{t: p for t, p in self.local_ports.items()}))
+
+    def _set_srtp(self, media: pj.AccountMediaConfig) -> None:
+        """sip.srtp on the account: SDES keys only (no DTLS-SRTP fingerprints in our offers). pjsua answers an
+        offer without keys 488 when mandatory, and (srtp off) an RTP/SAVP offer 488 too."""
+        media.srtpUse = SRTP_USE[self.config.srtp]
+        # pjsua's default (1) answers every call whose INVITE did not come over TLS, plain RTP ones too, with
+        # 406 (PJSIP_ESESSIONINSECURE, measured) when SRTP is on: a worker only gets the front door's UDP/TCP relay.
+        media.srtpSecureSignaling = self.config.srtp_secure_signaling
+        keyings = pj.IntVector()
+        keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+        media.srtpOpt.keyings = keyings
 
     def _set_codecs(self, ep: pj.Endpoint) -> None:
         wanted = [f"{name}/{self.config.sample_rate}" if name in ("PCMU", "PCMA") else name
@@ -489,9 +504,22 @@ class SipEdge:
             call.audio = audio
             call.media_index = media.index
             call.audio_port_id = port_id
+            call.leg.media_proto = self._media_proto(call, media.index)
+            log.info("media up %s", kv(call_id=call.sip_call_id, proto=call.leg.media_proto))
             audio.startTransmit(call.port)
             call.port.startTransmit(audio)
             return
+
+    @staticmethod
+    def _media_proto(call: PjCall, index: int) -> str:
+        """The SDP transport of the stream: RTP/SAVP is SRTP (an RTP/AVP answer to a best-effort offer may be too)."""
+        try:
+            proto = call.getStreamInfo(index).proto
+        except pj.Error:
+            return ""
+        if proto & pj.PJMEDIA_TP_PROFILE_SRTP:
+            return "RTP/SAVP"
+        return "RTP/AVP" if proto & pj.PJMEDIA_TP_PROFILE_AVP else str(proto)
 
     def _stream_hosts(self, call: PjCall, ci: pj.CallInfo, index: int) -> set[str]:
         """The hosts the current SDP and Contact name (a re-INVITE may have moved the media elsewhere)."""

@@ -50,6 +50,10 @@ class EdgeConfig:
     # "any" (the default here: the test caller is a phone) leaves the latching to pjmedia.
     rtp_sources: str = "any"
     rtp_trusted_networks: tuple[Network, ...] = ()
+    srtp: str = "off"                               # sip.srtp: off, optional, mandatory (SDES keys, RFC 4568)
+    # pjsua's own check of the hop an SDES offer came over (0: any). A worker's hop is always the front door's
+    # UDP/TCP relay, so the worker keeps 0 and Kamailio applies sip.srtp_secure_signaling (veratur/kamailio.py).
+    srtp_secure_signaling: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, port: int, node: str, index: int = 0) -> EdgeConfig:
@@ -68,7 +72,7 @@ class EdgeConfig:
             answer_delay_ms=sip.answer_delay_ms, media_timeout_s=sip.media_timeout_s,
             hold_timeout_s=sip.hold_timeout_s, max_dtmf_per_second=sip.max_dtmf_per_second,
             transfer_timeout_s=settings.escalation.transfer_timeout_s,
-            escalation_mode=settings.escalation.mode, node=node, rtp_sources=sip.rtp_sources,
+            escalation_mode=settings.escalation.mode, node=node, rtp_sources=sip.rtp_sources, srtp=sip.srtp,
             rtp_trusted_networks=tuple(ipaddress.ip_network(n, strict=False) for n in sip.rtp_trusted_networks))
 
 

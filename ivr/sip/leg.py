@@ -71,6 +71,7 @@ class SipLeg:
         self.tx_callback_ns = 0
         self.last_tx_at = 0.0           # monotonic time the last queued frame was taken for sending
         self.answered_at = time.monotonic()
+        self.media_proto = ""           # SDP transport once media is up: RTP/AVP, or RTP/SAVP (SRTP, sip.srtp)
         self.hangup_reason: str | None = None
 
     # ---- event loop side (CallLeg) -------------------------------------------------------------------
