@@ -8,8 +8,6 @@ window is refused on the page with its reason."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -26,9 +24,8 @@ from case_bridge.views import LOCAL_TZ, CitizenInfo
 from foundation.config import Settings, load_settings
 from ivr.callback_call import CallbackConversation
 from ivr.dialer import Dialer
-from ivr.sip.edge import EdgeConfig, SipEdge
-from ivr.speech.tts import EspeakSynthesizer
 from testkit import pcaps, sipp
+from testkit.outbound import outbound_worker
 from testkit.ports import HOST, free_udp_port
 from tests.engine.test_callback_call import PHONE, PJSUA_OFFER_TE_PT
 from veratur.webapp import build_app
@@ -93,24 +90,17 @@ async def dial_once(svc: CaseService, settings: Settings, tmp_path: Path, pin: s
     script = tmp_path / "phone.xml"
     script.write_text(PHONE.replace("@KEYS@", f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'))
     phone = await sipp.start_async(script, cwd=tmp_path, port=int(route.rsplit(":", 1)[1]), timeout_s=90)
-    config = dataclasses.replace(EdgeConfig.from_settings(settings, 0, "staffcb/w0"), port=0, transports=("udp",),
-                                 randomize_rtp_port=True, allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
-    edge = SipEdge(config)
-    await edge.start()
-    tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate, sample_rate=8000,
-                            cache_dir=tmp_path / "tts")
-    await tts.start()
     try:
-        talk = CallbackConversation(svc, tts, settings, first_input_s=8.0, key_timeout_s=4.0)
-        dialer = Dialer(svc, settings, f"w-{uuid.uuid4().hex[:6]}", edge, talk, capacity=4, active_calls=lambda: 0)
-        [task] = await dialer.run_once()
-        outcome = await asyncio.wait_for(task, 80)
-        code, text = await phone.wait(30)
-        assert code == 0, text
+        async with outbound_worker(settings, tmp_path, "staffcb/w0") as (edge, tts):
+            talk = CallbackConversation(svc, tts, settings, first_input_s=8.0, key_timeout_s=4.0)
+            dialer = Dialer(svc, settings, f"w-{uuid.uuid4().hex[:6]}", edge, talk, capacity=4,
+                            active_calls=lambda: 0)
+            [task] = await dialer.run_once()
+            outcome = await asyncio.wait_for(task, 80)
+            code, text = await phone.wait(30)
+            assert code == 0, text
     finally:
         phone.kill()
-        await edge.stop(0)
-        await tts.close()
     return outcome
 
 

@@ -5,8 +5,6 @@ checked in a real database. Phone scripts: keys the PIN and listens (status hear
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import ipaddress
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -20,10 +18,9 @@ from case_bridge.service import CaseService
 from foundation.config import Settings
 from ivr.callback_call import DIRECTION_NOTE, CallbackConversation
 from ivr.dialer import Dialer
-from ivr.sip.edge import EdgeConfig, SipEdge
-from ivr.speech.tts import EspeakSynthesizer
 from testkit import pcaps, sipp
 from testkit.db import TEST_TRAMITES, migrated_sqlite
+from testkit.outbound import outbound_worker
 from testkit.ports import HOST, free_udp_port
 
 pytestmark = pytest.mark.sip
@@ -107,24 +104,17 @@ async def place(tmp_path: Path, service: CaseService, keys: str | None, *, first
     script = tmp_path / "phone.xml"
     script.write_text(PHONE.replace("@KEYS@", action))
     phone = await sipp.start_async(script, cwd=tmp_path, port=phone_port, timeout_s=90)
-    config = dataclasses.replace(EdgeConfig.from_settings(settings, 0, "cb/w0"), port=0, transports=("udp",),
-                                 randomize_rtp_port=True, allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
-    edge = SipEdge(config)
-    await edge.start()
-    tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate, sample_rate=8000,
-                            cache_dir=tmp_path / "tts")
-    await tts.start()
-    talk = CallbackConversation(service, tts, settings, first_input_s=first_input_s, key_timeout_s=4.0)
     try:
-        dialer = Dialer(service, settings, "w0", edge, talk, capacity=4, active_calls=lambda: 0, clock=lambda: T0)
-        [task] = await dialer.run_once()
-        outcome = await asyncio.wait_for(task, 80)
-        code, text = await phone.wait(30)
-        assert code == 0, text
+        async with outbound_worker(settings, tmp_path, "cb/w0") as (edge, tts):
+            talk = CallbackConversation(service, tts, settings, first_input_s=first_input_s, key_timeout_s=4.0)
+            dialer = Dialer(service, settings, "w0", edge, talk, capacity=4, active_calls=lambda: 0,
+                            clock=lambda: T0)
+            [task] = await dialer.run_once()
+            outcome = await asyncio.wait_for(task, 80)
+            code, text = await phone.wait(30)
+            assert code == 0, text
     finally:
         phone.kill()
-        await edge.stop(0)
-        await tts.close()
     with service.uow.session() as s:
         call_id = s.execute(select(CallRecord.sip_call_id).order_by(CallRecord.id.desc())).scalars().first()
     assert call_id

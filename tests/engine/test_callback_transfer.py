@@ -5,8 +5,6 @@ the call is queued for the agent console with its case, so the agent who takes i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,10 +16,9 @@ from foundation.config import Settings
 from ivr.call.escalation import decode_uui
 from ivr.callback_call import CallbackConversation
 from ivr.dialer import Dialer
-from ivr.sip.edge import EdgeConfig, SipEdge
-from ivr.speech.tts import EspeakSynthesizer
 from testkit import pcaps, sipp
 from testkit.db import TEST_TRAMITES, migrated_sqlite
+from testkit.outbound import outbound_worker
 from testkit.ports import HOST, free_udp_port
 from tests.engine.test_callback_call import PHONE, PJSUA_OFFER_TE_PT
 
@@ -98,24 +95,17 @@ async def test_key_zero_refers_the_citizen_to_the_agents_with_the_case(tmp_path:
     script = tmp_path / "phone.xml"
     script.write_text(PHONE.replace("@KEYS@", keys + REFER_AND_NOTIFY.replace("@FOLIO@", folio)))
     phone = await sipp.start_async(script, cwd=tmp_path, port=phone_port, timeout_s=60)
-    config = dataclasses.replace(EdgeConfig.from_settings(settings, 0, "cbx/w0"), port=0, transports=("udp",),
-                                 randomize_rtp_port=True, allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
-    edge = SipEdge(config)
-    await edge.start()
-    tts = EspeakSynthesizer(voice=settings.tts.voice, rate=settings.tts.rate, sample_rate=8000,
-                            cache_dir=tmp_path / "tts")
-    await tts.start()
     try:
-        talk = CallbackConversation(service, tts, settings, first_input_s=10.0, key_timeout_s=4.0)
-        dialer = Dialer(service, settings, "w0", edge, talk, capacity=4, active_calls=lambda: 0, clock=lambda: T0)
-        [task] = await dialer.run_once()
-        assert await asyncio.wait_for(task, 60) == "answered"
-        code, text = await phone.wait(30)
-        assert code == 0, text
+        async with outbound_worker(settings, tmp_path, "cbx/w0") as (edge, tts):
+            talk = CallbackConversation(service, tts, settings, first_input_s=10.0, key_timeout_s=4.0)
+            dialer = Dialer(service, settings, "w0", edge, talk, capacity=4, active_calls=lambda: 0,
+                            clock=lambda: T0)
+            [task] = await dialer.run_once()
+            assert await asyncio.wait_for(task, 60) == "answered"
+            code, text = await phone.wait(30)
+            assert code == 0, text
     finally:
         phone.kill()
-        await edge.stop(0)
-        await tts.close()
     uui = decode_uui(phone.logged_value("UUI") + ";encoding=hex;purpose=veratur-case")  # type: ignore[operator]
     assert uui["case"] == folio and uui["why"] == "caller_request"
     refer_to = phone.logged_value("REFER_TO") or ""
