@@ -322,3 +322,16 @@ def load_tramites(path: Path | str | None = None) -> TramiteCatalog:
         raise CatalogError(problems)
     return TramiteCatalog(model.tramites, model.agencies, source=file,
                           missing_items_template=model.missing_items_template, synthetic=model.synthetic)
+
+
+ENV_CITIES = "VERATUR_CITIES_CATALOG"
+ENV_TRAMITES = "VERATUR_TRAMITES_CATALOG"
+"""Catalog files other than nlu_data/'s (tests, a node with its own catalogs): read by the action server and by
+the NLU's catalog entity extractor alike, so both see the same names."""
+
+
+def load_catalogs() -> tuple[CityCatalog, TramiteCatalog]:
+    """Both catalogs, from $VERATUR_CITIES_CATALOG / $VERATUR_TRAMITES_CATALOG or nlu_data/."""
+    import os
+
+    return load_cities(os.environ.get(ENV_CITIES) or None), load_tramites(os.environ.get(ENV_TRAMITES) or None)

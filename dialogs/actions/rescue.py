@@ -12,8 +12,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from dialogs.actions.context import latest_text
 from dialogs.actions.resources import Resources
 from dialogs.actions.tourism import answer_tourism, topic_from_text
-from dialogs.actions.tramites import answer_tramite, field_from_text, searched
+from dialogs.actions.tramites import answer_tramite, field_from_text
 from dialogs.catalog_match import normalize
+from dialogs.tramite_resolution import searched
 
 GREETING_WORDS = re.compile(
     r"\b(hola|bueno|buenos|buenas|buen|dias|dia|tardes|noches|que tal|oiga|oye|disculpe|senorita|joven|mire|"

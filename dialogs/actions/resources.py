@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dialogs.catalog import CityCatalog, TramiteCatalog, load_cities, load_tramites
+from dialogs.catalog import CityCatalog, TramiteCatalog, load_catalogs
 from foundation.logs import kv
 
 if TYPE_CHECKING:
     from case_bridge.service import CaseService
 
 log = logging.getLogger("dialogs.actions")
-
-ENV_CITIES = "VERATUR_CITIES_CATALOG"
-ENV_TRAMITES = "VERATUR_TRAMITES_CATALOG"
-
 
 @dataclass
 class Resources:
@@ -37,8 +31,7 @@ class Resources:
 def load_resources(with_cases: bool = True) -> Resources:
     """Catalogs from nlu_data/ (or $VERATUR_CITIES_CATALOG / $VERATUR_TRAMITES_CATALOG) and the case service
     from the node configuration; a broken database is logged and leaves `cases` None instead of failing."""
-    cities = load_cities(os.environ.get(ENV_CITIES) or None)
-    tramites = load_tramites(Path(os.environ[ENV_TRAMITES]) if os.environ.get(ENV_TRAMITES) else None)
+    cities, tramites = load_catalogs()
     cases = None
     prefixes: tuple[str, ...] = ()
     if with_cases:

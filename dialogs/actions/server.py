@@ -24,11 +24,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from rasa_sdk.endpoint import create_app
     from rasa_sdk.executor import ActionExecutor
 
+    from dialogs.actions.catalog_route import add_catalog_route
     from dialogs.actions.resources import default_resources
     from dialogs.catalog import CatalogError
 
     try:
-        default_resources()
+        resources = default_resources()
     except CatalogError as exc:
         print(f"veratur actions: the catalog has errors:\n{exc}")
         return 2
@@ -36,6 +37,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     executor.register_package(PACKAGE)
     port = args.port or settings.dialogue.action_server_port
     app = create_app(executor, cors_origins=None)
+    add_catalog_route(app, resources)      # the NLU's catalog entity extractor (dialogs/catalog_nlu) asks here
     log.info(kv(event="action_server_start", host=args.host, port=port, actions=len(executor.actions)))
     # single_process: no Sanic worker manager (it would re-import everything in a child and double the RAM)
     app.run(host=args.host, port=port, single_process=True, access_log=False, motd=False)

@@ -19,10 +19,10 @@ from dialogs.actions.numbers import spoken_digits
 from dialogs.actions.payloads import expect, say
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.spoken import head_and_rest, list_sentence, say_sized
-from dialogs.catalog import DISAMBIGUATION_OPTIONS, TramiteCatalog, TramiteMatch, TramiteResolution, spoken_list
+from dialogs.catalog import DISAMBIGUATION_OPTIONS, TramiteCatalog, TramiteMatch, spoken_list
 from dialogs.catalog_match import normalize
 from dialogs.catalog_schema import Tramite
-from dialogs.catalog_search import close_candidates, search
+from dialogs.tramite_resolution import from_values, from_words
 
 FIELD_BY_INTENT = {
     "ask_tramite_requirements": "requirements", "ask_tramite_cost": "cost", "ask_tramite_where": "where",
@@ -157,25 +157,6 @@ def shown_choices(matches: list[TramiteMatch] | tuple[TramiteMatch, ...]) -> lis
     return out[:DISAMBIGUATION_OPTIONS]
 
 
-CUES: tuple[re.Pattern[str], ...] = (
-    re.compile(r"\b(perd\w*|rob\w*|extravi\w*|repon\w*|reposicion|duplicado)\b"),
-    re.compile(r"\b(vencid\w*|renov\w*|canje)\b"),
-    re.compile(r"\b(baja)\b"),
-)
-"""Words that pick one of several entries of a family: a loss or theft (reposición), a renewal, a cancellation."""
-
-
-def narrowed(text: str, matches: list[TramiteMatch]) -> list[TramiteMatch]:
-    """The candidates whose names carry the cue the caller said ("se me perdió la licencia" -> reposición)."""
-    plain = normalize(text)
-    for cue in CUES:
-        if cue.search(plain):
-            fit = [m for m in matches if any(cue.search(normalize(p)) for p in m.tramite.phrases)]
-            if fit:
-                return fit
-    return matches
-
-
 def resolve_tramite(catalog: TramiteCatalog, tracker: Tracker, digits: str | None = None
                     ) -> tuple[Tramite | None, list[TramiteMatch]]:
     """(the trámite meant, or None with the candidates to ask among). Uses, in order: an open disambiguation,
@@ -192,50 +173,19 @@ def resolve_tramite(catalog: TramiteCatalog, tracker: Tracker, digits: str | Non
                 found = catalog.resolve(said, among=choices)
                 if found.best is not None:
                     return found.best, []
-    for value in entity_values(tracker, "tramite"):
-        found = catalog.resolve(value)
-        if found.not_found:
-            continue
-        if found.ambiguous and plain:
-            # the caller may have said more than the entity caught ("licencia de chofer" vs "licencia")
-            fuller = catalog.resolve(plain, among=[m.tramite.id for m in found.matches])
-            if fuller.best is not None or fuller.ambiguous:
-                found = fuller
-        return _decided(catalog, found, plain)
+    from_entities = from_values(catalog, entity_values(tracker, "tramite"), plain)
+    if from_entities is not None:
+        return from_entities
     current = tracker.get_slot("tramite")
     follow_up = bool(current) and latest_intent(tracker) in FIELD_BY_INTENT \
         and latest_intent(tracker) != "ask_tramite_info"
     if plain and not follow_up:
-        found = catalog.resolve(plain)
-        if not found.not_found:
-            return _decided(catalog, found, plain)
-        meant = searched(catalog, plain)
-        if meant:
-            return (meant[0].tramite, []) if len(meant) == 1 else (None, meant)
+        tramite, candidates = from_words(catalog, plain)
+        if tramite is not None or candidates:
+            return tramite, candidates
     if current:
         return catalog.get(str(current)), []
     return None, []
-
-
-def searched(catalog: TramiteCatalog, text: str) -> list[TramiteMatch]:
-    """The entries the caller's everyday words mean (dialogs.catalog_search: BM25 over names and synonyms, the
-    phone vocabulary table, misheard words), as the candidates to choose among; one when it is clear."""
-    return [TramiteMatch(c.tramite, c.score, c.phrase) for c in close_candidates(search(catalog, text))]
-
-
-def _decided(catalog: TramiteCatalog, found: TramiteResolution, plain: str
-             ) -> tuple[Tramite | None, list[TramiteMatch]]:
-    """One trámite from the name index's outcome; when the names tie ("la licencia"), a cue word or the meaning
-    of the whole turn ("se me perdió", "para mi troca") may still pick one, else the caller is asked."""
-    if found.best is not None:
-        return found.best, []
-    candidates = narrowed(plain, list(found.matches))
-    if len(candidates) == 1:
-        return candidates[0].tramite, []
-    meant = searched(catalog, plain) if plain else []
-    if len(meant) == 1:
-        return meant[0].tramite, []
-    return None, candidates
 
 
 class ActionTramiteInfo(UsesResources, Action):

@@ -46,9 +46,10 @@ Progress = Callable[[str, str], None]
 """progress(stage, message): stage is one of STAGES."""
 STAGES = ("base", "stage", "validate", "rasa_validate", "train", "test", "swap", "write", "record", "prerender")
 SUPPORT_FILES = ("dialogs/config.yml", "dialogs/dense/__init__.py", "dialogs/dense/component.py",
-                 "dialogs/dense/decision.py")
-"""Not editable, but a candidate tree needs them to train and validate (config.yml names the dense component,
-which Rasa imports from the candidate's dialogs/)."""
+                 "dialogs/dense/decision.py", "dialogs/catalog_nlu/__init__.py", "dialogs/catalog_nlu/component.py",
+                 "dialogs/catalog_nlu/client.py")
+"""Not editable, but a candidate tree needs them to train and validate (config.yml names the dense component
+and the catalog entity extractor, which Rasa imports from the candidate's dialogs/)."""
 SYSTEM_AUTHOR = "sistema"
 
 
