@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/calls.py --calls 4                       # starts 1 worker (demo app) itself
     .venv/bin/python bench/calls.py --calls 20 --app engine         # 5 workers with the real engine
+    .venv/bin/python bench/calls.py --calls 40 --app engine --recognition builtin   # + one asr-service
     .venv/bin/python bench/calls.py --calls 20 --uri sip:veratur@127.0.0.1:5060 \\
         --metrics http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics   # through Kamailio (veratur up)
 
@@ -78,6 +79,8 @@ class Workers:
     uris: list[str]
     metrics_urls: list[str]
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    service: subprocess.Popen[str] | None = None
+    """The recognition service started here (--recognition builtin): its RSS and CPU are reported too."""
 
     @classmethod
     def start(cls, count: int, app: str, env: dict[str, str]) -> Workers:
@@ -127,19 +130,55 @@ def main() -> int:
     ap.add_argument("--stagger", type=float, default=0.25, help="seconds between call starts")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for workers started here (e.g. VERATUR__ASR__MODEL=ko-test)")
+    ap.add_argument("--recognition", choices=("config", "in_worker", "builtin"), default="config",
+                    help="workers started here decode in their own pool (in_worker) or stream to one `veratur "
+                         "asr-service` started here (builtin; its RSS and CPU are reported with the workers'); "
+                         "config: as config/veratur.yml says")
     args = ap.parse_args()
 
     env = dict(item.split("=", 1) for item in args.env)
+    service: subprocess.Popen[str] | None = None
     if args.uri:
         workers = Workers([args.uri], [u for u in args.metrics.split(",") if u])
     else:
+        if args.recognition != "config":
+            env["VERATUR__RECOGNITION_SERVICE__MODE"] = args.recognition
+        if args.recognition == "builtin":
+            service, env["VERATUR__RECOGNITION_SERVICE__URL"] = start_service(env)
         count = args.workers or math.ceil(args.calls / CALLS_PER_PROCESS)
-        print(f"starting {count} worker(s) (--app {args.app}) ...", flush=True)
+        print(f"starting {count} worker(s) (--app {args.app}, recognition {args.recognition}) ...", flush=True)
         workers = Workers.start(count, args.app, env)
+        if service is not None:
+            workers.service = service
     try:
         return run(args, workers)
     finally:
         workers.stop()
+        if service is not None:
+            service.terminate()
+            try:
+                service.wait(30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+
+
+def start_service(env: dict[str, str], timeout: float = 180.0) -> tuple[subprocess.Popen[str], str]:
+    """`veratur asr-service` on a free port, once it accepts connections (it loads its models first)."""
+    port = free_port()
+    print(f"starting the recognition service on 127.0.0.1:{port} ...", flush=True)
+    proc = subprocess.Popen([str(VERATUR), "asr-service", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **env}, cwd=REPO)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"veratur asr-service exited with {proc.returncode} (try it alone)")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"ws://127.0.0.1:{port}"
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"veratur asr-service did not listen on {port} within {timeout:.0f} s")
 
 
 def run(args: argparse.Namespace, workers: Workers) -> int:
@@ -151,8 +190,11 @@ def run(args: argparse.Namespace, workers: Workers) -> int:
         steps += ["--dtmf", args.dtmf]
     n_procs = math.ceil(args.calls / CALLS_PER_PROCESS)
     worker_ps = [psutil.Process(p.pid) for p in workers.procs]
-    for p in worker_ps:
+    service_p = psutil.Process(workers.service.pid) if workers.service is not None else None
+    for p in worker_ps + ([service_p] if service_p else []):
         p.cpu_percent(None)
+    service_rss = 0.0
+    service_cpu: list[float] = []
     before = workers.metrics()
     cpu_before = total(before, "process_cpu_seconds_total")
     t0 = time.monotonic()
@@ -176,6 +218,9 @@ def run(args: argparse.Namespace, workers: Workers) -> int:
         if worker_ps:
             rss_peak = max(rss_peak, sum(p.memory_info().rss for p in worker_ps if p.is_running()))
             cpu_samples.append(sum(p.cpu_percent(None) for p in worker_ps if p.is_running()))
+        if service_p is not None and service_p.is_running():
+            service_rss = max(service_rss, service_p.memory_info().rss)
+            service_cpu.append(service_p.cpu_percent(None))
         else:
             rss_peak = max(rss_peak, total(now, "process_resident_memory_bytes"))
     elapsed = time.monotonic() - t0
@@ -187,6 +232,13 @@ def run(args: argparse.Namespace, workers: Workers) -> int:
         if caller.returncode != 0:
             print(f"caller exited {caller.returncode}: {err.strip()[-300:]}", file=sys.stderr)
     report(args, results, before, after, held, rss_peak, cpu_samples, cpu_before, elapsed)
+    if service_p is not None:
+        busy = [c for c in service_cpu if c > 0] or service_cpu or [0.0]
+        print(f"recognition service: RSS {service_rss / 2**20:.0f} MiB, CPU mean {statistics.mean(busy):.1f} % "
+              f"peak {max(busy):.1f} % of one core")
+        node = rss_peak + service_rss
+        print(f"node RSS (workers + recognition service): {node / 2**20:.0f} MiB, "
+              f"{node / max(held, 1) / 2**20:.1f} MiB per call held")
     return 0
 
 
