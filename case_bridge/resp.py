@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import select
 from collections.abc import Coroutine
 from typing import Any
 
@@ -140,15 +141,38 @@ class LeanRedis:
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(future)
         writer.write(encode(*parts))
-        # one timer handle per call (cheaper than asyncio.wait_for); late replies would be out of step with the
-        # callers from then on, so a timeout drops the connection
-        timer = loop.call_later(self._timeout, self._expire, future)
-        future.add_done_callback(lambda _f: timer.cancel())
+        self._arm(loop, future, grace=True)
         return future
 
-    def _expire(self, future: asyncio.Future[Any]) -> None:
-        if not future.done():
-            self._drop(TimeoutError("Redis did not answer in time"))
+    def _arm(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], *, grace: bool) -> None:
+        # one timer handle per call (cheaper than asyncio.wait_for); late replies would be out of step with the
+        # callers from then on, so a timeout drops the connection
+        timer = loop.call_later(self._timeout, self._expire, future, grace)
+        future.add_done_callback(lambda _f: timer.cancel())
+
+    def _expire(self, future: asyncio.Future[Any], grace: bool) -> None:
+        if future.done():
+            return
+        if grace and self._reply_waiting():
+            # Redis answered; the loop was late reading it (a busy machine: timers run before the I/O of the same
+            # loop pass). Dropping here sent 2 s of lookups to the database path, the costliest answer exactly when
+            # CPU is short (issue 19). Once more, then a timeout: a reply cut off halfway still fails in time.
+            self._arm(asyncio.get_running_loop(), future, grace=False)
+            return
+        self._drop(TimeoutError("Redis did not answer in time"))
+
+    def _reply_waiting(self) -> bool:
+        """Bytes from Redis already received: in the stream's buffer, or in the socket, unread."""
+        if self._conn is None:
+            return False
+        reader, writer = self._conn
+        if getattr(reader, "_buffer", None):       # asyncio's StreamReader keeps what it read there
+            return True
+        sock = writer.get_extra_info("socket")
+        try:
+            return bool(sock is not None and select.select([sock.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def evalsha(self, script: str, sha: str, keys: list[str]) -> Coroutine[Any, Any, Any]:
         """EVALSHA sent now (see `begin`); a NOSCRIPT answer (Redis restarted or flushed) is retried as EVAL,

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg
 import pytest
+from redis.exceptions import RedisError
 
 from case_bridge import folio as folios
 from case_bridge.resp import LeanRedis
@@ -104,3 +107,39 @@ async def test_lean_redis_pipelines_and_reloads_scripts() -> None:
         assert reply[1] == 2 and await client.evalsha(script, sha, ["a"]) == [reply[0], 1]
     finally:
         await client.close()
+
+
+async def _late_loop_then_silent_server(timeout_s: float) -> tuple[Any, str]:
+    """A reply that arrived while the loop was blocked, then a server that never answers."""
+    client = LeanRedis(REDIS_URL, timeout_s)
+    silent = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    mute = LeanRedis(f"redis://127.0.0.1:{port}/0", timeout_s)
+    try:
+        await client.call("PING")                       # connected: begin() writes at once
+        pending = client.begin("ECHO", "late")
+        time.sleep(timeout_s * 2)  # noqa: ASYNC251 -- on purpose: the loop busy past the timeout, the reply waiting
+        late = await pending
+        t0 = time.monotonic()
+        try:
+            await mute.call("PING")
+            silent_result = "answered"
+        except RedisError:
+            silent_result = f"RedisError after {time.monotonic() - t0:.2f} s"
+        return late, silent_result
+    finally:
+        await client.close()
+        await mute.close()
+        silent.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_late_loop_is_not_a_redis_timeout(loop: str) -> None:
+    """The loop blocked past the timeout while Redis had answered (a busy machine): the waiting reply is taken,
+    not counted as Redis down (which sent 2 s of lookups to the database path). A Redis that doesn't answer
+    still fails in time (at most twice the timeout)."""
+    factory = asyncio.new_event_loop if loop == "asyncio" else pytest.importorskip("uvloop").new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        late, silent = runner.run(_late_loop_then_silent_server(0.1))
+    assert late == b"late"
+    assert silent.startswith("RedisError") and float(silent.split()[2]) < 0.3, silent
