@@ -167,7 +167,14 @@ class RecognizeStream:
         endpoint = config.endpoint if peek_digits else replace(config.endpoint, silence_ms_digits=None)
         self.endpointer = Endpointer(endpoint)
         self._peeked_voiced_at: float | None = None   # last voiced frame when the utterance was last peeked
+        # The pre-roll: a ring of references to the last `preroll_ms` of frames as they came (no copy), fed while
+        # the caller speaks too, so a blip the VAD dismissed just before the word (a breath, a click, the echo of
+        # the prompt) does not leave the word's utterance without its lead, as clearing it at each onset did.
+        # Never voiced frames of the previous utterance: `_since_end` counts the frames since its last voiced one,
+        # so its endpoint silence may lead the next (a blip's utterance that ends as the word starts was
+        # handed the word's unvoiced onset, "s" of "siete", and the word's own utterance got no lead at all).
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=max(0, config.preroll_ms // FRAME_MS))
+        self._since_end = 0
         self._inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         self._events: asyncio.Queue[AsrEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -229,15 +236,16 @@ class RecognizeStream:
                 self.partial = ""
                 self.endpointer.reset()
                 self._utterance_open = False
-            self._preroll.append(frame.pcm)
+            self._remember(frame.pcm)
             return
         if transition is not None and transition.before is CallerState.QUIET:
-            chunk = b"".join(self._preroll) + frame.pcm
-            self.frames_decoded += len(self._preroll)
-            self._preroll.clear()
+            pre = list(self._preroll)[-self._since_end:] if self._since_end else []
+            chunk = b"".join(pre) + frame.pcm
+            self.frames_decoded += len(pre)
             self._utterance_open = True
         else:
             chunk = frame.pcm
+        self._remember(frame.pcm)
         self.frames_decoded += 1
         self._inbox.put_nowait((_AUDIO, chunk))
         if transition is not None and transition.after is CallerState.SPEAKING \
@@ -254,10 +262,16 @@ class RecognizeStream:
             self._peeked_voiced_at = vad.last_voiced_at
             self._inbox.put_nowait((_PEEK, vad.last_voiced_at))
 
+    def _remember(self, pcm: bytes) -> None:
+        if self._preroll.maxlen:
+            self._preroll.append(pcm)
+            self._since_end = min(self._since_end + 1, self._preroll.maxlen)
+
     def end_utterance(self) -> None:
         """Close the utterance now (endpoint, or the session decided): EndOfSpeech now, Final after decoding."""
         speech_end = self.vad.last_voiced_at or self._now
         voiced = self.vad.voiced_ms
+        trailing = self.vad.silence_ms // FRAME_MS     # unvoiced frames since the last voiced one
         self.utterances_ended += 1
         seq = self.utterances_ended
         # nothing voiced since the last peek: that reading covers the whole utterance
@@ -269,6 +283,7 @@ class RecognizeStream:
         self.endpointer.reset()
         self._utterance_open = False
         self._progress_ms = 0
+        self._since_end = min(self._since_end, trailing)
 
     def discard_utterance(self) -> None:
         """Forget the utterance in progress without a result (e.g. DTMF answered the prompt instead)."""
@@ -280,6 +295,7 @@ class RecognizeStream:
         self._utterance_open = False
         self._progress_ms = 0
         self._peeked_voiced_at = None
+        self._since_end = 0
 
     # -- output --
     async def get(self) -> AsrEvent:

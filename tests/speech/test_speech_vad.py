@@ -8,11 +8,11 @@ import pytest
 from ivr.speech.audio_ops import energy_db
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.frames import frame_bytes
-from ivr.speech.recognizer import EndOfSpeech, RecognizeStream, SpeechProgress, SpeechStarted, StreamConfig
+from ivr.speech.recognizer import EndOfSpeech, Final, RecognizeStream, SpeechProgress, SpeechStarted, StreamConfig
 from ivr.speech.speech_vad import EnergyVoicing, SileroVoicing, make_voicing, shared_silero
 from ivr.speech.vad import BargeInGuard
 from testkit import human_speech as hs
-from testkit.fakes import ScriptedDecoder, frames_of
+from testkit.fakes import ScriptedDecoder, frames_of, noise, silence
 
 pytestmark = pytest.mark.skipif(hs.missing_reason() is not None, reason=hs.missing_reason() or "")
 FB = frame_bytes(hs.RATE)
@@ -82,3 +82,84 @@ def test_a_word_the_speech_vad_heard_may_cut_a_prompt_sooner_than_energy() -> No
     assert not guard.should_interrupt(allow_barge_in=True, voiced_ms=300, partial="")
     assert not guard.should_interrupt(allow_barge_in=True, voiced_ms=180, partial="", speech_vad=True)
     assert not guard.should_interrupt(allow_barge_in=False, voiced_ms=900, partial="", speech_vad=True)
+
+
+class _Handed:
+    """Decoder seam: keeps the audio each utterance was handed (the stream's gating is what is tested)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.finals: list[bytes] = []
+
+    def accept(self, pcm: bytes) -> str | None:
+        self.buf += pcm
+        return None
+
+    def partial(self) -> str:
+        return ""
+
+    def final(self) -> tuple[str, float | None]:
+        self.finals.append(bytes(self.buf))
+        self.buf.clear()
+        return "", None
+
+    def reset(self) -> None:
+        self.buf.clear()
+
+    def set_phrases(self, phrases: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def _handed(pcm: bytes) -> list[bytes]:
+    decoder = _Handed()
+    stream = RecognizeStream(lambda: decoder, None, StreamConfig(-40.0, 300, EndpointConfig(900, 450)),
+                             sample_rate=hs.RATE)
+    stream.start()
+    try:
+        for frame in frames_of(pcm + silence(1000)):
+            stream.push_frame(frame)
+        finals = 0
+        async with asyncio.timeout(5):
+            while finals < stream.utterances_ended or not stream.utterances_ended:
+                finals += isinstance(await stream.get(), Final)
+    finally:
+        await stream.aclose()
+    return decoder.finals
+
+
+async def test_a_blip_the_vad_dismissed_leaves_the_word_its_whole_pre_roll() -> None:
+    # Line audio with bytes of its own (quiet noise, under the energy VAD), a 40 ms click the VAD opens on and
+    # dismisses after its 200 ms hangover, the word 40 ms later. The pre-roll was emptied at the click's onset and
+    # held only the 40 ms after the dismissal; it is a ring of the last 300 ms of frames, whatever they were.
+    line = hs.noise_pcm(2000, -60.0, seed=3)
+    word = noise(400, -20.0, seed=4)
+    pcm = line[:hs.RATE * 2] + noise(40, -20.0, seed=5) + line[hs.RATE * 2:hs.RATE * 2 + 2 * hs.RATE * 260 // 1000] \
+        + word
+    handed = await _handed(pcm)
+    assert len(handed) == 1
+    onset = len(pcm) - len(word)
+    assert handed[0].startswith(pcm[onset - 2 * hs.RATE * 300 // 1000:onset] + word)
+
+
+async def test_the_pre_roll_never_holds_the_previous_utterance() -> None:
+    # two words 1 s apart (free speech ends after 900 ms): the second's pre-roll is the line before it, none of
+    # the first word
+    first, second = noise(400, -20.0, seed=6), noise(400, -20.0, seed=7)
+    line = hs.noise_pcm(1000, -60.0, seed=8)
+    handed = await _handed(first + line + second)
+    assert len(handed) == 2
+    assert first[-FB:] not in handed[1]
+    assert handed[1].startswith(line[-2 * hs.RATE * 300 // 1000:] + second)
+
+
+async def test_a_word_that_starts_as_the_previous_utterance_ends_keeps_its_lead() -> None:
+    # A click the VAD confirmed (80 ms) ends after the 900 ms of free-speech silence just as the word starts: the
+    # word's utterance gets the last 300 ms of that silence (it was handed nothing before the word's first frame)
+    click, word = noise(80, -20.0, seed=9), noise(400, -20.0, seed=10)
+    line = hs.noise_pcm(900, -60.0, seed=11)
+    handed = await _handed(click + line + word)
+    assert len(handed) == 2
+    assert handed[1].startswith(line[-2 * hs.RATE * 300 // 1000:] + word)
