@@ -9,13 +9,17 @@ Human Mexican Spanish speaker (Debian asterisk-core-sounds-es-wav), 8 kHz throug
   onset removed), 0-300 ms of lead silence, 450 ms tail (the closed endpoint silence), μ-law, noise 20/10 dB.
 - non-answers, which must stay non-answers: every short human phrase of the package (1-3 words, <= 1.8 s,
   none that is an answer), number words that are no option ("trece", "trescientos", "doscientos", "once"...),
-  at both prompts; and noise (white, pink, babble) at -30/-20 dBFS.
+  at both prompts; noise (white, pink, babble) at -30/-20 dBFS; and `babble` alone (other voices: four human
+  phrases summed, 40 seeds x 2 levels of -30 to -15 dBFS) at the menu, yes/no and a one-key prompt.
 Counted per clip: accepted-correct (the expected answer), accepted-wrong (another valid answer, or any valid
 answer for a non-answer: a false accept), rejected (no valid answer: the portal asks again). Extra time: the
 rescoring's own time, over the clips where it ran (it runs only when the free decode gave no valid answer).
+"Before the coverage rule" (`WhisperOptions.cover_no_speech`): what the turn got before an answer read from more
+than the answer, or from a rejected loop, at a high no-speech probability was dropped (exact: that answer was the
+turn's, and a valid free answer is never rescored).
 
 Usage: .venv/bin/python bench/asr_closed.py [--cuts 0,50,100,150] [--leads 0,150,300] [--channels ...]
-       [--groups digits,yes_no,other,noise] [--sweep] [--show]
+       [--groups digits,yes_no,other,noise,babble] [--babble-seeds 40] [--sweep] [--show]
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from voice_models.whisper import locate_whisper
 
 MENU = Expect(kind="menu", phrases=("turismo", "información de trámites", "estado de mi trámite", "asesor"))
 YES_NO = Expect(kind="yes_no", phrases=("sí", "no"))
+ONE_KEY = Expect(kind="digits", max_digits=1)
 NAMES = ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve")
 CHANNELS = {"mulaw": {}, "noise20": {"snr_db": 20.0}, "noise10": {"snr_db": 10.0}}
 # (recording, ms kept from its trimmed start or None for all of it, the answer)
@@ -88,7 +93,8 @@ def short_phrases() -> list[str]:
     return out
 
 
-def clips(groups: list[str], cuts: list[int], leads: list[int], channels: list[str]) -> Iterator[Clip]:
+def clips(groups: list[str], cuts: list[int], leads: list[int], channels: list[str],
+          babble_seeds: int = 40) -> Iterator[Clip]:
     seed = 0
     for group in groups:
         if group in ("digits", "yes_no"):
@@ -122,6 +128,14 @@ def clips(groups: list[str], cuts: list[int], leads: list[int], channels: list[s
                     pcm = hs.mulaw_channel(hs.noise_pcm(1200, level, kind=kind, seed=seed))
                     for expect in (MENU, YES_NO):
                         yield Clip(group, f"{kind} {level:.0f}dB {expect.kind}", expect, None, pcm)
+        elif group == "babble":
+            # other voices alone (four of the speaker's phrases summed, testkit.human_speech._babble), 1.2 s at
+            # -30 to -15 dBFS, at the menu, yes/no and a one-key prompt: all reach the decoder past a speech VAD
+            for b_seed in range(1, babble_seeds + 1):
+                for level in (-30.0, -25.0, -20.0, -15.0)[b_seed % 2::2]:
+                    pcm = hs.mulaw_channel(hs.noise_pcm(1200, level, kind="babble", seed=b_seed))
+                    for expect in (MENU, YES_NO, ONE_KEY):
+                        yield Clip(group, f"babble s{b_seed} {level:.0f}dB {expect.kind}", expect, None, pcm)
 
 
 def verdict(text: str, clip: Clip) -> str:
@@ -140,7 +154,8 @@ def decide(rescored: Rescore, min_logprob: float, margin: float, opt: WhisperOpt
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--groups", default="digits,yes_no,other,noise")
+    ap.add_argument("--groups", default="digits,yes_no,other,noise,babble")
+    ap.add_argument("--babble-seeds", type=int, default=40, help="babble clips: seeds, two levels each")
     ap.add_argument("--cuts", default="0,50,100,150", help="ms of the word's onset removed (VAD opening late)")
     ap.add_argument("--leads", default="0,150,300", help="ms of silence before the word")
     ap.add_argument("--channels", default=",".join(CHANNELS))
@@ -169,7 +184,7 @@ def main() -> None:
     runs: list[tuple[str, Clip, Rescore]] = []
     counted: dict[str, int] = {}
     for clip in clips(groups, [int(v) for v in args.cuts.split(",")], [int(v) for v in args.leads.split(",")],
-                      args.channels.split(",")):
+                      args.channels.split(","), args.babble_seeds):
         dec = WhisperDecoder(model, hs.RATE, options=opt)
         dec.set_expect(clip.expect)
         dec.accept(clip.pcm)
@@ -177,14 +192,21 @@ def main() -> None:
         text = dec.final()[0]
         took = time.perf_counter() - t0
         free, with_rescore = verdict(dec.free_text, clip), verdict(text, clip)
-        row = rows.setdefault(clip.group, {"free": [0, 0, 0], "rescored": [0, 0, 0]})
+        # before the coverage rule (WhisperOptions.cover_no_speech) the dropped answer was the turn's answer, and
+        # a valid free answer is never rescored: so the "before" verdict is exact
+        before = verdict(dec.uncovered, clip) if dec.uncovered else with_rescore
+        row = rows.setdefault(clip.group, {"free": [0, 0, 0], "rescored": [0, 0, 0], "before": [0, 0, 0]})
         row["free"][("correct", "wrong", "rejected").index(free)] += 1
         row["rescored"][("correct", "wrong", "rejected").index(with_rescore)] += 1
+        row["before"][("correct", "wrong", "rejected").index(before)] += 1
         counted[clip.group] = counted.get(clip.group, 0) + 1
         if dec.rescored is not None:
             extra.setdefault(clip.group, []).append(dec.rescored.decode_s)
             runs.append((free, clip, dec.rescored))
         free_s.setdefault(clip.group, []).append(took - (dec.rescored.decode_s if dec.rescored else 0.0))
+        if args.show and dec.uncovered:
+            print(f"  {clip.group:7} {clip.label:40} not covering its reading: {dec.uncovered!r} from "
+                  f"{(dec.last.raw if dec.last else '')!r} -> {text!r:10} {with_rescore}", flush=True)
         if args.show and (free != with_rescore or with_rescore == "wrong"):
             rs = dec.rescored
             detail = f"best {rs.best} {rs.logprob:.2f} margin {rs.margin:.2f}" if rs else ""
@@ -192,13 +214,14 @@ def main() -> None:
                   f"-> {text!r:10} {with_rescore:8} {detail}", flush=True)
     print()
     print("| set | clips | free: correct / wrong / rejected | with rescoring: correct / wrong / rejected | "
-          "rescoring ran | extra time p50 / max | free decode p50 |")
-    print("|---|---|---|---|---|---|---|")
+          "before the coverage rule | rescoring ran | extra time p50 / max | free decode p50 |")
+    print("|---|---|---|---|---|---|---|---|")
     for group, row in rows.items():
-        f, r = row["free"], row["rescored"]
+        f, r, b = row["free"], row["rescored"], row["before"]
         ex = extra.get(group, [])
         ex_note = f"{statistics.median(ex) * 1000:.0f} / {max(ex) * 1000:.0f} ms" if ex else "-"
-        print(f"| {group} | {counted[group]} | {f[0]} / {f[1]} / {f[2]} | {r[0]} / {r[1]} / {r[2]} | {len(ex)} | "
+        print(f"| {group} | {counted[group]} | {f[0]} / {f[1]} / {f[2]} | {r[0]} / {r[1]} / {r[2]} | "
+              f"{b[0]} / {b[1]} / {b[2]} | {len(ex)} | "
               f"{ex_note} | {statistics.median(free_s[group]) * 1000:.0f} ms |")
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.dump:

@@ -268,6 +268,19 @@ def closed_answer(text: str, expect: Expect) -> str | None:
     return None
 
 
+def stray_words(text: str, answer: str, expect: Expect) -> int:
+    """How many words of the reading `text` are no part of its closed answer `answer`: not a filler, not a word of
+    the answer, not a word that alone gives the same answer ("Un chau," -> "uno": "chau" is stray; "La opción
+    tres." and "No, no." have none). A repeated word counts once."""
+    target = set(fold(answer).split())
+    stray = 0
+    for word in fold(collapse_word_repeats(clean_text(text))).split():
+        if word in _FILLERS or word in target or closed_answer(word, expect) == answer:
+            continue
+        stray += 1
+    return stray
+
+
 def budget_for(expect: Expect) -> int | None:
     """Most text tokens the expected answer needs (Whisper's decode stops there), None for free speech: a menu
     word or sí/no is a few tokens even inside a short sentence; a digit word is ~3 tokens with its comma."""

@@ -11,6 +11,7 @@ from ivr.speech.answers import (
     collapse_word_repeats,
     digits_in,
     map_answer,
+    stray_words,
     yes_no,
 )
 from ivr.speech.expect import Expect
@@ -90,6 +91,21 @@ def test_closed_answer_accepts_only_valid_answers() -> None:
     assert closed_answer("No.", Expect(kind="yes_no")) == "no"
     assert closed_answer("12345", Expect(kind="digits", max_digits=4)) is None
     assert closed_answer("hola", Expect(kind="free")) is None
+
+
+@pytest.mark.parametrize(("text", "answer", "expect", "stray"), [
+    ("Un chau,", "uno", MENU, 1),                       # babble read as an article and a word
+    ("Un chau,", "1", Expect(kind="digits", max_digits=1), 1),
+    ("y un gran gran", "uno", MENU, 1),                 # "y" is a filler, "gran" repeated counts once
+    ("La opción tres.", "tres", MENU, 0),
+    ("3", "tres", MENU, 0),
+    ("Estado de mi trámite.", "estado de mi trámite", MENU, 0),
+    ("No, no.", "no", Expect(kind="yes_no"), 0),
+    ("No es el amor,", "no", Expect(kind="yes_no"), 1),
+])
+def test_stray_words_are_what_the_answer_does_not_cover(text: str, answer: str, expect: Expect, stray: int) -> None:
+    assert closed_answer(text, expect) == answer
+    assert stray_words(text, answer, expect) == stray
 
 
 def test_token_budget_follows_the_expected_answer() -> None:
