@@ -27,11 +27,12 @@ from dialogs.actions.context import (
     latest_text,
     previous_bot_turn,
 )
-from dialogs.actions.numbers import spoken_digits
+from dialogs.actions.numbers import digit_runs, spoken_digits
 from dialogs.actions.payloads import MENU_PHRASES, NO_MATCH_TRANSFER_TEXT, TRANSFER_TEXT, expect, say
 from dialogs.actions.rescue import rescue, worth_rescuing
 from dialogs.actions.resources import Resources, UsesResources
 from dialogs.actions.spoken import say_more
+from dialogs.actions.status import said_folio
 from dialogs.actions.tramites import ORDINALS, answer_tramite
 from dialogs.catalog_match import normalize
 
@@ -138,6 +139,9 @@ class ActionVeraturFallback(UsesResources, Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: dict[str, Any]) -> list[EventType]:
         if not (tracker.active_loop or {}).get("name") and worth_rescuing(tracker):
+            folio = said_folio(latest_text(tracker), checked=True)
+            if folio:       # "...en qué va mi trámite, tengo el folio ...": a valid folio says what is wanted
+                return [SlotSet("folio", folio), FollowupAction("status_form")]
             answered = rescue(self.res, dispatcher, tracker)
             if answered is not None:
                 return answered
@@ -203,14 +207,9 @@ FOLIO_MIN_DIGITS = 5
 
 
 def folio_in_words(text: str) -> str:
-    """The number a spoken turn ends with, when it is long enough for a folio ("quiero saber cómo va mi trámite, mi
-    folio es siete seis ..."): the words before it are dropped one at a time until only number words remain."""
-    words = text.split()
-    for start in range(1, len(words)):
-        digits = spoken_digits(" ".join(words[start:]))
-        if len(digits) >= FOLIO_MIN_DIGITS:
-            return digits
-    return ""
+    """The last stretch of numbers in a spoken turn long enough for a folio ("quiero saber cómo va mi trámite, mi
+    folio es siete seis ...", "folio 1425 0316 por favor")."""
+    return next((run for run in reversed(digit_runs(text)) if len(run) >= FOLIO_MIN_DIGITS), "")
 
 
 async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatcher,

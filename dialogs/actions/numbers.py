@@ -39,6 +39,13 @@ _FILLERS = frozenset({
     "letra", "que", "o", "sea", "bueno", "clave", "codigo",
 })
 _TOKEN = re.compile(r"[a-z]+|\d+")
+_ARTICLES = frozenset({"un", "una"})
+"""'un'/'una' before a word that is not a number is an article ("un número de folio"), not a digit."""
+_NUMBER_TOKENS = frozenset(_UNITS) | frozenset(_TENS) | frozenset(_HUNDREDS) | {"mil", "doble", "ultimos", "ultimas"}
+
+
+def _is_number_word(word: str) -> bool:
+    return word.isdigit() or word in _NUMBER_TOKENS
 
 
 def _plain(text: str) -> str:
@@ -93,6 +100,9 @@ def spoken_to_chars(text: str, letters: bool = False) -> str:
             out.append(_TWO_WORD_LETTERS[(word, words[i + 1])])
             i += 2
             continue
+        if word in _ARTICLES and i + 1 < len(words) and not _is_number_word(words[i + 1]):
+            i += 1   # "tengo un número", "una pregunta": an article, not the digit 1
+            continue
         if word in _UNITS and _UNITS[word] < 10:
             nxt = words[i + 1] if i + 1 < len(words) else ""
             if nxt != "mil":
@@ -129,3 +139,24 @@ def grouped_for_speech(chars: str, group: int = 4) -> str:
     """'12345678' -> '1 2 3 4, 5 6 7 8': one character per word, a pause between groups, for slow TTS."""
     groups = [chars[i:i + group] for i in range(0, len(chars), group)]
     return ", ".join(" ".join(g) for g in groups)
+
+
+def digit_runs(text: str) -> list[str]:
+    """The digits of each stretch of numbers (with their fillers) in a longer turn, in order: "quiero saber cómo
+    va mi trámite, mi folio es uno cuatro dos cinco cero tres uno seis" -> ["14250316"]. Words that are
+    neither numbers nor fillers end a stretch; stretches without digits are left out."""
+    runs: list[list[str]] = [[]]
+    for word in _TOKEN.findall(_plain(text)):
+        if _is_number_word(word) or word in _FILLERS or word in _ARTICLES:
+            runs[-1].append(word)
+            continue
+        while runs[-1] and runs[-1][-1] in _ARTICLES:
+            runs[-1].pop()          # "una pregunta": the article of the word that ends the stretch
+        if runs[-1]:
+            runs.append([])
+    out = []
+    for run in runs:
+        digits = spoken_to_chars(" ".join(run))
+        if digits.isdigit():
+            out.append(digits)
+    return out

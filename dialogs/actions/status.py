@@ -18,8 +18,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from case_bridge import folio as folios
-from dialogs.actions.context import call_meta
-from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
+from dialogs.actions.context import call_meta, latest_text
+from dialogs.actions.numbers import digit_runs, grouped_for_speech, spoken_digits, spoken_to_chars
 from dialogs.actions.payloads import FOLIO_MAX_DIGITS, VERIFICATION_MAX_DIGITS, expect, say
 from dialogs.actions.resources import UsesResources
 from dialogs.actions.spoken import head_and_rest
@@ -80,9 +80,29 @@ def status_text(res_tramites: Any, case: Any) -> tuple[str, str | None]:
     return text, rest
 
 
+def said_folio(text: str, checked: bool = False) -> str | None:
+    """An eight-digit stretch of numbers in a longer turn (with `checked`, only one whose check digit holds)."""
+    return next((run for run in digit_runs(text) if len(run) == folios.FOLIO_DIGITS
+                 and (not checked or folios.is_valid(run))), None)
+
+
 class ValidateStatusForm(UsesResources, FormValidationAction):
     def name(self) -> str:
         return "validate_status_form"
+
+    async def extract_folio(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                            domain: DomainDict) -> dict[str, Any]:
+        """A folio said in the same breath as the request ("quiero saber cómo va mi trámite, mi folio es ...")
+        fills the slot on the turn that opens the form, so the caller is not asked for what they just said.
+        Only there (the slot's own mappings take the answers to the folio question) and only an eight-digit
+        stretch: a PIN said too early is not a folio."""
+        if tracker.get_slot("requested_slot") is not None or tracker.get_slot("folio"):
+            return {}
+        text = latest_text(tracker)
+        if text.startswith("/"):
+            return {}
+        folio = said_folio(text)
+        return {"folio": folio} if folio else {}
 
     async def validate_folio(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                              domain: DomainDict) -> dict[str, Any]:

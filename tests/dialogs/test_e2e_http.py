@@ -136,6 +136,24 @@ def test_status_with_right_verification(rasa_stack: RasaStack, case: tuple[str, 
     assert "Estado:" in text, text
 
 
+def test_a_folio_said_with_the_request_is_not_asked_for_again(rasa_stack: RasaStack, case: tuple[str, str]) -> None:
+    folio, pin = case
+    talk = Conversation(rasa_stack)
+    # one breath, the recognizer's way (no accents, numbers as words, "un" as an article before it)
+    text, payloads = talk.say(f"hola me dice en que va mi tramite tengo un numero de folio es el {spoken(folio)}")
+    assert payloads[-1]["expect"]["max_digits"] == 4, text     # straight to the NIP
+    assert talk.slot("folio") == folio
+    text, _ = talk.say(spoken(pin))
+    assert "Estado:" in text, text
+    # figures in the middle of the turn; a PIN-length number in the request is not taken for the folio
+    talk2 = Conversation(rasa_stack)
+    text, payloads = talk2.say(f"quiero revisar el estatus, folio {folio[:4]} {folio[4:]} por favor")
+    assert payloads[-1]["expect"]["max_digits"] == 4, text
+    talk3 = Conversation(rasa_stack)
+    text, payloads = talk3.say("quiero saber cómo va mi trámite, mi nip es 1234")
+    assert payloads[-1]["expect"]["max_digits"] == 8, text     # the folio is still asked
+
+
 def test_wrong_verification_three_times_locks_and_offers_an_agent(rasa_stack: RasaStack,
                                                                    case: tuple[str, str]) -> None:
     folio, pin = case

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to_chars
+from dialogs.actions.numbers import digit_runs, grouped_for_speech, spoken_digits, spoken_to_chars
 
 
 @pytest.mark.parametrize(("said", "digits"), [
@@ -23,6 +23,8 @@ from dialogs.actions.numbers import grouped_for_speech, spoken_digits, spoken_to
     ("cuatro tres, cero dos. tres nueve cinco nueve", "43023959"),
     ("diez once doce", "101112"),
     ("4302 tres nueve cinco nueve", "43023959"),
+    ("un número de folio es el uno cuatro dos cinco", "1425"),      # "un" before a word: an article
+    ("uno un dos", "112"),                                           # before a number it is still 1
 ])
 def test_spoken_digits(said: str, digits: str) -> None:
     assert spoken_digits(said) == digits
@@ -51,3 +53,13 @@ def test_letters_are_not_digits() -> None:
 def test_grouped_for_speech() -> None:
     assert grouped_for_speech("43023959") == "4 3 0 2, 3 9 5 9"
     assert grouped_for_speech("5314", group=4) == "5 3 1 4"
+
+
+@pytest.mark.parametrize(("said", "runs"), [
+    ("quiero saber como va mi tramite mi folio es uno cuatro dos cinco cero tres uno seis", ["14250316"]),
+    ("el folio es 1425 0316 por favor, y mi nip dos nueve cero tres", ["14250316", "2903"]),
+    ("tengo una pregunta sobre mi licencia", []),
+    ("oiga ochenta y cuatro setenta y uno veintidós gracias", ["847122"]),
+])
+def test_digit_runs_in_a_longer_turn(said: str, runs: list[str]) -> None:
+    assert digit_runs(said) == runs
