@@ -31,6 +31,7 @@ the decode pool, never on the per-frame path.
 """
 from __future__ import annotations
 
+import difflib
 import gzip
 import logging
 import re
@@ -54,6 +55,7 @@ from ivr.speech.answers import (
     closed_forms,
     collapse_word_repeats,
     digits_in,
+    fold,
     map_answer,
     stray_words,
 )
@@ -157,6 +159,20 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(gzip.compress(data)) if data else 0.0
 
 
+DIGIT_SPELLING_RATIO = 0.85
+"""How close a word must be to a digit word to count as Whisper's spelling of it in the repetition guards:
+"cerro" for "cero" (0.89) is, "adiós" (0.75 to "dos"), a known hallucination on noise, is not."""
+
+
+def _digit_word(word: str) -> bool:
+    """A digit written as a figure, a digit word, or Whisper's spelling of one ("cerro" for "cero")."""
+    plain = fold(word)
+    if plain.isdigit() or plain in _DIGITS:
+        return True
+    return len(plain) >= 4 and any(difflib.SequenceMatcher(None, plain, d).ratio() >= DIGIT_SPELLING_RATIO
+                                   for d in _DIGITS)
+
+
 def collapse_repeats(text: str, *, min_n: int = 2) -> str:
     """Drop immediate repetitions of a word sequence of `min_n`+ words ("modo de grabación modo de grabación" ->
     "modo de grabación"): on a window cut to the utterance Whisper sometimes starts the sentence again."""
@@ -165,7 +181,7 @@ def collapse_repeats(text: str, *, min_n: int = 2) -> str:
     i = 0
     while i < len(words):
         for n in range(min_n, (len(words) - i) // 2 + 1):
-            if keys[i:i + n] == keys[i + n:i + 2 * n] and not all(k.isdigit() or k in _DIGITS for k in keys[i:i + n]):
+            if keys[i:i + n] == keys[i + n:i + 2 * n] and not all(_digit_word(k) for k in keys[i:i + n]):
                 end = i + 2 * n
                 while keys[i:i + n] == keys[end:end + n]:
                     end += n
@@ -192,8 +208,9 @@ def repeated_ngram(text: str, *, max_n: int = 4, times: int = 3) -> bool:
         for i in range(0, len(words) - n * times + 1):
             gram = words[i:i + n]
             if all(words[i + k * n:i + (k + 1) * n] == gram for k in range(1, times)):
-                # Digit strings legitimately repeat ("cero cero cero"): those are answers, not loops.
-                if all(w.isdigit() or w in _DIGITS for w in gram):
+                # Digit strings legitimately repeat ("cero cero cero"): those are answers, not loops, and so
+                # are Whisper's spellings of them ("Dos, cerro, cerro, cerro" for the folio 2000...).
+                if all(_digit_word(w) for w in gram):
                     continue
                 return True
     return False
