@@ -11,6 +11,7 @@ Catalog objects are immutable and hold their indexes; build them once (at action
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,12 +327,10 @@ def load_tramites(path: Path | str | None = None) -> TramiteCatalog:
 
 ENV_CITIES = "VERATUR_CITIES_CATALOG"
 ENV_TRAMITES = "VERATUR_TRAMITES_CATALOG"
-"""Catalog files other than nlu_data/'s (tests, a node with its own catalogs): read by the action server and by
-the NLU's catalog entity extractor alike, so both see the same names."""
+"""Catalog files other than nlu_data/'s (tests, a node with its own catalogs), read by the action server; the
+NLU's catalog entity extractor asks the action server, so both see the same names."""
 
 
 def load_catalogs() -> tuple[CityCatalog, TramiteCatalog]:
     """Both catalogs, from $VERATUR_CITIES_CATALOG / $VERATUR_TRAMITES_CATALOG or nlu_data/."""
-    import os
-
     return load_cities(os.environ.get(ENV_CITIES) or None), load_tramites(os.environ.get(ENV_TRAMITES) or None)

@@ -25,7 +25,7 @@ from typing import Any
 
 from dialogs.catalog import CityCatalog, TramiteCatalog
 from dialogs.catalog_match import tokens
-from dialogs.tramite_resolution import from_values, from_words
+from dialogs.tramite_resolution import from_resolutions, from_words
 
 EXTRACTOR = "CatalogEntityExtractor"
 ORIGIN_ENTITY = "origin_city"
@@ -101,17 +101,18 @@ class CatalogEntities:
     def _tramite(self, text: str, intent: str | None, spans: list[tuple[int, int]] | None,
                  extracted: Sequence[Entity]) -> list[Entity]:
         caught = [e for e in extracted if e.get("entity") == "tramite" and e.get("value")]
-        resolved = from_values(self.tramites, [str(e["value"]) for e in caught], text)
+        found = [self.tramites.resolve(str(e["value"])) for e in caught]     # once: decision and spans
+        resolved = from_resolutions(self.tramites, found, text)
         if resolved is None and (caught or intent in TRAMITE_INTENTS):
             resolved = from_words(self.tramites, text)
         if resolved is None:
             return []
         tramite, candidates = resolved
-        named = {id(e): self.tramites.resolve(str(e["value"])) for e in caught}
-        useful = [e for e in caught if not named[id(e)].not_found]
+        named = [(e, f) for e, f in zip(caught, found, strict=True) if not f.not_found]
+        useful = [e for e, _ in named]
         if tramite is not None:
             # the span: the words that name this entry, else all that named something, else the whole turn
-            naming = [e for e in useful if any(m.tramite.id == tramite.id for m in named[id(e)].matches)]
+            naming = [e for e, f in named if any(m.tramite.id == tramite.id for m in f.matches)]
             start, end = _union(naming or useful, len(text))
             return [_entity("tramite", tramite.id, start, end, text)]
         if candidates and useful:   # a family ("la licencia"): the words caught, for the dialogue to ask

@@ -8,7 +8,7 @@ No Rasa imports: both venvs use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from dialogs.catalog import TramiteCatalog, TramiteMatch, TramiteResolution
 from dialogs.catalog_match import normalize
@@ -63,8 +63,13 @@ def from_values(catalog: TramiteCatalog, values: Iterable[str], plain: str) -> R
     one that names a family ("mi registro para la licencia de automovilista": the licence, not "registro"),
     unless it matched less well (a stem near "expediente" must not beat a plain "licencia");
     None when no value names anything (a stray word tagged as a trámite)."""
-    found_all = [(value, catalog.resolve(value)) for value in values]
-    named = [found for _, found in found_all if not found.not_found]
+    return from_resolutions(catalog, [catalog.resolve(value) for value in values], plain)
+
+
+def from_resolutions(catalog: TramiteCatalog, resolutions: Sequence[TramiteResolution], plain: str
+                     ) -> Resolved | None:
+    """`from_values` for values already resolved through the catalog (each `catalog.resolve(value)`)."""
+    named = [found for found in resolutions if not found.not_found]
     if not named:
         return None
     top = max(f.matches[0].score for f in named)
