@@ -343,6 +343,19 @@ class AsrConfig(_Section):
     vad: Literal["energy", "silero"] = "silero"
     vad_speech_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     preroll_ms: int = Field(300, ge=0, le=2000)
+    # Overload (ivr.call.session, ivr.speech.backlog): when the wait for an utterance's final, estimated from the
+    # decoding backlog at the end of speech or already elapsed, passes max_wait_ms, the caller hears a hold phrase
+    # ("Un momento, por favor.") once; past max_wait_keypad_ms that utterance's decode is dropped and the caller is
+    # asked for the prompt's answer on the keypad. 0 turns either off.
+    max_wait_ms: int = Field(1500, ge=0, le=60000)
+    max_wait_keypad_ms: int = Field(5000, ge=0, le=120000)
+
+    @model_validator(mode="after")
+    def _wait_bounds(self) -> AsrConfig:
+        if self.max_wait_ms and self.max_wait_keypad_ms and self.max_wait_keypad_ms <= self.max_wait_ms:
+            raise ValueError(f"asr.max_wait_keypad_ms ({self.max_wait_keypad_ms}) must be above asr.max_wait_ms "
+                             f"({self.max_wait_ms}): the hold phrase comes first (or set one of them to 0)")
+        return self
 
 
 class RecognitionServiceConfig(_Section):
@@ -548,6 +561,10 @@ class OutboundConfig(_Section):
     max_share: float = Field(0.25, gt=0, le=1)        # outbound never holds more than this share of the call slots
     pacing_s: int = Field(300, ge=0, le=86400)        # at least this long between two calls to one number
     route: str | None = None                          # sip:HOST:PORT the calls go to (PBX/trunk); None: first registrar
+    # How the front door reaches the route: udp | tcp | tls (Kamailio's tls module, its [client:default] profile:
+    # the trunk's certificate is checked when sip.tls.ca_list is set). None: the first registration's transport when
+    # the route is its registrar, else udp.
+    transport: Literal["udp", "tcp", "tls"] | None = None
     callback: CallbackConfig = CallbackConfig()
 
     @field_validator("allowed_prefixes")
@@ -588,6 +605,28 @@ class Settings(_Section):
         if self.node.role == "front" and not self.sip.use_kamailio:
             raise ValueError("node.role front runs Kamailio: sip.use_kamailio must be true")
         return self
+
+    @model_validator(mode="after")
+    def _outbound_tls(self) -> Settings:
+        if self.outbound.transport != "tls":
+            return self
+        if not self.sip.tls.enabled:
+            raise ValueError("outbound.transport tls: set sip.tls.enabled (Kamailio's tls module places the calls; "
+                             "set sip.tls.ca_list to check the trunk's certificate)")
+        if not self.sip.use_kamailio:
+            raise ValueError("outbound.transport tls: the calls leave through the front door's TLS, so "
+                             "sip.use_kamailio must be true (a worker has no TLS of its own)")
+        return self
+
+    @property
+    def outbound_transport(self) -> str:
+        """outbound.transport, or when unset the first registration's transport if the route is its registrar."""
+        out, regs = self.outbound, self.sip.registrations
+        if out.transport is not None:
+            return out.transport
+        if regs and (out.route is None or out.route == regs[0].registrar):
+            return regs[0].transport
+        return "udp"
 
     def worker_sources(self) -> list[str]:
         """Networks a worker behind Kamailio takes calls from: sip.front_doors, else a media node's front doors,

@@ -119,7 +119,13 @@ class Dialer:
                                                  timeout_s=self.ring_timeout_s)
                 except SipError as exc:
                     code = exc.status_code
-                    outcome, detail = outcome_for(code), f"SIP {code}" if code else str(exc)[:200]
+                    # "SIP 503 Trunk not reached over TLS ..." (the reason phrase says why, e.g. the front door's)
+                    # (only the far end's reason phrase: other messages name the URI, i.e. the number)
+                    text = str(exc)
+                    reason = text.removeprefix(f"call failed: {code}").strip() if text.startswith(
+                        "call failed: ") else ""
+                    outcome = outcome_for(code)
+                    detail = (f"SIP {code} {reason}".strip() if code else str(exc))[:200]
                 else:
                     sip_call_id = leg.info.call_id
                     try:
@@ -128,7 +134,7 @@ class Dialer:
                         if not leg.ended:          # e.g. a silent answer: nobody else will hang up
                             await leg.hangup()
             log.info("callback attempt %s", kv(event="callback_attempt", job=job.id, outcome=outcome,
-                                              number=dialplan.mask(job.number)))
+                                              number=dialplan.mask(job.number), detail=detail))
             await asyncio.to_thread(self.service.record_attempt, job.id, self.owner, outcome, now=self.clock(),
                                     schedule=out.callback, sip_call_id=sip_call_id, detail=detail)
             return outcome

@@ -301,26 +301,38 @@ def render_outbound_route(settings: Settings, ds_set: int) -> str:
     if not settings.outbound.enabled or target is None:
         return ""
     token = ensure_outbound_token(settings)
+    transport = settings.outbound_transport
+    # tls: t_relay opens (or reuses) a TLS connection through the tls module's [client:default] profile
+    uri_transport = "" if transport == "udp" else f";transport={transport}"
     regs = settings.sip.registrations
     via_registrar = bool(regs) and target == regs[0].domain
     # Through the registrar: its credentials (from the uacreg table, never in this file) answer a 401/407.
+    # uac_reg_request_to loads them into the auth AVPs (and may rewrite the R-URI's user): the R-URI is set after it.
     auth = f"""
-    $var(number) = $rU;
-    if (uac_reg_request_to("{regs[0].name}", 0)) {{
-        $rU = $var(number);
-        t_on_failure("OUTBOUND_AUTH");
-    }}""" if via_registrar else ""
-    failure = """
-failure_route[OUTBOUND_AUTH] {
-    if (t_is_canceled()) {
+    uac_reg_request_to("{regs[0].name}", 0);""" if via_registrar else ""
+    # Over TCP/TLS a trunk that got the INVITE answers 100 at once: a branch that timed out with no reply at all
+    # means the connection or the TLS handshake failed (a certificate that fails verification under
+    # sip.tls.ca_list: Kamailio logs "certificate verify failed"). It is answered 503 with that reason, so the
+    # dialer records a failed attempt and why, not a no-answer.
+    unreachable = f"""
+    if (t_branch_timeout() && !t_branch_replied()) {{
+        xlog("L_WARN", "event=outbound_unreachable transport={transport} route={target}\\n");
+        t_reply("503", "Trunk not reached over {transport.upper()} (connection or certificate)");
         exit;
-    }
+    }}""" if transport != "udp" else ""
+    challenge = """
     if (t_check_status("401|407") && uac_auth()) {
         xlog("L_INFO", "event=outbound_authenticated\\n");
         t_relay();
-    }
-}
-""" if via_registrar else ""
+    }""" if via_registrar else ""
+    failure = f"""
+failure_route[OUTBOUND_FAILURE] {{
+    if (t_is_canceled()) {{
+        exit;
+    }}{unreachable}{challenge}
+}}
+""" if via_registrar or transport != "udp" else ""
+    on_failure = '\n    t_on_failure("OUTBOUND_FAILURE");' if failure else ""
     return failure + f'''
 # Outbound calls (callbacks): only from a worker with the node's token, only to a plain number, only to the
 # configured route (the PBX/trunk). Everything else is 403/484: the node is no open relay to the PSTN.
@@ -336,8 +348,9 @@ route[OUTBOUND] {{
         sl_send_reply("484", "Address Incomplete");
         exit;
     }}
-    $ru = "sip:" + $rU + "@{target}";{auth}
-    xlog("L_INFO", "event=outbound_relayed src=$si\\n");
+    $var(number) = $rU;{auth}
+    $ru = "sip:" + $var(number) + "@{target}{uri_transport}";
+    xlog("L_INFO", "event=outbound_relayed transport={transport} src=$si\\n");{on_failure}
     record_route();
     if (!t_relay()) {{
         sl_reply_error();

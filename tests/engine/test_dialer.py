@@ -233,7 +233,7 @@ async def test_callback_call_through_the_front_door(tmp_path: Path, service: Cas
             await edge.stop(0)
         log = k.log_text()
     if spoof:
-        assert "reason=not_a_worker" in log and service.callbacks_for(folio)[0].detail == "SIP 403"
+        assert "reason=not_a_worker" in log and service.callbacks_for(folio)[0].detail == "SIP 403 Forbidden"
         assert phone.logged_value("JOB") is None                       # the phone never rang
     else:
         assert code == 0, text

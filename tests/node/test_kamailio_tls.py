@@ -249,3 +249,145 @@ async def test_registration_over_tls_at_a_real_registrar(tmp_path: Path, monkeyp
     with pytest.raises(ConfigError, match="use transport tls"):
         write_settings(tmp_path / "x", sip={"registrations": [{
             "name": "pbx", "registrar": f"sip:{HOST}:5061", "user": "v", "password_env": "P", "transport": "tls"}]})
+
+
+# ------------------------------------------------------------------ outbound calls to a trunk over TLS
+def outbound_tls_settings(tmp_path: Path, trunk_port: int, ca_list: Path | None) -> Settings:
+    tls = {"enabled": True, "port": free_port_block(1), **({"ca_list": str(ca_list)} if ca_list else {})}
+    _, settings = write_settings(tmp_path, sip={"workers": 1, "transports": ["udp"], "tls": tls},
+                                 outbound={"enabled": True, "allowed_prefixes": ["228"],
+                                           "route": f"sip:{HOST}:{trunk_port}", "transport": "tls"},
+                                 asr={"model": "ko-test"})
+    return settings
+
+
+def trunk_pair(directory: Path) -> tuple[Path, Path]:
+    """A trunk's own certificate (self-signed, SAN 127.0.0.1), made like the node's."""
+    from veratur.kamailio_tls import self_signed
+    return self_signed(directory, HOST)
+
+
+async def place_callback(settings: Settings, tmp_path: Path, converse):  # type: ignore[no-untyped-def]
+    """One callback job on a fresh database, dialled by a real Dialer on a real pjsua2 edge at the worker port
+    (the dispatcher destination the front door takes outbound calls from). Returns (outcome, job view)."""
+    from datetime import UTC, datetime
+
+    from case_bridge.service import CaseService
+    from ivr.dialer import Dialer
+    from testkit.db import TEST_TRAMITES, migrated_sqlite
+
+    service = CaseService.from_url(migrated_sqlite(tmp_path / "d.db"))
+    try:
+        service.upsert_tramites(TEST_TRAMITES)
+        now = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)
+        folio = service.open_case("licencia_conducir", "phone").case.folio
+        service.request_callback(folio, "2281234567", allowed_prefixes=["228"], now=now)
+        config = dataclasses.replace(EdgeConfig.from_settings(settings, settings.sip.worker_port(0), "tls/w0"),
+                                     transports=("udp",), randomize_rtp_port=True,
+                                     allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),))
+        edge = SipEdge(config)
+        await edge.start()
+        try:
+            dialer = Dialer(service, settings, "w0", edge, converse, capacity=4, active_calls=lambda: 0,
+                            clock=lambda: now, ring_timeout_s=15)
+            assert dialer.token                                   # behind the front door, with its token
+            [task] = await dialer.run_once()
+            outcome = await asyncio.wait_for(task, 40)
+        finally:
+            await edge.stop(0)
+        [job] = service.callbacks_for(folio)
+        return outcome, job
+    finally:
+        service.close()
+
+
+def test_outbound_transport_is_validated(tmp_path: Path) -> None:
+    out = {"enabled": True, "route": f"sip:{HOST}:5061", "transport": "tls"}
+    with pytest.raises(ConfigError, match=r"outbound.transport tls: set sip.tls.enabled"):
+        write_settings(tmp_path, outbound=out)
+    with pytest.raises(ConfigError, match=r"outbound.transport.*Input should be 'udp', 'tcp' or 'tls'"):
+        write_settings(tmp_path, outbound={**out, "transport": "sctp"})
+    with pytest.raises(ConfigError, match=r"use_kamailio must be true"):
+        write_settings(tmp_path, sip={"use_kamailio": False, "tls": {"enabled": True, "port": free_port_block(1)}},
+                       outbound=out)
+    settings = outbound_tls_settings(tmp_path, 5999, None)
+    paths = kamailio.KamailioPaths.for_settings(settings)
+    text = kamailio.render_config(settings, paths, module_dir="/nowhere")
+    assert f'$ru = "sip:" + $var(number) + "@{HOST}:5999;transport=tls";' in text
+    # unset: udp to a plain route (no transport parameter, as before) ...
+    _, plain = write_settings(tmp_path, outbound={"enabled": True, "route": f"sip:{HOST}:5999"})
+    assert plain.outbound_transport == "udp"
+    assert f'"@{HOST}:5999";' in kamailio.render_config(plain, paths, module_dir="/nowhere")
+    # ... and the registration's transport when the route is its registrar
+    _, via_reg = write_settings(tmp_path, outbound={"enabled": True}, sip={
+        "tls": {"enabled": True, "port": free_port_block(1)},
+        "registrations": [{"name": "pbx", "registrar": f"sip:{HOST}:5998", "user": "v", "password_env": "P",
+                           "transport": "tls"}]})
+    assert via_reg.outbound_transport == "tls"
+
+
+@needs_tls_module
+async def test_outbound_call_to_a_trunk_over_tls(tmp_path: Path) -> None:
+    """A callback placed by a worker leaves the front door over TLS (outbound.transport tls), the front door checks
+    the trunk's certificate against sip.tls.ca_list, the trunk (Python ssl UAS) answers, gets ACK and BYE."""
+    from testkit.tls_trunk import tls_trunk
+
+    trunk_cert, trunk_key = trunk_pair(tmp_path / "trunk")
+    trunk_port = free_port_block(1)
+    settings = outbound_tls_settings(tmp_path, trunk_port, trunk_cert)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    async with tls_trunk(trunk_cert, trunk_key, trunk_port) as trunk, run_kamailio(settings, logs) as k:
+        tls_cfg = (k.paths.cfg.parent / "tls" / "tls.cfg").read_text()
+        assert re.search(r"\[client:default\][^\[]*verify_certificate = yes", tls_cfg), tls_cfg
+        answered: list[str] = []
+
+        async def converse(leg, view) -> str:  # type: ignore[no-untyped-def]
+            answered.append(leg.info.call_id)
+            await trunk.wait_for("ACK", 10)
+            await asyncio.sleep(1.0)                      # media flows a moment
+            await leg.hangup()
+            await leg.wait_ended(5)
+            return "answered"
+
+        outcome, job = await place_callback(settings, tmp_path, converse)
+        bye = await trunk.wait_for("BYE", 10)
+        log = k.log_text()
+    assert outcome == "answered", (trunk.handshake_errors, log[-2000:])
+    assert job.state == "done" and job.attempts == 1
+    invite = await trunk.wait_for("INVITE", 0)
+    assert invite.uri == f"sip:2281234567@{HOST}:{trunk_port};transport=tls"
+    assert invite.header("Via")[0].startswith("SIP/2.0/TLS ")        # the front door's hop is TLS
+    assert not invite.header("X-Veratur-Outbound")                     # the token never leaves the node
+    assert invite.header("X-Veratur-Callback") == [str(job.id)]
+    assert any("transport=tls" in rr for rr in invite.header("Record-Route"))
+    assert bye.header("Call-ID") == invite.header("Call-ID") and answered
+    assert trunk.handshake_errors == [] and trunk.rtp_packets > 0
+    assert "event=outbound_relayed transport=tls" in log
+
+
+@needs_tls_module
+async def test_outbound_call_to_a_trunk_whose_certificate_fails_verification(tmp_path: Path) -> None:
+    from testkit.tls_trunk import tls_trunk
+
+    trusted_cert, _ = trunk_pair(tmp_path / "trusted")          # the CA the node is told to trust
+    wrong_cert, wrong_key = trunk_pair(tmp_path / "trunk")      # what the trunk presents: not from ca_list
+    trunk_port = free_port_block(1)
+    settings = outbound_tls_settings(tmp_path, trunk_port, trusted_cert)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    async with tls_trunk(wrong_cert, wrong_key, trunk_port) as trunk, run_kamailio(settings, logs) as k:
+        async def converse(leg, view) -> str:  # type: ignore[no-untyped-def]
+            raise AssertionError("a trunk with an unverified certificate must never get the call")
+
+        outcome, job = await place_callback(settings, tmp_path, converse)
+        error = await trunk.wait_handshake_error(5)
+        assert (await k.rpc("core.uptime")).strip()                 # the front door is still up
+        log = k.log_text()
+    # the node refused the trunk's certificate: the trunk saw the handshake end with the node's alert, no SIP
+    assert "UNKNOWN_CA" in error and trunk.requests == [], (error, trunk.requests)
+    assert "certificate verify failed" in log and "event=outbound_unreachable transport=tls" in log
+    # a failed attempt with the reason (not a no-answer), retried at the first spacing like any failure
+    assert outcome == "failed" and job.last_outcome == "failed", (outcome, job)
+    assert job.detail == "SIP 503 Trunk not reached over TLS (connection or certificate)", job.detail
+    assert job.state == "pending" and job.attempts == 1
