@@ -156,7 +156,8 @@ def phone_interaction(s: Session, call: CallRecord, case: Case, summary: str) ->
     item = s.execute(select(Interaction).where(Interaction.idempotency_key == key)).scalar_one_or_none()
     if item is None:
         item = Interaction(case_id=case.id, channel="phone", started_at=call.started_at, outcome="in_call",
-                           summary=summary[:MAX_TEXT], call_id=call.id, idempotency_key=key)
+                           summary=summary[:MAX_TEXT], call_id=call.id, idempotency_key=key,
+                           direction=call.direction)      # a callback's interaction is outbound like its call
         s.add(item)
         case.current_channel, case.updated_at = "phone", utcnow()
     elif summary:

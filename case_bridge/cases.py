@@ -15,7 +15,7 @@ from case_bridge import hashing
 from case_bridge.calls import phone_interaction
 from case_bridge.errors import CaseBridgeError, CaseNotFound, ChannelNotAllowed, InvalidInput, StaleCase, UnknownTramite
 from case_bridge.folio import MalformedFolio
-from case_bridge.models import STATUSES, Case, CaseStatusChange, Citizen, Interaction, Tramite, utcnow
+from case_bridge.models import DIRECTIONS, STATUSES, Case, CaseStatusChange, Citizen, Interaction, Tramite, utcnow
 from case_bridge.ratelimit import FOLIO_MAX_FAILURES, Lock, client_delay_s
 from case_bridge.rollup import track
 from case_bridge.snapshots import STATUS_BY_FOLIO, case_view, check_channel, status_view
@@ -205,8 +205,11 @@ class Cases:
 
     def add_interaction(self, folio: str, channel: str, outcome: str, summary: str = "", *,
                         actor: str | None = None, started_at: datetime | None = None,
-                        ended_at: datetime | None = None, idempotency_key: str | None = None) -> int:
+                        ended_at: datetime | None = None, idempotency_key: str | None = None,
+                        direction: str = "inbound") -> int:
         check_channel(channel)
+        if direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {DIRECTIONS}")
 
         def work(s: Session) -> int:
             if idempotency_key is not None:
@@ -218,7 +221,7 @@ class Cases:
             now = utcnow()
             item = Interaction(case_id=case.id, channel=channel, started_at=started_at or now,
                                ended_at=ended_at or now, outcome=outcome[:64], summary=summary[:MAX_TEXT],
-                               actor=actor, idempotency_key=idempotency_key)
+                               actor=actor, idempotency_key=idempotency_key, direction=direction)
             s.add(item)
             case.current_channel, case.updated_at = channel, now
             s.flush()

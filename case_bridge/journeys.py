@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, event, exists, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,7 @@ from case_bridge.rollup import bump_versions, hour_of
 
 OTHER_CHANNELS = ("web", "office", "call_center", "kiosk")
 BATCH = 500
+Directions = bool | Literal["calls"]      # where a callback is told apart: see refresh()
 
 
 def _aware(t: Any) -> datetime:
@@ -48,24 +49,28 @@ def journey_rows(first_phone: datetime, contacts: Iterable[tuple[str, datetime]]
     return rows
 
 
-def refresh(conn: Connection, case_ids: Iterable[int], *, directions: bool = True) -> None:
+def refresh(conn: Connection, case_ids: Iterable[int], *, directions: Directions = True) -> None:
     """Recompute these cases' journeys from their interactions and status changes. A phone interaction of a call
-    the node placed (a callback, `call_records.direction` outbound) is not a contact the citizen made: it is never
-    the case's first phone contact. `directions=False` where that column does not exist yet (migration 0007,
-    0009's downgrade): every phone interaction counts, as before 0009."""
+    the node placed (a callback: `interactions.direction` outbound) is not a contact the citizen made: it is never
+    the case's first phone contact. The schema decides how that is known: True (head, migration 0010) the
+    interaction's own direction, which stays when retention unlinks the call; "calls" (migration 0009 and 0010's
+    downgrade) the linked call's `call_records.direction`; False where neither exists (migration 0007, 0009's
+    downgrade): every phone interaction counts, as before 0009."""
     ids = sorted({int(i) for i in case_ids if i is not None})
     for i in range(0, len(ids), BATCH):
         _refresh(conn, ids[i:i + BATCH], directions)
 
 
-def _refresh(conn: Connection, ids: list[int], directions: bool = True) -> None:
+def _refresh(conn: Connection, ids: list[int], directions: Directions = True) -> None:
     old = {cid: _aware(f) for cid, f in conn.execute(
         select(CaseJourney.case_id, CaseJourney.first_phone_at)
         .where(CaseJourney.case_id.in_(ids), CaseJourney.channel == "phone"))}
     phone: dict[int, datetime] = {}
     contacts: dict[int, list[tuple[str, datetime]]] = {}
     q = select(Interaction.case_id, Interaction.channel, Interaction.started_at).where(Interaction.case_id.in_(ids))
-    if directions:
+    if directions is True:
+        q = q.where(Interaction.direction == "inbound")
+    elif directions == "calls":
         q = q.where(or_(Interaction.channel != "phone",
                         ~exists().where(CallRecord.id == Interaction.call_id, CallRecord.direction != "inbound")))
     for cid, channel, at in conn.execute(q):
@@ -86,8 +91,8 @@ def _refresh(conn: Connection, ids: list[int], directions: bool = True) -> None:
     bump_versions(conn, {hour_of(f) for f in old.values()} | {hour_of(f) for f in phone.values()})
 
 
-def backfill(conn: Connection, *, directions: bool = True) -> int:
-    """Rebuild every case's journey (migrations 0007 and 0009, a bulk load); returns the cases with a phone
+def backfill(conn: Connection, *, directions: Directions = True) -> int:
+    """Rebuild every case's journey (migrations 0007, 0009 and 0010, a bulk load); returns the cases with a phone
     contact (a callback's included: `refresh` then finds it has none of the citizen's own)."""
     conn.execute(delete(CaseJourney))
     ids = [int(c) for (c,) in conn.execute(select(Interaction.case_id).where(Interaction.channel == "phone")
@@ -97,7 +102,8 @@ def backfill(conn: Connection, *, directions: bool = True) -> int:
 
 
 # -- the session hook ---------------------------------------------------------------------------------------------
-_TRACKED = {Interaction: ("case_id", "channel", "started_at"), CaseStatusChange: ("case_id", "channel", "at")}
+_TRACKED = {Interaction: ("case_id", "channel", "started_at", "direction"),
+            CaseStatusChange: ("case_id", "channel", "at")}
 
 
 def _touched(session: Session) -> set[int]:

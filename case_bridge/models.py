@@ -248,6 +248,9 @@ class Interaction(Base):
     actor: Mapped[str | None] = mapped_column(String(100))
     call_id: Mapped[int | None] = mapped_column(ForeignKey("call_records.id"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # DIRECTIONS: inbound (the citizen came: every channel) | outbound (the node called the citizen: a callback).
+    # Migration 0010; kept when retention unlinks the call (call_id NULL), unlike the call record's direction.
+    direction: Mapped[str] = mapped_column(String(8), default="inbound", server_default="inbound")
 
     # the dashboard's cross-channel figure: first phone contact per case, later contacts on other channels
     __table_args__ = (Index("ix_interactions_channel_case_started", "channel", "case_id", "started_at"),

@@ -29,7 +29,7 @@ Cases
     find_case(folio_text) -> CaseView | None            staff/internal lookup, no verification: never for citizens
     find_cases_by_curp(curp) -> list[CaseView]          staff lookup
     add_interaction(folio, channel, outcome, summary="", *, actor=None, started_at=None, ended_at=None,
-                    idempotency_key=None) -> int
+                    idempotency_key=None, direction="inbound") -> int     direction outbound: the node called
     update_status(folio, status, note, *, channel, actor=None, expected_version=None) -> CaseView
         Appends to the status history. expected_version (from a form) raises StaleCase if another channel
         changed the case meanwhile; without it, concurrent writers are serialized by optimistic locking + retry.

@@ -73,6 +73,6 @@ def case_view(c: Case) -> CaseView:
         history=tuple(StatusChangeView(h.from_status, h.to_status, h.note, h.channel, h.actor, h.at)
                       for h in c.history),
         interactions=tuple(sorted((InteractionView(i.id, i.channel, i.started_at, i.ended_at, i.outcome, i.summary,
-                                                   i.actor) for i in c.interactions),
+                                                   i.actor, i.direction) for i in c.interactions),
                                   key=lambda i: (i.started_at, i.id))),
     )

@@ -29,6 +29,7 @@ CHANNEL_LABELS: dict[str, str] = {
     "kiosk": "Quiosco",
     "call_center": "Centro de atención telefónica",
 }
+DIRECTION_LABELS: dict[str, str] = {"inbound": "Recibida", "outbound": "Saliente"}
 OPEN_STATUSES = frozenset({"open", "awaiting_citizen", "in_review", "appointment_scheduled"})
 
 
@@ -75,10 +76,16 @@ class InteractionView:
     outcome: str
     summary: str
     actor: str | None
+    direction: str = "inbound"           # outbound: the node called the citizen (a callback)
 
     @property
     def channel_label(self) -> str:
-        return CHANNEL_LABELS.get(self.channel, self.channel)
+        label = CHANNEL_LABELS.get(self.channel, self.channel)
+        return f"{label} (saliente)" if self.direction == "outbound" else label
+
+    @property
+    def direction_label(self) -> str:
+        return DIRECTION_LABELS.get(self.direction, self.direction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Order matters for privacy: who is calling and why (no detail of the case), then 
 hears the status and what is still missing. Keys: 9 stops future calls (honoured by case_bridge.callbacks
 everywhere), 0 an agent, 1 repeats. No key within `first_input_s` of the greeting is taken as voicemail or a
 silent answer (`silent`: retried on the schedule). Everything said and keyed is a transcript turn of the call
-record, linked to the case as a phone Interaction whose summary says it was an outbound callback.
+record (direction outbound), linked to the case as a phone Interaction with direction outbound (taken from the call
+record; migration 0010) whose summary also says it was an outbound callback.
 
 Returns the outcome for `case_bridge.callbacks.record_attempt`: answered | opt_out | silent.
 """

@@ -88,8 +88,8 @@ def agent_case_json(popped: AgentCase) -> dict[str, Any]:
                             if case.appointment_at else None),
             "history": [{"status": h.label, "note": h.note, "channel": h.channel, "at": _time(h.at)}
                         for h in case.history],
-            "interactions": [{"channel": i.channel_label, "outcome": i.outcome, "summary": i.summary,
-                              "at": _time(i.started_at)} for i in case.interactions],
+            "interactions": [{"channel": i.channel_label, "direction": i.direction, "outcome": i.outcome,
+                              "summary": i.summary, "at": _time(i.started_at)} for i in case.interactions],
         },
         "transcript": [turn_json(t) for t in popped.transcript],
         "notes": [{"id": n.id, "author": n.author, "text": n.text, "at": _time(n.at)} for n in popped.notes],

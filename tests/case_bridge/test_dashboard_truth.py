@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import insert, select
+from sqlalchemy import column, insert, select, table
 
 from case_bridge import journeys
 from case_bridge.analytics import MIN_ASKED_FOR_RATE, TOP_N, Dashboard
@@ -343,7 +343,10 @@ def test_migration_0007_fills_journeys_from_existing_contacts(backend: str, tmp_
                                              "status": "open", "created_channel": "phone",
                                              "current_channel": "phone", "missing": [], "data": {},
                                              "created_at": t0, "updated_at": t0, "version": 1} for i in (1, 2, 3)])
-                conn.execute(insert(Interaction), [
+                # the 0006 columns only (the model's later ones, e.g. direction from 0010, do not exist yet)
+                old_interactions = table("interactions", *(column(c, Interaction.__table__.c[c].type) for c in (
+                    "case_id", "channel", "started_at", "outcome", "summary")))
+                conn.execute(insert(old_interactions), [
                     {"case_id": 1, "channel": "phone", "started_at": t0, "outcome": "", "summary": ""},
                     {"case_id": 1, "channel": "web", "started_at": t0 + timedelta(hours=3), "outcome": "",
                      "summary": ""},

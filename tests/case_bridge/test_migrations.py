@@ -110,6 +110,56 @@ def test_0009_call_direction_down_and_up_with_callbacks(backend: str, tmp_path: 
             drop_pg_database(name)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0010_interaction_direction_down_and_up(backend: str, tmp_path: Path) -> None:
+    """The callbacks' phone interactions are outbound at head; 0010 down and up again finds them from their call
+    (call_records.direction) or, once retention unlinked the call, from the summary marker; the journeys rebuilt
+    at each step are the live ones (down: 0009's rule, which counts an unlinked callback as the citizen's call)."""
+    name = create_pg_database("cb_mig10") if backend == "postgres" else None
+    url = pg_url(name) if name else f"sqlite:///{tmp_path / 'm10.db'}"
+    try:
+        upgrade(url)
+        svc = CaseService.from_url(url)
+        try:
+            svc.upsert_tramites(TEST_TRAMITES)
+            known = seed_known_calls(svc, date(2021, 6, 14), callbacks=True)
+        finally:
+            svc.close()
+        outbound = ", ".join(f"'{known.ids[k]}'" for k in "EFG")
+        linked = (f"SELECT count(*) FROM interactions i JOIN call_records c ON c.id = i.call_id "
+                  f"WHERE c.sip_call_id IN ({outbound}) AND i.direction = 'outbound'")
+        assert _scalar(url, linked) == 3
+        assert _scalar(url, "SELECT count(*) FROM interactions WHERE direction = 'outbound'") == 3
+        at_head = _figures(url)
+        command.downgrade(alembic_config(url), "0009")
+        engine = make_engine(url)
+        try:
+            assert "direction" not in {c["name"] for c in inspect(engine).get_columns("interactions")}
+        finally:
+            engine.dispose()
+        assert _figures(url) == at_head                          # 0009 knew the callbacks through their calls
+        upgrade(url)
+        assert _scalar(url, linked) == 3 and _figures(url) == at_head
+
+        # retention unlinks one callback's call: 0009's rule loses it, 0010's summary marker finds it again
+        engine = make_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"UPDATE interactions SET call_id = NULL WHERE call_id = (SELECT id FROM "
+                                  f"call_records WHERE sip_call_id = '{known.ids['F']}')"))   # the web case's
+        finally:
+            engine.dispose()
+        command.downgrade(alembic_config(url), "0009")
+        down = _figures(url)[1]
+        assert down != at_head[1] and len({r[0] for r in down}) == len({r[0] for r in at_head[1]}) + 1
+        upgrade(url)
+        assert _scalar(url, "SELECT count(*) FROM interactions WHERE direction = 'outbound'") == 3
+        assert _figures(url) == at_head
+    finally:
+        if name:
+            drop_pg_database(name)
+
+
 def _veratur(*args: str, env_db: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     import os
     env = dict(os.environ, VERATUR__DATABASE__URL=env_db)

@@ -141,7 +141,7 @@ async def test_pin_then_status_and_missing(tmp_path: Path, service: CaseService)
     assert [c.state for c in service.callbacks_for(folio)] == ["done"]
     with service.uow.session() as s:
         items = s.execute(select(Interaction).where(Interaction.summary.startswith(DIRECTION_NOTE))).scalars().all()
-        assert [i.channel for i in items] == ["phone"]
+        assert [(i.channel, i.direction) for i in items] == [("phone", "outbound")]     # migration 0010
 
 
 async def test_a_pin_that_starts_with_nine_is_a_pin_not_the_opt_out(tmp_path: Path, service: CaseService) -> None:

@@ -55,7 +55,7 @@ def upgrade() -> None:
         "SELECT id, updated_at, last_outcome, sip_call_id FROM callback_jobs "
         "WHERE attempts > 0 AND last_outcome <> ''"))
     rollup.backfill(conn)
-    journeys.backfill(conn)
+    journeys.backfill(conn, directions="calls")     # interactions.direction comes with 0010
 
 
 def downgrade() -> None:
