@@ -391,3 +391,21 @@ async def test_outbound_call_to_a_trunk_whose_certificate_fails_verification(tmp
     assert outcome == "failed" and job.last_outcome == "failed", (outcome, job)
     assert job.detail == "SIP 503 Trunk not reached over TLS (connection or certificate)", job.detail
     assert job.state == "pending" and job.attempts == 1
+
+
+@needs_tls_module
+async def test_outbound_call_to_a_trunk_that_is_down_fails_with_the_reason(tmp_path: Path) -> None:
+    """Nothing listens on the trunk's TLS port: Kamailio's relay fails at once (477), a failed attempt with that
+    reason, the front door still up."""
+    cert, _ = trunk_pair(tmp_path / "trunk")
+    settings = outbound_tls_settings(tmp_path, free_port_block(1), cert)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    async with run_kamailio(settings, logs) as k:
+        async def converse(leg, view) -> str:  # type: ignore[no-untyped-def]
+            raise AssertionError("nobody can answer")
+
+        outcome, job = await place_callback(settings, tmp_path, converse)
+        assert (await k.rpc("core.uptime")).strip()
+    assert outcome == "failed" and job.state == "pending" and job.attempts == 1, job
+    assert job.detail.startswith("SIP 477 "), job.detail
