@@ -42,6 +42,7 @@ class TlsTrunk:
     connections: int = 0
     rtp_port: int = 0
     rtp_packets: int = 0
+    answer_delay_s: float = 0.0             # a slow trunk: wait this long before the first answer to an INVITE
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait_for(self, method: str, timeout_s: float) -> SipRequest:
@@ -94,6 +95,8 @@ class TlsTrunk:
                 request = SipRequest(first[0], first[1], headers, body, (peer[0], peer[1]))
                 self.requests.append(request)
                 self._note()
+                if request.method == "INVITE" and self.answer_delay_s:
+                    await asyncio.sleep(self.answer_delay_s)
                 for response in self._answer(request):
                     writer.write(response.encode())
                 await writer.drain()

@@ -261,6 +261,9 @@ def read_state_file(settings: Settings, max_age_s: float) -> dict[str, object] |
 
 # ---------------------------------------------------------------------------------------------- outbound relay
 OUTBOUND_HEADER = "X-Veratur-Outbound"
+# How long the trunk has to answer an outbound INVITE at all (100 Trying), instead of the front door's 1 s for its
+# workers on loopback: a trunk across a WAN, over TLS, needs a TCP and a TLS handshake first.
+OUTBOUND_FR_TIMER_MS = 4000
 
 
 def outbound_token_file(settings: Settings) -> Path:
@@ -310,14 +313,14 @@ def render_outbound_route(settings: Settings, ds_set: int) -> str:
     # uac_reg_request_to loads them into the auth AVPs (and may rewrite the R-URI's user): the R-URI is set after it.
     auth = f"""
     uac_reg_request_to("{regs[0].name}", 0);""" if via_registrar else ""
-    # Over TCP/TLS a trunk that got the INVITE answers 100 at once: a branch that timed out with no reply at all
-    # means the connection or the TLS handshake failed (a certificate that fails verification under
+    # Over TCP/TLS a trunk that got the INVITE answers 100 at once: a branch that timed out (OUTBOUND_FR_TIMER_MS)
+    # with no reply at all means the connection or the TLS handshake failed (a certificate that fails verification under
     # sip.tls.ca_list: Kamailio logs "certificate verify failed"). It is answered 503 with that reason, so the
     # dialer records a failed attempt and why, not a no-answer.
     unreachable = f"""
     if (t_branch_timeout() && !t_branch_replied()) {{
         xlog("L_WARN", "event=outbound_unreachable transport={transport} route={target}\\n");
-        t_reply("503", "Trunk not reached over {transport.upper()} (connection or certificate)");
+        t_reply("503", "Trunk not reached over {transport.upper()} (connection, certificate, or no answer in {OUTBOUND_FR_TIMER_MS // 1000} s)");
         exit;
     }}""" if transport != "udp" else ""
     challenge = """
@@ -351,6 +354,7 @@ route[OUTBOUND] {{
     $var(number) = $rU;{auth}
     $ru = "sip:" + $var(number) + "@{target}{uri_transport}";
     xlog("L_INFO", "event=outbound_relayed transport={transport} src=$si\\n");{on_failure}
+    t_set_fr(0, {OUTBOUND_FR_TIMER_MS});         # the INVITE's own fr_inv_timer kept (0), fr_timer for a WAN trunk
     record_route();
     if (!t_relay()) {{
         sl_reply_error();

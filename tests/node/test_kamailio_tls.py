@@ -327,9 +327,11 @@ def test_outbound_transport_is_validated(tmp_path: Path) -> None:
 
 
 @needs_tls_module
-async def test_outbound_call_to_a_trunk_over_tls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("answer_delay_s", [0.0, 2.0], ids=["prompt", "slow_trunk"])
+async def test_outbound_call_to_a_trunk_over_tls(tmp_path: Path, answer_delay_s: float) -> None:
     """A callback placed by a worker leaves the front door over TLS (outbound.transport tls), the front door checks
-    the trunk's certificate against sip.tls.ca_list, the trunk (Python ssl UAS) answers, gets ACK and BYE."""
+    the trunk's certificate against sip.tls.ca_list, the trunk (Python ssl UAS) answers, gets ACK and BYE. A trunk
+    that takes 2 s to answer at all is still answered (route[OUTBOUND]'s fr_timer is 4 s, not the workers' 1 s)."""
     from testkit.tls_trunk import tls_trunk
 
     trunk_cert, trunk_key = trunk_pair(tmp_path / "trunk")
@@ -338,6 +340,7 @@ async def test_outbound_call_to_a_trunk_over_tls(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     async with tls_trunk(trunk_cert, trunk_key, trunk_port) as trunk, run_kamailio(settings, logs) as k:
+        trunk.answer_delay_s = answer_delay_s
         tls_cfg = (k.paths.cfg.parent / "tls" / "tls.cfg").read_text()
         assert re.search(r"\[client:default\][^\[]*verify_certificate = yes", tls_cfg), tls_cfg
         answered: list[str] = []
@@ -351,9 +354,9 @@ async def test_outbound_call_to_a_trunk_over_tls(tmp_path: Path) -> None:
             return "answered"
 
         outcome, job = await place_callback(settings, tmp_path, converse)
+        assert outcome == "answered", (job.detail, trunk.handshake_errors, k.log_text()[-2000:])
         bye = await trunk.wait_for("BYE", 10)
         log = k.log_text()
-    assert outcome == "answered", (trunk.handshake_errors, log[-2000:])
     assert job.state == "done" and job.attempts == 1
     invite = await trunk.wait_for("INVITE", 0)
     assert invite.uri == f"sip:2281234567@{HOST}:{trunk_port};transport=tls"
@@ -389,7 +392,7 @@ async def test_outbound_call_to_a_trunk_whose_certificate_fails_verification(tmp
     assert "certificate verify failed" in log and "event=outbound_unreachable transport=tls" in log
     # a failed attempt with the reason (not a no-answer), retried at the first spacing like any failure
     assert outcome == "failed" and job.last_outcome == "failed", (outcome, job)
-    assert job.detail == "SIP 503 Trunk not reached over TLS (connection or certificate)", job.detail
+    assert job.detail == "SIP 503 Trunk not reached over TLS (connection, certificate, or no answer in 4 s)", job.detail
     assert job.state == "pending" and job.attempts == 1
 
 
