@@ -29,6 +29,7 @@ from ivr.call.session import CallSession, SessionPhrases
 from ivr.dialogue.interface import Dialogue
 from ivr.dialogue.menu import MenuDialogue, MenuSpec, load_menu
 from ivr.metrics import EngineMetrics
+from ivr.speech.backlog import DecodeBacklog
 from ivr.speech.choice import build, choose
 from ivr.speech.endpointing import EndpointConfig
 from ivr.speech.recognizer import SpeechRecognizer, StreamConfig
@@ -180,6 +181,9 @@ class Engine:
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
+        backlog = getattr(recognizer, "backlog", None)  # the decoding pool's (in-worker) or the service client's
+        if isinstance(backlog, DecodeBacklog):
+            metrics.watch_backlog(backlog)
         outbox = getattr(recorder, "outbox", None)      # the production recorder's; test doubles have none
         if isinstance(outbox, Outbox):
             metrics.watch_outbox(outbox)

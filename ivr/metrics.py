@@ -18,6 +18,13 @@ class OutboxGauges(Protocol):
     def dead_letter_count(self) -> int: ...
 
 
+class BacklogGauges(Protocol):
+    """What the backlog gauges read (ivr.speech.backlog.DecodeBacklog)."""
+    @property
+    def waiting(self) -> int: ...
+    def estimate_wait_s(self) -> float: ...
+
+
 @dataclass
 class EngineMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -43,6 +50,21 @@ class EngineMetrics:
         self.dialogue_fillers = Counter(
             "veratur_dialogue_filler_total", "Turns where the dialogue was slow and 'Un momento' was said first",
             registry=r)
+        # overload of the recognizer (ivr.call.overload, ivr.speech.backlog): a late final is never silence
+        self.asr_holds = Counter(
+            "veratur_asr_hold_total",
+            "Utterances whose final was expected or waited past asr.max_wait_ms: 'Un momento, por favor' said",
+            registry=r)
+        self.asr_finals_dropped = Counter(
+            "veratur_asr_final_dropped_total",
+            "Utterances whose decode was dropped past asr.max_wait_keypad_ms; the answer was asked on the keypad",
+            registry=r)
+        self.asr_finals_waiting = Gauge("veratur_asr_finals_waiting",
+                                        "Utterances waiting for their final decode in this worker's pool", registry=r)
+        self.asr_final_wait_estimate = Gauge(
+            "veratur_asr_final_wait_estimate_seconds",
+            "Estimated wait for a final asked now (recent decode s x waiting / pool size; the service's if larger)",
+            registry=r)
         # the recorder's durable outbox (ivr/call/outbox.py): writes kept on the node while the database is away
         self.outbox_pending = Gauge("veratur_outbox_pending", "Case-bridge writes waiting in the outbox", registry=r)
         self.outbox_oldest_age = Gauge("veratur_outbox_oldest_age_seconds",
@@ -55,6 +77,11 @@ class EngineMetrics:
         self.outbox_pending.set_function(lambda: len(outbox))
         self.outbox_oldest_age.set_function(outbox.oldest_age_s)
         self.outbox_dead_letters.set_function(outbox.dead_letter_count)
+
+    def watch_backlog(self, backlog: BacklogGauges) -> None:
+        """Read at each scrape (ivr.speech.backlog.DecodeBacklog: thread-safe, O(1))."""
+        self.asr_finals_waiting.set_function(lambda: backlog.waiting)
+        self.asr_final_wait_estimate.set_function(backlog.estimate_wait_s)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -22,6 +22,7 @@ from foundation.logs import kv, mask_phone, scrub
 from ivr.call.dtmf import DtmfCollector
 from ivr.call.escalation import EscalationIO, EscalationPhrases, case_headers, run_escalation
 from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
+from ivr.call.overload import keypad_question, late_final
 from ivr.call.prompt import Prompt
 from ivr.call.records import CallRecorder, Disposition
 from ivr.call.stats import CallStats
@@ -64,6 +65,8 @@ class SessionPhrases:
     time_limit: str = "Hemos llegado al tiempo máximo de la llamada. Gracias por llamar. Hasta luego."
     trouble: str = "Tuvimos un problema técnico."
     one_moment: str = "Un momento, por favor."
+    # the recognizer is overloaded (asr.max_wait_keypad_ms): the answer to the prompt is asked on the keypad
+    speech_busy: str = "Disculpe, en este momento no alcanzo a procesar su voz."
 
     def all(self) -> list[str]:
         return [str(v) for v in dataclasses.asdict(self).values()]
@@ -127,6 +130,8 @@ class CallSession:
         self._conversation: asyncio.Task[None] | None = None
         self._input_end_at: float | None = None    # end of the caller's last input (speech end or DTMF)
         self._superseded_upto = 0                  # utterances up to this seq were answered by keys instead
+        self._hold: Prompt | None = None           # the last hold phrase said while a final was late
+        self._held = False                         # a hold phrase was said for the turn the dialogue now answers
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     async def run(self) -> Disposition:
@@ -269,6 +274,10 @@ class CallSession:
 
         A prerendered text plays whole; any other is synthesized sentence by sentence, the first before the prompt
         starts and the rest while it plays, so a 20-second reply starts as soon as a 2-second one."""
+        hold = self._hold
+        if hold is not None and not hold.done:       # "Un momento, por favor." is short: never cut, never overlapped
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hold.wait_for_playout(), CLOSING_PROMPT_MAX_S)
         pieces = [piece for text in texts if text.strip()
                   for piece in ([text] if self.synth.cached(text) else split_sentences(text))]
         first, rest = b"", list(pieces)
@@ -357,8 +366,9 @@ class CallSession:
         pending = asyncio.ensure_future(asyncio.wait_for(asked, guard_s))
         filler: Prompt | None = None
         try:
+            held, self._held = self._held, False
             done, _ = await asyncio.wait({pending}, timeout=FILLER_AFTER_S)
-            if not done:
+            if not done and not held:          # the caller was just told "Un momento": not twice
                 self.metrics.dialogue_fillers.inc()
                 filler = await self._play((self.phrases.one_moment,), allow_barge_in=False)
             reply = await pending
@@ -444,7 +454,29 @@ class CallSession:
         listening_since: float | None = None
         drop_speech = False       # an utterance spoken over a prompt that may not be interrupted
         awaiting_final = False
+        question = " ".join(texts)
+        # the utterance whose final is awaited: its seq, since when, the wait the backlog predicted, held yet
+        wait_seq, wait_since, wait_estimate, held = 0, 0.0, 0.0, False
         while True:
+            if awaiting_final:
+                action = late_final(waited_s=self.clock() - wait_since, estimate_s=wait_estimate,
+                                    hold_ms=self.settings.asr.max_wait_ms,
+                                    keypad_ms=self.settings.asr.max_wait_keypad_ms)
+                if action == "keypad" and not stream.drop_final(wait_seq):
+                    action = None                      # its final is already made: it is in the inbox
+                if action == "keypad":
+                    awaiting_final = False
+                    self._superseded_upto = max(self._superseded_upto, wait_seq)
+                    prompt = await self._ask_keys(stream, expect, question, wait_seq, wait_since, wait_estimate)
+                    listening_since = None             # the no-input clock starts when the key question ends
+                    continue
+                if action is not None and not held and prompt.done:
+                    held = self._held = True
+                    self.metrics.asr_holds.inc()
+                    log.info("final late: hold phrase %s",
+                             kv(call_id=self.call_id, seq=wait_seq, waited_ms=round(1000 * (self.clock() - wait_since)),
+                                estimate_ms=round(1000 * wait_estimate), waiting=stream.backlog.waiting))
+                    self._hold = await self._play((self.phrases.one_moment,), allow_barge_in=False)
             timeout = self._next_timeout(listening_since, awaiting_final or stream.vad.in_utterance)
             try:
                 event = await asyncio.wait_for(self._inbox.get(), timeout)
@@ -471,12 +503,18 @@ class CallSession:
                     drop_speech = True
                 else:
                     awaiting_final = True
+                    wait_seq, wait_since, held = event.seq, now, False
+                    wait_estimate = stream.final_wait_estimate_s()
                 continue
             if isinstance(event, Final):
                 if drop_speech:
                     drop_speech = False
                     continue
                 awaiting_final = False
+                if event.dropped:      # the service dropped it undecoded: it waited past asr.max_wait_keypad_ms
+                    prompt = await self._ask_keys(stream, expect, question, event.seq, wait_since, wait_estimate)
+                    listening_since = None
+                    continue
                 if not event.text and event.voiced_ms < self.turns_cfg.barge_in_min_speech_ms:
                     continue        # a cough or a click with no words: not an answer, keep listening
                 if not prompt.done:
@@ -490,6 +528,16 @@ class CallSession:
             if listening_since is not None and not awaiting_final and not stream.vad.in_utterance \
                     and not self.dtmf.pending and now - listening_since >= self.turns_cfg.no_input_timeout_s:
                 return None
+
+    async def _ask_keys(self, stream: RecognizeStream, expect: Expect, question: str, seq: int, since: float,
+                        estimate_s: float) -> Prompt:
+        """An utterance's decode was dropped (overload): ask for the prompt's answer on the keypad."""
+        self.metrics.asr_finals_dropped.inc()
+        log.info("final too late: keypad asked %s",
+                 kv(call_id=self.call_id, seq=seq, waited_ms=round(1000 * (self.clock() - since)),
+                    estimate_ms=round(1000 * estimate_s), waiting=stream.backlog.waiting))
+        return await self._play(keypad_question(expect, question, lead=self.phrases.speech_busy,
+                                                key_menu=self.phrases.dtmf_menu), allow_barge_in=True)
 
     def _dtmf_turn(self, digits: str, at: float, stream: RecognizeStream) -> CallerTurn:
         # The keys answered first: results of utterances ended so far must not answer a later prompt.

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from foundation.logs import kv
 from ivr.metrics import EngineMetrics
 from ivr.speech.audio_ops import energy_db
+from ivr.speech.backlog import DecodeBacklog
 from ivr.speech.endpointing import SPOKEN_DIGITS, EndpointConfig, Endpointer
 from ivr.speech.expect import Expect
 from ivr.speech.frames import FRAME_MS, AudioFrame
@@ -85,6 +86,7 @@ class Final:
     speech_end_at: float
     voiced_ms: int = 0
     seq: int = 0
+    dropped: bool = False      # not decoded: it waited too long for the pool (the service's asr.max_wait_keypad_ms)
 
 
 AsrEvent = SpeechStarted | Partial | SpeechProgress | EndOfSpeech | Final
@@ -151,7 +153,7 @@ class RecognizeStream:
 
     def __init__(self, decoder_factory: Callable[[], Decoder], executor: Executor | None, config: StreamConfig, *,
                  sample_rate: int, call_id: str = "-", metrics: EngineMetrics | None = None,
-                 peek_digits: bool = False) -> None:
+                 peek_digits: bool = False, backlog: DecodeBacklog | None = None) -> None:
         self._decoder_factory = decoder_factory
         self._decoder: Decoder | None = None
         self._executor = executor
@@ -191,6 +193,13 @@ class RecognizeStream:
         # the last partial; both touched only in the pool thread.
         self._segments: list[str] = []
         self._since_partial = 0
+        # Finals waiting in the decoding pool, shared with the other streams of the pool (ivr.speech.backlog); a
+        # stream built alone counts only itself. `_dropped`: utterances whose final the session gave up on (read
+        # in the pool thread: a set's membership test is atomic).
+        self.backlog = backlog if backlog is not None else DecodeBacklog(1)
+        self._dropped: set[int] = set()
+        self.finals_dropped = 0
+        self._last_final_seq = 0          # seq of the latest Final made (pool thread)
 
     # -- lifecycle --
     def start(self) -> None:
@@ -202,6 +211,7 @@ class RecognizeStream:
         if self.closed:
             return
         self.closed = True
+        self._forget_pending()
         if self._task is not None:
             self._inbox.put_nowait((_CLOSE, None))
             try:
@@ -277,8 +287,9 @@ class RecognizeStream:
         # nothing voiced since the last peek: that reading covers the whole utterance
         reuse_peek = self._peeked_voiced_at is not None and self._peeked_voiced_at == self.vad.last_voiced_at
         self._peeked_voiced_at = None
+        self.backlog.enqueue(self._key(seq))
         self._events.put_nowait(EndOfSpeech(self._now, speech_end, voiced, seq))
-        self._inbox.put_nowait((_FINAL, (speech_end, voiced, seq, reuse_peek)))
+        self._inbox.put_nowait((_FINAL, (speech_end, voiced, seq, reuse_peek, time.monotonic())))
         self.vad.reset()
         self.endpointer.reset()
         self._utterance_open = False
@@ -296,6 +307,28 @@ class RecognizeStream:
         self._progress_ms = 0
         self._peeked_voiced_at = None
         self._since_end = 0
+
+    # -- the decoding backlog (event loop) --
+    def _key(self, seq: int) -> tuple[int, int]:
+        return (id(self), seq)
+
+    def final_wait_estimate_s(self) -> float:
+        """Estimated wait for a final asked now, from the pool's backlog (ivr.speech.backlog)."""
+        return self.backlog.estimate_wait_s()
+
+    def drop_final(self, seq: int) -> bool:
+        """Give up on utterance `seq`'s final: its decode is skipped if it has not started (the pool is free
+        for the others sooner), and no Final comes for it then. False when it is already out or dropped."""
+        if seq in self._dropped or seq > self.utterances_ended or seq <= self._last_final_seq:
+            return False
+        self._dropped.add(seq)
+        self.finals_dropped += 1
+        self.backlog.drop(self._key(seq))
+        return True
+
+    def _forget_pending(self) -> None:
+        me = id(self)
+        self.backlog.forget(lambda key: isinstance(key, tuple) and key[0] == me)
 
     # -- output --
     async def get(self) -> AsrEvent:
@@ -359,6 +392,7 @@ class RecognizeStream:
             log.exception("decoder failed %s", kv(call_id=self.call_id))
             # The caller is then only understood by DTMF; the session hears no more speech events.
             self.closed = True
+            self._forget_pending()
             if self._decoder is not None:       # no batch is running any more: safe to drop it here
                 try:
                     self._decoder.close()
@@ -376,6 +410,7 @@ class RecognizeStream:
         segments = self._segments
         pending = bytearray()
         partial_bytes = self.sample_rate * 2 * PARTIAL_EVERY_MS // 1000
+        batch_t0 = time.perf_counter()      # a final's decode time counts its batch's audio before it
 
         def flush_audio() -> None:
             if not pending:
@@ -407,13 +442,31 @@ class RecognizeStream:
                 continue
             flush_audio()
             if kind == _FINAL:
+                seq = arg[2]
+                if seq in self._dropped:
+                    # the session stopped waiting for it (overload): no decode, no Final; the decoder starts over
+                    self._dropped.discard(seq)
+                    drop = getattr(dec, "drop", None)
+                    (drop if drop is not None else dec.reset)()
+                    segments.clear()
+                    self._since_partial = 0
+                    batch_t0 = time.perf_counter()
+                    continue
+                ended = getattr(dec, "utterance_ended", None)    # a remote decoder bounds the service's wait
+                if ended is not None:
+                    ended(arg[4])
                 t0 = time.perf_counter()
                 from_peek = getattr(dec, "final_from_peek", None)
                 text, conf = from_peek() if arg[3] and from_peek is not None else dec.final()
-                self.decode_s += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                self.decode_s += t1 - t0
+                dropped = getattr(dec, "dropped", False) is True
+                self.backlog.done(self._key(seq), None if dropped else t1 - batch_t0)
+                self._last_final_seq = seq
+                batch_t0 = t1
                 if text:
                     segments.append(text)
-                out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1], arg[2]))
+                out.append(Final(" ".join(segments).strip(), conf, arg[0], arg[1], seq, dropped))
                 segments.clear()
                 self._since_partial = 0
             elif kind == _PEEK:
@@ -511,6 +564,11 @@ class VoskDecoder:
         self._rec = self._free = self._closed = None
 
 
+def pool_size(executor: Executor | None) -> int:
+    """Threads of a decoding pool (a ThreadPoolExecutor's bound; 1 when it cannot be told)."""
+    return int(getattr(executor, "_max_workers", 1) or 1)
+
+
 class VoskRecognizer:
     """The process's Vosk provider: one shared model, one recognizer per call, decoding in `executor`."""
 
@@ -520,6 +578,7 @@ class VoskRecognizer:
         self._executor = executor
         self._config = config
         self._metrics = metrics
+        self.backlog = DecodeBacklog(pool_size(executor))     # every call's finals wait in the one pool
 
     @staticmethod
     def load_model(path: Path) -> Any:
@@ -532,7 +591,7 @@ class VoskRecognizer:
         def factory() -> Decoder:
             return VoskDecoder(self.model, sample_rate)
         s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
-                            metrics=self._metrics)
+                            metrics=self._metrics, backlog=self.backlog)
         s.start()
         return s
 

@@ -60,8 +60,9 @@ from ivr.speech.answers import (
     stray_words,
 )
 from ivr.speech.audio_ops import resample
+from ivr.speech.backlog import DecodeBacklog
 from ivr.speech.expect import Expect
-from ivr.speech.recognizer import Decoder, RecognizeStream, StreamConfig
+from ivr.speech.recognizer import Decoder, RecognizeStream, StreamConfig, pool_size
 
 log = logging.getLogger("ivr.speech.whisper")
 
@@ -638,12 +639,13 @@ class WhisperRecognizer:
         self._executor = executor
         self._config = config
         self._metrics = metrics
+        self.backlog = DecodeBacklog(pool_size(executor))     # every call's finals wait in the one pool
 
     def stream(self, call_id: str, sample_rate: int) -> RecognizeStream:
         def factory() -> Decoder:
             return WhisperDecoder(self.model, sample_rate, call_id, self._metrics)
         s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
-                            metrics=self._metrics, peek_digits=True)
+                            metrics=self._metrics, peek_digits=True, backlog=self.backlog)
         s.start()
         return s
 

@@ -25,9 +25,18 @@ from websockets.sync.client import ClientConnection, connect
 from foundation.config import Settings
 from foundation.logs import kv
 from ivr.metrics import EngineMetrics
+from ivr.speech.backlog import BacklogSnapshot, DecodeBacklog, ServiceLoad
 from ivr.speech.expect import Expect
 from ivr.speech.recognizer import Decoder, NoSpeechDecoder, RecognizeStream, StreamConfig, grammar_for
-from ivr.speech.service.protocol import EOF_MESSAGE, RESET_MESSAGE, config_message, parse_reply
+from ivr.speech.service.protocol import (
+    DROP_MESSAGE,
+    EOF_MESSAGE,
+    RESET_MESSAGE,
+    ServerReply,
+    config_message,
+    parse_reply,
+    reset_message,
+)
 
 log = logging.getLogger("ivr.speech.service.client")
 
@@ -41,8 +50,13 @@ class ServiceUnavailable(ConnectionError):
 
 class RemoteDecoder:
     def __init__(self, url: str, sample_rate: int, *, protocol: Protocol = "veratur", engine: str | None = None,
-                 connect_timeout_s: float = 1.0, reply_timeout_s: float = 15.0) -> None:
+                 connect_timeout_s: float = 1.0, reply_timeout_s: float = 15.0,
+                 load: ServiceLoad | None = None, max_wait_ms: int = 0) -> None:
         self.url = url
+        self._load = load
+        self.max_wait_ms = max_wait_ms if protocol == "veratur" else 0
+        self.dropped = False           # the last final was dropped by the service undecoded (the stream reads it)
+        self._ended_at: float | None = None    # monotonic end of the utterance the next final is for
         self.sample_rate = sample_rate
         self.protocol = protocol
         self.engine = engine if protocol == "veratur" else None
@@ -56,7 +70,7 @@ class RemoteDecoder:
 
     # -- the Decoder seam -----------------------------------------------------------------------------------
     def accept(self, pcm: bytes) -> str | None:
-        reply = parse_reply(self._ask(pcm))
+        reply = self._parse(self._ask(pcm))
         if reply.text is not None:
             self._partial = ""
             return reply.text
@@ -70,13 +84,39 @@ class RemoteDecoder:
         self._partial = ""
         if self._ws is None:
             return "", None
-        reply = parse_reply(self._ask(RESET_MESSAGE))
+        ended_at, self._ended_at = self._ended_at, None
+        if self.max_wait_ms and ended_at is not None:
+            # what is left of the bound: the service drops the final rather than start it later than that
+            left_ms = self.max_wait_ms - 1000 * (time.monotonic() - ended_at)
+            message = DROP_MESSAGE if left_ms <= 0 else reset_message(int(left_ms))
+        else:
+            message = RESET_MESSAGE
+        reply = self._parse(self._ask(message))
+        self.dropped = reply.dropped
         return reply.text or "", reply.confidence
+
+    def utterance_ended(self, at: float) -> None:
+        """The stream tells when the utterance it will ask the final of ended (time.monotonic())."""
+        self._ended_at = at
 
     def reset(self) -> None:
         self._partial = ""
         if self._ws is not None:
             self._ask(RESET_MESSAGE)          # the reply is the dropped utterance
+
+    def drop(self) -> None:
+        """Forget the utterance without decoding it (the built-in service skips the decode; vosk-server, which
+        has no such message, finishes it as a reset: a Vosk final is cheap)."""
+        self._partial = ""
+        if self._ws is not None:
+            self._parse(self._ask(DROP_MESSAGE if self.protocol == "veratur" else RESET_MESSAGE))
+
+    def _parse(self, message: str | bytes) -> ServerReply:
+        reply = parse_reply(message)
+        if reply.backlog is not None and self._load is not None:
+            b = reply.backlog
+            self._load.update(BacklogSnapshot(b.waiting, b.threads, b.decode_s))
+        return reply
 
     def set_phrases(self, phrases: Sequence[str] | None) -> None:
         wanted = [p.lower() for p in phrases] if phrases else None
@@ -154,8 +194,9 @@ class RemoteRecognizer:
 
     def __init__(self, url: str, executor: Executor, config: StreamConfig, *, protocol: Protocol = "veratur",
                  engine: str | None = None, metrics: EngineMetrics | None = None,
-                 reply_timeout_s: float = 15.0) -> None:
+                 reply_timeout_s: float = 15.0, service_threads: int = 2, max_wait_ms: int = 0) -> None:
         self.url = url
+        self.max_wait_ms = max_wait_ms
         self.reply_timeout_s = reply_timeout_s
         self.protocol = protocol
         self.engine = engine
@@ -165,6 +206,10 @@ class RemoteRecognizer:
         self._lock = threading.Lock()
         self._failures = 0
         self._retry_at = 0.0
+        # this worker's finals at the service (their decode is the service's pool of `service_threads`), and what
+        # the service last reported of everyone's: the estimate takes the larger
+        self.backlog = DecodeBacklog(service_threads)
+        self.backlog.service = ServiceLoad()
 
     @property
     def available(self) -> bool:
@@ -176,7 +221,8 @@ class RemoteRecognizer:
                 return NoSpeechDecoder()
             try:
                 decoder = RemoteDecoder(self.url, sample_rate, protocol=self.protocol, engine=self.engine,
-                                        reply_timeout_s=self.reply_timeout_s)
+                                        reply_timeout_s=self.reply_timeout_s, load=self.backlog.service,
+                                        max_wait_ms=self.max_wait_ms)
             except ServiceUnavailable as exc:
                 self._failed(call_id, exc)
                 raise
@@ -187,7 +233,7 @@ class RemoteRecognizer:
             return decoder
 
         s = RecognizeStream(factory, self._executor, self._config, sample_rate=sample_rate, call_id=call_id,
-                            metrics=self._metrics)
+                            metrics=self._metrics, backlog=self.backlog)
         s.start()
         return s
 
@@ -217,5 +263,6 @@ def service_recognizer(settings: Settings, config: StreamConfig,
     pool = ThreadPoolExecutor(max_workers=settings.sip.max_calls_per_worker + 1, thread_name_prefix="asr-remote")
     engine = settings.asr.engine if settings.asr.engine in ("vosk", "whisper") else None
     recognizer = RemoteRecognizer(cfg.url, pool, config, protocol="veratur" if cfg.mode == "builtin" else "vosk",
-                                  engine=engine, metrics=metrics)
+                                  engine=engine, metrics=metrics, service_threads=cfg.threads,
+                                  max_wait_ms=settings.asr.max_wait_keypad_ms)
     return recognizer, pool

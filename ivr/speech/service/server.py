@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from foundation.logs import kv
 from foundation.vocabulary import EXPECT_KINDS
+from ivr.speech.backlog import DecodeBacklog
 from ivr.speech.expect import Expect
 from ivr.speech.recognizer import Decoder, grammar_for
 from ivr.speech.service.protocol import (
@@ -29,6 +30,7 @@ from ivr.speech.service.protocol import (
     ProtocolError,
     final_message,
     parse_text,
+    with_backlog,
 )
 
 log = logging.getLogger("ivr.speech.service")
@@ -49,6 +51,7 @@ class ServiceStats:
     audio_s: float = 0.0
     decode_s: float = 0.0
     errors: int = 0
+    finals_dropped: int = 0          # utterances a client dropped without a decode ({"drop": 1}: overload)
     by_engine: dict[str, int] = field(default_factory=dict)
 
 
@@ -62,6 +65,7 @@ class RecognitionServer:
         self.max_streams = max_streams
         self.default_sample_rate = default_sample_rate
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr")
+        self.backlog = DecodeBacklog(threads)       # finals waiting in the pool, reported to extended clients
         self.stats = ServiceStats()
         self._server: Server | None = None
 
@@ -113,6 +117,14 @@ class _Stream:
         self.decoder: Decoder | None = None
         self._partial = ""
         self._since_partial = 0
+        self.extended = False                  # the client speaks the extensions: replies carry the backlog
+        self._finals = 0
+
+    def _reply(self, message: str) -> str:
+        if not self.extended:
+            return message
+        snap = self.server.backlog.snapshot()
+        return with_backlog(message, snap.waiting, snap.pool_size, snap.recent_decode_s)
 
     async def serve(self, ws: ServerConnection) -> None:
         while True:
@@ -124,14 +136,27 @@ class _Stream:
             if isinstance(message, bytes):
                 if len(message) % 2:
                     raise ProtocolError("audio: whole 16-bit samples")
-                await ws.send(await self._run(self._accept, message))
+                await ws.send(self._reply(await self._run(self._accept, message)))
                 continue
             kind, config = parse_text(message)
             if kind == "config":
                 assert config is not None
+                self.extended = self.extended or config.engine is not None or config.expect is not None
                 await self._run(self._configure, config)
                 continue
-            await ws.send(await self._run(self._final))
+            if kind == "drop":
+                await ws.send(self._reply(await self._run(self._drop)))
+                continue
+            self._finals += 1
+            key = (id(self), self._finals)
+            self.server.backlog.enqueue(key)
+            spent: float | None = None
+            try:
+                max_wait = config.max_wait_ms if config is not None else None
+                reply, spent = await self._run(self._timed_final, time.monotonic(), max_wait)
+            finally:
+                self.server.backlog.done(key, spent)      # the decode's own time, not its wait in the pool
+            await ws.send(self._reply(reply))
             if kind == "eof":
                 await ws.close(1000, "eof")
                 return
@@ -200,6 +225,13 @@ class _Stream:
         self.server.stats.audio_s += len(pcm) / (2 * self.sample_rate)
         return reply
 
+    def _timed_final(self, asked_at: float, max_wait_ms: int | None) -> tuple[str, float | None]:
+        if max_wait_ms is not None and (time.monotonic() - asked_at) * 1000 > max_wait_ms:
+            return self._drop(), None          # the caller was asked for keys by now: do not delay the others
+        t0 = time.perf_counter()
+        reply = self._final()
+        return reply, time.perf_counter() - t0
+
     def _final(self) -> str:
         self._partial, self._since_partial = "", 0
         if self.decoder is None:
@@ -208,6 +240,15 @@ class _Stream:
         text, confidence = self.decoder.final()
         self.server.stats.decode_s += time.perf_counter() - t0
         return final_message(text, confidence)
+
+    def _drop(self) -> str:
+        self._partial, self._since_partial = "", 0
+        if self.decoder is not None:
+            self.decoder.reset()
+        self.server.stats.finals_dropped += 1
+        body = json.loads(final_message("", None))
+        body["dropped"] = True
+        return json.dumps(body)
 
     def close(self) -> None:
         if self.decoder is not None:
