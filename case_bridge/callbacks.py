@@ -20,6 +20,12 @@ an argument (`now`), so tests drive a clock of their own.
         silent | failed (retried per schedule until attempts are used up, then failed); each attempt is also a
         `callback_attempts` row (the dashboard's outbound outcomes)
     opt_out(number, *, channel) -> int            pending jobs of the number cancelled
+    request_agent_return(folio, phone, *, agent, allowed_prefixes, now) -> (CallbackView, created)
+        an agent's "Llamar de vuelta": a job (reason agent_return, requested_by the agent) due now; when the
+        citizen answers and confirms, the call goes to that agent (ivr.agent_callback). One attempt per click: a
+        busy / unanswered / failed attempt leaves the job `failed` for the agent to retry or cancel (no schedule:
+        the agent is waiting at the console). A second click while it is open returns the same job.
+    retry_agent_return(job_id, agent, *, now, pacing_s) / cancel_agent_return(job_id, agent, *, now)
     callbacks_for(folio) -> list[CallbackView]    for the clerk and agent pages
 """
 from __future__ import annotations
@@ -32,7 +38,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from case_bridge.errors import InvalidInput
-from case_bridge.models import CallbackAttempt, CallbackJob, CallbackOptOut, utcnow
+from case_bridge.models import CallbackAttempt, CallbackJob, CallbackOptOut, Case, utcnow
 from case_bridge.unit_of_work import UnitOfWork, load_case
 from foundation import dialplan
 from foundation.config import CallbackConfig
@@ -41,6 +47,7 @@ RETRYABLE = frozenset({"busy", "no_answer", "silent", "failed"})
 OUTCOMES = RETRYABLE | {"answered", "opt_out"}
 OPEN_STATES = ("standby", "pending", "active")
 STAFF_REASONS = ("clerk_callback", "agent_callback")
+AGENT_RETURN = "agent_return"      # an agent calls the citizen back and talks with them (not a status message)
 MAX_WINDOW = timedelta(days=31)     # a staff callback further out is a typo, not a plan
 WINDOW_CLOSED = "window closed"
 
@@ -257,12 +264,99 @@ class Callbacks:
             elif outcome == "opt_out":
                 job.state = "opted_out"
                 _opt_out(s, job.number, "phone", now)
-            elif job.attempts >= schedule.attempts:
-                job.state = "failed"
+            elif job.reason == AGENT_RETURN or job.attempts >= schedule.attempts:
+                job.state = "failed"           # an agent's call back: the agent retries or cancels it
             else:
                 job.state, job.next_attempt_at = "pending", next_attempt(job.attempts, now, schedule)
                 if job.not_after is not None and job.next_attempt_at >= job.not_after:
                     job.state, job.detail = "failed", WINDOW_CLOSED      # the retry would fall past the window
+            return _view(job)
+
+        return self.uow.write(work)
+
+    def request_agent_return(self, folio: str, phone: str | None, *, agent: str, allowed_prefixes: list[str],
+                             now: datetime | None = None) -> tuple[CallbackView, bool]:
+        """An agent's "Llamar de vuelta": a job due now to `phone` (the number the caller left), else the case's.
+        Returns (job, created). The case's open agent_return job is returned as it is (a double click, another
+        tab); a standby acceptance or a pending staff call becomes this job (one call per case at a time, as
+        `schedule_callback`); a job being dialled refuses. No number at all is an InvalidInput (nothing stored);
+        a number outside the plan or opted out is recorded as such (the view says why)."""
+        now = now or utcnow()
+        agent = agent.strip()[:64]
+        if not agent:
+            raise InvalidInput("agente desconocido")
+
+        def work(s: Session) -> tuple[CallbackView, bool]:
+            case = load_case(s, folio)
+            # the case row is the lock: two clicks at once queue one job (the second waits, then sees it)
+            s.execute(select(Case.id).where(Case.id == case.id).with_for_update())
+            job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
+                                                      CallbackJob.state.in_(OPEN_STATES))
+                            .with_for_update()).scalar_one_or_none()
+            if job is not None and job.reason == AGENT_RETURN and job.state in ("pending", "active"):
+                return _view(job), False
+            if job is not None and job.state == "active":
+                raise InvalidInput("Hay una llamada en curso a este caso; espere a que termine.")
+            number = phone or (case.citizen.phone if case.citizen is not None else None)
+            if not number:
+                raise InvalidInput("El caso no tiene número de teléfono: no hay a quién llamar.")
+            decision = dialplan.check(number, allowed_prefixes)
+            if job is None:
+                job = CallbackJob(case_id=case.id, created_at=now)
+                s.add(job)
+            job.number, job.reason, job.note, job.requested_by = decision.number or "", AGENT_RETURN, "", agent
+            job.state, job.attempts, job.next_attempt_at, job.not_after = "pending", 0, now, None
+            job.last_outcome, job.detail, job.updated_at = "", "", now
+            job.lease_owner, job.lease_until = None, None
+            if not decision.ok:
+                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
+            elif s.get(CallbackOptOut, decision.number) is not None:
+                job.state, job.detail = "opted_out", "the number asked not to be called"
+            s.flush()
+            return _view(job), True
+
+        return self.uow.write(work)
+
+    def _agent_job(self, s: Session, job_id: int, agent: str) -> CallbackJob:
+        job = s.get(CallbackJob, job_id, with_for_update=True) if job_id > 0 else None
+        if job is None or job.reason != AGENT_RETURN:
+            raise InvalidInput("llamada desconocida")
+        if job.requested_by != agent:
+            raise InvalidInput("Esta llamada la pidió otro agente.")
+        return job
+
+    def retry_agent_return(self, job_id: int, agent: str, *, now: datetime | None = None,
+                           pacing_s: int = 0) -> CallbackView:
+        """Dial an agent's call back again (after busy / no answer / failed): due now, or once `pacing_s` has
+        passed since the last attempt (the number's pacing holds for retries too)."""
+        now = now or utcnow()
+
+        def work(s: Session) -> CallbackView:
+            job = self._agent_job(s, job_id, agent)
+            if job.state in ("pending", "active"):
+                return _view(job)               # already on its way: a double click
+            if job.state != "failed":
+                raise InvalidInput("Esta llamada ya no se puede reintentar.")
+            if s.get(CallbackOptOut, job.number) is not None:
+                job.state, job.detail, job.updated_at = "opted_out", "the number asked not to be called", now
+                return _view(job)
+            last = job.updated_at                 # the last attempt's end (record_attempt)
+            job.state, job.detail, job.updated_at = "pending", "", now
+            job.next_attempt_at = max(now, last + timedelta(seconds=pacing_s))
+            return _view(job)
+
+        return self.uow.write(work)
+
+    def cancel_agent_return(self, job_id: int, agent: str, *, now: datetime | None = None) -> CallbackView:
+        now = now or utcnow()
+
+        def work(s: Session) -> CallbackView:
+            job = self._agent_job(s, job_id, agent)
+            if job.state == "active":
+                raise InvalidInput("La llamada está en curso; no se puede cancelar ahora.")
+            if job.state in ("pending", "failed"):
+                job.state, job.detail, job.updated_at = "cancelled", "cancelled by the agent", now
+                job.lease_owner, job.lease_until = None, None
             return _view(job)
 
         return self.uow.write(work)

@@ -514,12 +514,27 @@ class EscalationConfig(_Section):
     agent_queue_uri: str = "sip:agentes@127.0.0.1:5090"
     allowed_targets: list[str] = ["sip:agentes@127.0.0.1:5090"]
     transfer_timeout_s: float = Field(15.0, gt=0, le=120)
+    # An agent's own phone (staff username -> SIP URI): where an agent's "Llamar de vuelta" bridges or refers the
+    # citizen (ivr.agent_callback). Set by the operator, never by a caller; an agent without one cannot use it.
+    agent_uris: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _queue_is_allowed(self) -> EscalationConfig:
         if self.agent_queue_uri not in self.allowed_targets:
             raise ValueError("agent_queue_uri must be one of allowed_targets")
         return self
+
+    @field_validator("agent_uris")
+    @classmethod
+    def _agent_uris(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, uri in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", user):
+                raise ValueError(f"agent_uris: {user!r} is not a staff username")
+            # a bare sip:/sips: URI: no display name, <>, embedded headers or whitespace (no header injection)
+            if not re.fullmatch(r"sips?:(?:[^@\s<>;?\"]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?"
+                                r"(?:;[A-Za-z0-9_.!~*'()%+-]+(?:=[A-Za-z0-9_.!~*'()%+:-]+)?)*", uri, re.IGNORECASE):
+                raise ValueError(f"agent_uris[{user}]: {uri[:80]!r} is not a plain SIP URI")
+        return value
 
 
 class CallbackConfig(_Section):
