@@ -16,7 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from case_bridge.callbacks import CallbackView
+from case_bridge.callbacks import AGENT_RETURN, CallbackView
 from case_bridge.escalation import EscalationDesk
 from case_bridge.service import CaseService
 from case_bridge.views import STATUS_LABELS
@@ -25,6 +25,7 @@ from foundation.logs import kv
 from ivr.call.escalation import case_headers
 from ivr.call.leg import DtmfIn, HangupIn
 from ivr.call.prompt import Prompt
+from ivr.dialer import CallResult
 from ivr.sip.leg import SipLeg
 from ivr.speech.tts import SpeechSynthesizer
 
@@ -61,7 +62,12 @@ class CallbackConversation:
         self.first_input_s, self.key_timeout_s = first_input_s, key_timeout_s
         self.texts = texts or CallbackTexts()
 
-    async def __call__(self, leg: SipLeg, job: CallbackView) -> str:
+    async def __call__(self, leg: SipLeg, job: CallbackView) -> str | CallResult:
+        if job.reason == AGENT_RETURN:       # an agent's "Llamar de vuelta": the citizen goes to that agent
+            from ivr.agent_callback import AgentReturnConversation
+            return await AgentReturnConversation(self.service, self.tts, self.settings,
+                                                 first_input_s=self.first_input_s,
+                                                 key_timeout_s=self.key_timeout_s)(leg, job)
         call_id = leg.info.call_id
         out = self.settings.outbound
         # outbound: the dashboard counts it as a callback, never among the calls received

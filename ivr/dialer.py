@@ -5,7 +5,10 @@ Capacity: outbound calls never hold more than `outbound.max_share` of this worke
 last free slot, so inbound callers are not refused because the node is busy calling out (every worker applies
 the same share: the node's total holds too). Pacing per number: `outbound.pacing_s` between attempts (the job's
 schedule is at least that far apart). What happens once the citizen answers is `converse(leg, job)`, which returns
-the outcome (answered, opt_out, silent); this module knows nothing about the dialogue.
+the outcome (answered, opt_out, silent), or a `CallResult` with a detail and, for a call now bridged to an agent,
+`handed_off`: the attempt is recorded at once (the job is done, its lease released: a conversation with an agent
+can outlast any lease), the leg is left up, and the outbound slot is held until the bridge ends. This module knows
+nothing about the dialogue.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -31,6 +35,18 @@ BUSY_CODES = frozenset({486, 600, 603})
 NO_ANSWER_CODES = frozenset({408, 480, 487})
 RING_TIMEOUT_S = 30.0
 OUTBOUND_HEADER = "X-Veratur-Outbound"   # the front door's token header (veratur.registrations.OUTBOUND_HEADER)
+BRIDGE_MAX_S = 4 * 3600.0                # a bridged call back holds its slot at most this long (then it is hung up)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What a conversation reports besides the bare outcome."""
+    outcome: str
+    detail: str = ""
+    # the leg now belongs to a bridge (ivr.sip.bridge ties it to the agent's call): not hung up by the dialer;
+    # `finish` runs once it has ended (e.g. closing the call record)
+    handed_off: bool = False
+    finish: Callable[[], Awaitable[None]] | None = None
 
 
 class Placer(Protocol):
@@ -60,7 +76,7 @@ def target_uri(number: str, route: str) -> str:
 
 class Dialer:
     def __init__(self, service: CaseService, settings: Settings, owner: str, placer: Placer,
-                 converse: Callable[[SipLeg, CallbackView], Awaitable[str]], *, capacity: int,
+                 converse: Callable[[SipLeg, CallbackView], Awaitable[str | CallResult]], *, capacity: int,
                  active_calls: Callable[[], int], clock: Callable[[], datetime] = utcnow,
                  ring_timeout_s: float = RING_TIMEOUT_S) -> None:
         self.service, self.settings, self.owner, self.placer = service, settings, owner, placer
@@ -105,6 +121,8 @@ class Dialer:
         out = self.settings.outbound
         sip_call_id: str | None = None
         detail = ""
+        bridged: CallResult | None = None
+        bridged_leg: SipLeg | None = None
         try:
             decision = dialplan.check(job.number, out.allowed_prefixes)   # the plan may have changed since
             if decision.number is None:
@@ -128,15 +146,40 @@ class Dialer:
                     detail = (f"SIP {code} {reason}".strip() if code else str(exc))[:200]
                 else:
                     sip_call_id = leg.info.call_id
+                    result: str | CallResult = "failed"
                     try:
-                        outcome = await self.converse(leg, job)
+                        result = await self.converse(leg, job)
                     finally:
-                        if not leg.ended:          # e.g. a silent answer: nobody else will hang up
+                        handed = isinstance(result, CallResult) and result.handed_off and not leg.ended
+                        if not leg.ended and not handed:   # e.g. a silent answer: nobody else will hang up
                             await leg.hangup()
+                    if isinstance(result, CallResult):
+                        outcome, detail = result.outcome, result.detail[:200]
+                        if handed:
+                            bridged, bridged_leg = result, leg
+                    else:
+                        outcome = result
             log.info("callback attempt %s", kv(event="callback_attempt", job=job.id, outcome=outcome,
                                               number=dialplan.mask(job.number), detail=detail))
             await asyncio.to_thread(self.service.record_attempt, job.id, self.owner, outcome, now=self.clock(),
                                     schedule=out.callback, sip_call_id=sip_call_id, detail=detail)
+            if bridged is not None and bridged_leg is not None:
+                await self._hold_bridge(job, bridged, bridged_leg)
             return outcome
         finally:
             self.outbound_active -= 1
+
+    async def _hold_bridge(self, job: CallbackView, result: CallResult, leg: SipLeg) -> None:
+        """The citizen talks with the agent: keep the slot until the bridge ends (either side hangs up)."""
+        self.outbound_active += 1          # the agent's leg is a second call slot of this worker
+        try:
+            if not await leg.wait_ended(BRIDGE_MAX_S):
+                await leg.hangup()
+            log.info("callback bridge ended %s", kv(event="callback_bridge_ended", job=job.id))
+        finally:
+            self.outbound_active -= 1
+            if result.finish is not None:
+                try:
+                    await result.finish()
+                except Exception:
+                    log.exception("callback bridge finish failed %s", kv(job=job.id))
