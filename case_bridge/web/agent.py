@@ -102,6 +102,7 @@ async def _case_json(request: web.Request, popped: AgentCase) -> dict[str, Any]:
     data["callbacks"] = [] if popped.case is None else [
         callback_row(c) for c in await _desk_call(request, request.app[SERVICE].callbacks_for, popped.case.folio)]
     data["outbound_enabled"] = request.app[SETTINGS].outbound.enabled
+    data["call_back"] = _call_back_refusal(request) is None and popped.case is not None and not popped.call_live
     return data
 
 
@@ -160,7 +161,8 @@ async def console(request: web.Request) -> dict[str, object]:
 @require_role("agent")
 async def queue(request: web.Request) -> web.Response:
     items = await _desk_call(request, request.app[DESK].queue)
-    return web.json_response({"items": [item_json(i) for i in items], "me": request[STAFF].username})
+    return web.json_response({"items": [item_json(i) for i in items], "me": request[STAFF].username,
+                              "call_back": _call_back_refusal(request) is None})
 
 
 @routes.post(r"/api/agente/llamadas/{id:\d+}/tomar")
@@ -204,6 +206,78 @@ async def schedule_callback(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="Ese número pidió no recibir llamadas." if view.state == "opted_out" else
                                  "El número del caso no se puede marcar (fuera del plan de marcación).")
     return web.json_response(callback_row(view), status=201)
+
+
+def _job_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["job"])
+    except (KeyError, ValueError):
+        raise web.HTTPNotFound(text="Llamada desconocida.") from None
+
+
+def _call_back_refusal(request: web.Request) -> str | None:
+    """Why this agent cannot use "Llamar de vuelta" here (None: they can)."""
+    settings, staff = request.app[SETTINGS], request[STAFF]
+    if not settings.outbound.enabled:
+        return "Las llamadas salientes están desactivadas en este nodo (outbound.enabled)."
+    if not settings.escalation.agent_uris.get(staff.username):
+        return ("Su usuario no tiene un teléfono configurado (escalation.agent_uris): no hay a dónde pasarle la "
+                "llamada.")
+    return None
+
+
+@routes.post(r"/api/agente/llamadas/{id:\d+}/llamar-de-vuelta")
+@require_role("agent")
+async def call_back_now(request: web.Request) -> web.Response:
+    """"Llamar de vuelta": the node calls the citizen of this queued item now and, when they confirm, passes the
+    call to this agent's own phone with the case attached (ivr.agent_callback). Takes the item if nobody has
+    it. The number is the one the caller left for a callback, else the case's. A second click returns the same
+    job (200 instead of 201)."""
+    staff, settings = request[STAFF], request.app[SETTINGS]
+    refusal = _call_back_refusal(request)
+    if refusal is not None:
+        raise web.HTTPBadRequest(text=refusal)
+    desk, esc_id = request.app[DESK], _escalation_id(request)
+    popped = await _desk_call(request, desk.take, esc_id, staff.id)     # a no-op when it is already this agent's
+    if popped.call_live:
+        raise web.HTTPBadRequest(text="La llamada sigue en curso: atiéndala en la línea.")
+    if popped.case is None:
+        raise web.HTTPBadRequest(text="Esta llamada no tiene caso: no hay número ni caso que pasarle al agente.")
+    view, created = await _desk_call(request, request.app[SERVICE].request_agent_return, popped.case.folio,
+                                     popped.callback_phone, agent=staff.username,
+                                     allowed_prefixes=settings.outbound.allowed_prefixes)
+    log.info(kv(event="agent_call_back", user=staff.username, escalation=popped.item.id, case=popped.case.folio,
+                job=view.id, state=view.state, created=created))
+    if view.state in ("invalid", "opted_out"):
+        raise web.HTTPBadRequest(text="Ese número pidió no recibir llamadas." if view.state == "opted_out" else
+                                 "El número no se puede marcar (fuera del plan de marcación).")
+    data = await _case_json(request, popped)
+    data["callback"], data["created"] = callback_row(view), created
+    return web.json_response(data, status=201 if created else 200)
+
+
+@routes.post(r"/api/agente/devoluciones/{job:\d+}/reintentar")
+@require_role("agent")
+async def retry_call_back(request: web.Request) -> web.Response:
+    refusal = _call_back_refusal(request)
+    if refusal is not None:
+        raise web.HTTPBadRequest(text=refusal)
+    staff = request[STAFF]
+    view = await _desk_call(request, request.app[SERVICE].retry_agent_return, _job_id(request), staff.username,
+                            pacing_s=request.app[SETTINGS].outbound.pacing_s)
+    log.info(kv(event="agent_call_back_retry", user=staff.username, job=view.id, state=view.state))
+    if view.state == "opted_out":
+        raise web.HTTPBadRequest(text="Ese número pidió no recibir llamadas.")
+    return web.json_response(callback_row(view))
+
+
+@routes.post(r"/api/agente/devoluciones/{job:\d+}/cancelar")
+@require_role("agent")
+async def cancel_call_back(request: web.Request) -> web.Response:
+    staff = request[STAFF]
+    view = await _desk_call(request, request.app[SERVICE].cancel_agent_return, _job_id(request), staff.username)
+    log.info(kv(event="agent_call_back_cancel", user=staff.username, job=view.id, state=view.state))
+    return web.json_response(callback_row(view))
 
 
 @routes.post(r"/api/agente/llamadas/{id:\d+}/notas")

@@ -20,9 +20,24 @@ OUTCOME_LABELS = {"answered": "contestó", "busy": "ocupado", "no_answer": "no c
                   "silent": "contestó sin responder", "failed": "falló", "opt_out": "pidió no recibir llamadas",
                   "": "—"}
 DETAIL_LABELS = {"window closed": "terminó la ventana de llamada",
-                 "the number asked not to be called": "el número pidió no recibir llamadas"}
+                 "the number asked not to be called": "el número pidió no recibir llamadas",
+                 # an agent's call back (ivr.agent_callback)
+                 "connected to the agent": "comunicado con el agente",
+                 "transferred to the agent": "transferido al agente",
+                 "the citizen did not want to talk now": "el ciudadano no quiso hablar ahora",
+                 "the citizen hung up before choosing": "el ciudadano colgó sin elegir",
+                 "agent has no SIP URI": "el agente no tiene teléfono configurado",
+                 "cancelled by the agent": "cancelada por el agente"}
 REASON_LABELS = {"status_changed": "Aviso de cambio de estado (lo pidió el ciudadano)",
-                 "clerk_callback": "Oficina", "agent_callback": "Centro de atención"}
+                 "clerk_callback": "Oficina", "agent_callback": "Centro de atención",
+                 "agent_return": "Devolución de llamada del agente"}
+AGENT_NO_ANSWER = "agent did not answer: "
+
+
+def detail_label(detail: str) -> str:
+    if detail.startswith(AGENT_NO_ANSWER):           # "agent did not answer: SIP 486"
+        return "el teléfono del agente no contestó (" + detail.removeprefix(AGENT_NO_ANSWER) + ")"
+    return DETAIL_LABELS.get(detail, detail)
 
 
 def parse_window(day: str, start: str, end: str) -> tuple[datetime, datetime]:
@@ -45,8 +60,9 @@ def _local(value: datetime | None) -> str | None:
 def callback_row(view: CallbackView) -> dict[str, Any]:
     """One job for a staff page (the number masked: staff see the full number on the case itself)."""
     return {"id": view.id, "state": view.state, "state_label": STATE_LABELS.get(view.state, view.state),
-            "reason_label": REASON_LABELS.get(view.reason, view.reason), "note": view.note,
+            "reason": view.reason, "reason_label": REASON_LABELS.get(view.reason, view.reason), "note": view.note,
             "requested_by": view.requested_by, "number": view.number_masked, "attempts": view.attempts,
             "last_outcome": OUTCOME_LABELS.get(view.last_outcome, view.last_outcome),
             "next_attempt": _local(view.next_attempt_at) if view.state in ("pending", "active") else None,
-            "window_end": _local(view.not_after), "detail": DETAIL_LABELS.get(view.detail, view.detail)}
+            "window_end": _local(view.not_after), "detail": detail_label(view.detail),
+            "outcome": view.last_outcome}

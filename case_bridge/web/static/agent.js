@@ -10,6 +10,8 @@
   var current = null;          // {id, version, lastTurn, socket, closed}
   var queueFetchedAt = 0;
   var queueItems = [];
+  var callBackAllowed = false;  // outbound calls on and this agent has a phone of their own (escalation.agent_uris)
+  var CALLBACK_POLL_MS = 2000;  // the taken call's callbacks (an agent's call back: ringing, answered, busy ...)
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -69,6 +71,11 @@
       var waiting = item.taken_by ? item.waiting_s : item.waiting_s + elapsed;
       row.appendChild(el("td", { "class": "waiting" }, mmss(waiting)));
       var cell = el("td");
+      if (callBackAllowed && item.state === "callback" && item.folio && (!item.taken_by || item.taken_by === ME)) {
+        var back = el("button", { type: "button", "class": "call-back" }, "Llamar de vuelta");
+        back.addEventListener("click", function () { callBack(item.id, back); });
+        cell.appendChild(back);
+      }
       if (!item.taken_by) {
         var take = el("button", { type: "button", "class": "take" }, "Tomar");
         take.addEventListener("click", function () { takeCall(item.id); });
@@ -88,6 +95,7 @@
   function refreshQueue() {
     return api("GET", "/api/agente/cola").then(function (data) {
       queueItems = data.items;
+      callBackAllowed = !!data.call_back;
       queueFetchedAt = Date.now();
       queueItems.forEach(function (item) {
         if (current && item.id === current.id) {
@@ -139,6 +147,7 @@
     renderCallbacks(data.callbacks || []);
     prefillCallback();
     document.getElementById("callback-form").hidden = !(c && data.outbound_enabled);
+    document.getElementById("call-back-box").hidden = !data.call_back;
     setLive(data.call_live);
     pane.hidden = false;
   }
@@ -150,10 +159,50 @@
     if (!rows.length) { list.appendChild(el("li", { "class": "empty" }, "No hay llamadas programadas.")); }
     rows.forEach(function (r) {
       var text = r.state_label + (r.detail ? " (" + r.detail + ")" : "") + " · " + r.reason_label +
-        (r.requested_by ? " · " + r.requested_by : "") + (r.note ? ": " + r.note : "") + " · intentos " + r.attempts +
+        (r.requested_by ? " · " + r.requested_by : "") + (r.note ? ": " + r.note : "") +
+        (r.number ? " · " + r.number : "") + " · intentos " + r.attempts +
+        (r.outcome ? " · último: " + r.last_outcome : "") +
         (r.next_attempt ? " · próximo " + r.next_attempt : "") + (r.window_end ? " · hasta " + r.window_end : "");
-      list.appendChild(el("li", { "data-callback": String(r.id), "data-state": r.state }, text));
+      var li = el("li", { "data-callback": String(r.id), "data-state": r.state, "data-reason": r.reason }, text);
+      if (r.reason === "agent_return" && r.requested_by === ME) {     // the agent's own call back: retry, cancel
+        if (r.state === "failed") {
+          var retry = el("button", { type: "button", "class": "retry" }, "Reintentar");
+          retry.addEventListener("click", function () { jobAction(r.id, "reintentar", retry); });
+          li.appendChild(retry);
+        }
+        if (r.state === "failed" || r.state === "pending") {
+          var cancel = el("button", { type: "button", "class": "secondary cancel" }, "Cancelar");
+          cancel.addEventListener("click", function () { jobAction(r.id, "cancelar", cancel); });
+          li.appendChild(cancel);
+        }
+      }
+      list.appendChild(li);
     });
+  }
+
+  function refreshCallbacks() {
+    if (!current) { return; }
+    var id = current.id;
+    api("GET", "/api/agente/llamadas/" + id).then(function (data) {
+      if (current && current.id === id) { renderCallbacks(data.callbacks || []); }
+    }).catch(function () { /* the next tick tries again; closing the item hides the pane */ });
+  }
+
+  function jobAction(jobId, action, button) {
+    showError("");
+    button.disabled = true;
+    api("POST", "/api/agente/devoluciones/" + jobId + "/" + action).then(refreshCallbacks)
+      .catch(function (err) { showError(err.message); button.disabled = false; });
+  }
+
+  function callBack(id, button) {     // "Llamar de vuelta": the node calls the citizen, then passes them to me
+    showError("");
+    if (button) { button.disabled = true; }
+    api("POST", "/api/agente/llamadas/" + id + "/llamar-de-vuelta").then(function (data) {
+      if (button) { button.disabled = false; }                        // a second click returns the same call
+      if (current && current.id === id) { renderCallbacks(data.callbacks || []); refreshQueue(); }
+      else { startCall(id, data); }
+    }).catch(function (err) { showError(err.message); if (button) { button.disabled = false; } refreshQueue(); });
   }
 
   function pad(n) { return String(n).padStart(2, "0"); }
@@ -253,6 +302,10 @@
     }).catch(function (err) { showError(err.message); });
   });
 
+  document.getElementById("call-back-now").addEventListener("click", function () {
+    if (current) { callBack(current.id, document.getElementById("call-back-now")); }
+  });
+
   document.getElementById("close-form").addEventListener("submit", function (event) {
     event.preventDefault();
     if (!current) { return; }
@@ -272,4 +325,5 @@
   refreshQueue();
   window.setInterval(refreshQueue, QUEUE_POLL_MS);
   window.setInterval(renderQueue, 1000);                            // waiting times tick between polls
+  window.setInterval(refreshCallbacks, CALLBACK_POLL_MS);
 })();
