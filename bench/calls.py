@@ -84,7 +84,9 @@ class Workers:
 
     @classmethod
     def start(cls, count: int, app: str, env: dict[str, str]) -> Workers:
-        procs, uris, urls = [], [], []
+        procs: list[subprocess.Popen[str]] = []
+        uris: list[str] = []
+        urls: list[str] = []
         for index in range(count):
             port = free_port()
             proc = subprocess.Popen([str(VERATUR), "ivr", "--index", str(index), "--port", "0", "--metrics-port",
@@ -92,18 +94,23 @@ class Workers:
                                     text=True, env={**os.environ, **env}, cwd=REPO)
             procs.append(proc)
             urls.append(f"http://127.0.0.1:{port}/metrics")
-        for proc in procs:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    raise SystemExit("a worker exited before it was ready (try it alone: veratur ivr --port 0)")
-                m = re.search(r"sip=(sip:\S+)", line)
-                if m:
-                    uris.append(m.group(1))
-                    break
-        return cls(uris, urls, procs)
+        workers = cls(uris, urls, procs)
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    line = proc.stdout.readline()
+                    if not line:
+                        raise SystemExit("a worker exited before it was ready (try it alone: veratur ivr --port 0)")
+                    m = re.search(r"sip=(sip:\S+)", line)
+                    if m:
+                        uris.append(m.group(1))
+                        break
+        except BaseException:
+            workers.stop()          # the ones already up would outlive the bench
+            raise
+        return workers
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -135,6 +142,7 @@ def main() -> int:
                          "asr-service` started here (builtin; its RSS and CPU are reported with the workers'); "
                          "config: as config/veratur.yml says")
     args = ap.parse_args()
+    args.load_start = os.getloadavg()        # the machine may be shared: every figure goes with its load
 
     env = dict(item.split("=", 1) for item in args.env)
     service: subprocess.Popen[str] | None = None
@@ -147,7 +155,12 @@ def main() -> int:
             service, env["VERATUR__RECOGNITION_SERVICE__URL"] = start_service(env)
         count = args.workers or math.ceil(args.calls / CALLS_PER_PROCESS)
         print(f"starting {count} worker(s) (--app {args.app}, recognition {args.recognition}) ...", flush=True)
-        workers = Workers.start(count, args.app, env)
+        try:
+            workers = Workers.start(count, args.app, env)
+        except BaseException:
+            if service is not None:
+                service.terminate()
+            raise
         if service is not None:
             workers.service = service
     try:
@@ -242,6 +255,35 @@ def run(args: argparse.Namespace, workers: Workers) -> int:
     return 0
 
 
+def histogram_quantiles(before: list[dict[str, float]], after: list[dict[str, float]], name: str,
+                        ps: tuple[int, ...]) -> dict[int, str]:
+    """Quantiles of a Prometheus histogram over the run (bucket deltas summed over the workers), interpolated
+    inside the bucket; past the last finite bucket: '> its bound'."""
+    bounds: dict[float, float] = {}
+    prefix = f'{name}_bucket{{le="'
+    for key in {k for m in after for k in m if k.startswith(prefix)}:
+        le = float(key[len(prefix):-2])
+        bounds[le] = total(after, key) - total(before, key)
+    if not bounds or not bounds.get(math.inf):
+        return {}
+    count = bounds[math.inf]
+    edges = sorted(bounds)
+    out: dict[int, str] = {}
+    for p in ps:
+        rank = count * p / 100
+        lo_edge, lo_count = 0.0, 0.0
+        for edge in edges:
+            if bounds[edge] >= rank:
+                if math.isinf(edge):
+                    out[p] = f"> {lo_edge * 1000:.0f} ms"
+                else:
+                    frac = (rank - lo_count) / max(bounds[edge] - lo_count, 1e-9)
+                    out[p] = f"{(lo_edge + (edge - lo_edge) * frac) * 1000:.0f} ms"
+                break
+            lo_edge, lo_count = edge, bounds[edge]
+    return out
+
+
 def report(args: argparse.Namespace, results: list[dict], before: list[dict[str, float]],  # type: ignore[type-arg]
            after: list[dict[str, float]], held: float, rss_peak: float, cpu_samples: list[float],
            cpu_before: float, elapsed: float) -> None:
@@ -261,6 +303,18 @@ def report(args: argparse.Namespace, results: list[dict], before: list[dict[str,
             print(f"turn latency {label:6}: p50 {percentile(values, 50):6.0f} ms  p95 {percentile(values, 95):6.0f} ms"
                   f"  max {max(values):6.0f} ms  (n={len(values)})")
     print(f"turns without a reply: {unanswered}/{turns}")
+    holds, dropped = delta("veratur_asr_hold_total"), delta("veratur_asr_final_dropped_total")
+    answer = histogram_quantiles(before, after, "veratur_turn_latency_seconds", (50, 95))
+    if answer:
+        # the workers' own clock: end of input -> the ANSWER's first audio queued (a hold phrase is not an answer)
+        print("engine turn latency to the answer (speech + keypad, histogram buckets): "
+              + "  ".join(f"p{p} {v}" for p, v in answer.items()))
+    if holds or dropped:
+        # a hold phrase or a keypad question is the first reply audio the caller hears for that turn
+        print(f"recognizer overload: {holds:.0f} hold phrases (final past asr.max_wait_ms), {dropped:.0f} decodes "
+              f"dropped and the keypad asked (past asr.max_wait_keypad_ms)")
+    print("load average (1/5/15 min) at start {} and end {}".format(
+        "/".join(f"{x:.2f}" for x in args.load_start), "/".join(f"{x:.2f}" for x in os.getloadavg())))
     if cpu_samples:
         busy = [c for c in cpu_samples if c > 0] or cpu_samples
         print(f"worker CPU: mean {statistics.mean(busy):.1f} %  peak {max(cpu_samples):.1f} % of one core "
