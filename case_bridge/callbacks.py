@@ -38,7 +38,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from case_bridge.errors import InvalidInput
-from case_bridge.models import CallbackAttempt, CallbackJob, CallbackOptOut, Case, utcnow
+from case_bridge.models import CallbackAttempt, CallbackJob, CallbackOptOut, Case, StaffUser, utcnow
 from case_bridge.unit_of_work import UnitOfWork, load_case
 from foundation import dialplan
 from foundation.config import CallbackConfig
@@ -282,9 +282,7 @@ class Callbacks:
         `schedule_callback`); a job being dialled refuses. No number at all is an InvalidInput (nothing stored);
         a number outside the plan or opted out is recorded as such (the view says why)."""
         now = now or utcnow()
-        agent = agent.strip()[:64]
-        if not agent:
-            raise InvalidInput("agente desconocido")
+        self._check_agent(agent)
 
         def work(s: Session) -> tuple[CallbackView, bool]:
             case = load_case(s, folio)
@@ -317,6 +315,13 @@ class Callbacks:
 
         return self.uow.write(work)
 
+    def _check_agent(self, agent: str) -> None:
+        """The agent who asks must be an active agent (or admin) account: their phone gets the call."""
+        with self.uow.session() as s:
+            user = s.execute(select(StaffUser).where(StaffUser.username == agent)).scalar_one_or_none()
+            if user is None or not user.active or user.role not in ("agent", "admin"):
+                raise InvalidInput("agente desconocido o inactivo")
+
     def _agent_job(self, s: Session, job_id: int, agent: str) -> CallbackJob:
         job = s.get(CallbackJob, job_id, with_for_update=True) if job_id > 0 else None
         if job is None or job.reason != AGENT_RETURN:
@@ -330,6 +335,7 @@ class Callbacks:
         """Dial an agent's call back again (after busy / no answer / failed): due now, or once `pacing_s` has
         passed since the last attempt (the number's pacing holds for retries too)."""
         now = now or utcnow()
+        self._check_agent(agent)
 
         def work(s: Session) -> CallbackView:
             job = self._agent_job(s, job_id, agent)

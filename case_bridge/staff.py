@@ -86,3 +86,9 @@ class StaffDirectory:
         with self.uow.session() as s:
             user = s.get(StaffUser, staff_id)
             return staff_view(user) if user and user.active else None
+
+    def active_staff(self, username: str) -> StaffView | None:
+        """The account by username if it exists and is active (an agent's call back checks its agent)."""
+        with self.uow.session() as s:
+            user = s.execute(select(StaffUser).where(StaffUser.username == username)).scalar_one_or_none()
+            return staff_view(user) if user and user.active else None

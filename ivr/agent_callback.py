@@ -13,8 +13,9 @@ same dialer as every callback (share limit, pacing, dial plan, opt-out). Once th
    the conversation returns `CallResult(handed_off=True)` and the dialer holds the slot until either side hangs up;
    the call record is closed `transferred` then.
 3. The agent's phone busy / not answering: the citizen is told, the attempt is `failed` with the SIP code, and the
-   agent's console shows it (retry or cancel there). An agent with no `agent_uris` entry (removed since the click):
-   the same, detail "agent has no SIP URI", nothing dialled.
+   agent's console shows it (retry or cancel there). An agent with no `agent_uris` entry (removed since the click)
+   or whose account is gone or deactivated: the citizen is not called at all (`agent_refusal`, the dialer's
+   precheck), the attempt is `failed` with that detail.
 
 Every prompt and key is a transcript turn of the call record (direction outbound), linked to the case as a phone
 Interaction with direction outbound. Logs carry the job id and call id, never the number.
@@ -51,6 +52,7 @@ REFERRED = "transferred to the agent"
 DECLINED_DETAIL = "the citizen did not want to talk now"
 HUNG_UP = "the citizen hung up before choosing"
 NO_AGENT_URI = "agent has no SIP URI"
+AGENT_INACTIVE = "agent account unknown or inactive"
 
 
 def agent_uri(settings: Settings, username: str | None) -> str | None:
@@ -62,6 +64,15 @@ def agent_uri(settings: Settings, username: str | None) -> str | None:
         return normalize_sip_uri(uri)
     except ForbiddenTarget:
         return None
+
+
+async def agent_refusal(service: CaseService, settings: Settings, job: CallbackView) -> str | None:
+    """Why this agent's call back must not be dialled now (checked before the citizen's phone rings)."""
+    if agent_uri(settings, job.requested_by) is None:
+        return NO_AGENT_URI
+    if await asyncio.to_thread(service.active_staff, job.requested_by or "") is None:
+        return AGENT_INACTIVE
+    return None
 
 
 class AgentReturnConversation:

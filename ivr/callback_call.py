@@ -62,6 +62,14 @@ class CallbackConversation:
         self.first_input_s, self.key_timeout_s = first_input_s, key_timeout_s
         self.texts = texts or CallbackTexts()
 
+    async def precheck(self, job: CallbackView) -> str | None:
+        """Before dialling (ivr.dialer): an agent's call back whose agent has no phone or account any more is not
+        dialled at all (the citizen would only hear that nobody can take the call)."""
+        if job.reason != AGENT_RETURN:
+            return None
+        from ivr.agent_callback import agent_refusal
+        return await agent_refusal(self.service, self.settings, job)
+
     async def __call__(self, leg: SipLeg, job: CallbackView) -> str | CallResult:
         if job.reason == AGENT_RETURN:       # an agent's "Llamar de vuelta": the citizen goes to that agent
             from ivr.agent_callback import AgentReturnConversation

@@ -78,9 +78,13 @@ class Dialer:
     def __init__(self, service: CaseService, settings: Settings, owner: str, placer: Placer,
                  converse: Callable[[SipLeg, CallbackView], Awaitable[str | CallResult]], *, capacity: int,
                  active_calls: Callable[[], int], clock: Callable[[], datetime] = utcnow,
-                 ring_timeout_s: float = RING_TIMEOUT_S) -> None:
+                 ring_timeout_s: float = RING_TIMEOUT_S,
+                 precheck: Callable[[CallbackView], Awaitable[str | None]] | None = None) -> None:
         self.service, self.settings, self.owner, self.placer = service, settings, owner, placer
         self.converse, self.capacity, self.active_calls, self.clock = converse, capacity, active_calls, clock
+        # why a job must not be dialled now (e.g. an agent's call back whose agent is gone): the conversation's own
+        # `precheck` unless one is given; the attempt is then `failed` with that detail and nobody is called
+        self.precheck = precheck if precheck is not None else getattr(converse, "precheck", None)
         self.ring_timeout_s = ring_timeout_s
         self.outbound_active = 0
         self.tasks: set[asyncio.Task[str]] = set()
@@ -125,8 +129,11 @@ class Dialer:
         bridged_leg: SipLeg | None = None
         try:
             decision = dialplan.check(job.number, out.allowed_prefixes)   # the plan may have changed since
+            refusal = await self.precheck(job) if self.precheck is not None else None
             if decision.number is None:
                 outcome, detail = "failed", f"number refused: {decision.reason}"
+            elif refusal:
+                outcome, detail = "failed", refusal[:200]
             else:
                 assert self.route is not None
                 headers = {"X-Veratur-Callback": str(job.id), **({OUTBOUND_HEADER: self.token} if self.token else {}),

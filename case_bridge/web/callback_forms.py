@@ -27,6 +27,7 @@ DETAIL_LABELS = {"window closed": "terminó la ventana de llamada",
                  "the citizen did not want to talk now": "el ciudadano no quiso hablar ahora",
                  "the citizen hung up before choosing": "el ciudadano colgó sin elegir",
                  "agent has no SIP URI": "el agente no tiene teléfono configurado",
+                 "agent account unknown or inactive": "la cuenta del agente no existe o está desactivada",
                  "cancelled by the agent": "cancelada por el agente"}
 REASON_LABELS = {"status_changed": "Aviso de cambio de estado (lo pidió el ciudadano)",
                  "clerk_callback": "Oficina", "agent_callback": "Centro de atención",

@@ -5,6 +5,7 @@ another agent's job refused, opt-out honoured at the click and at the retry."""
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,32 +23,39 @@ T0 = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)
 NUMBER = "2281234567"
 
 
+@pytest.fixture
+def ana(svc: CaseService) -> str:
+    """An active agent account (the agent who asks must be one); unique per test (the database is shared)."""
+    name = f"ana{uuid.uuid4().hex[:8]}"
+    svc.create_staff(name, "clave-de-prueba-larga", "agent", "Ana")
+    return name
+
+
 def new_case(svc: CaseService, phone: str | None = NUMBER) -> str:
     citizen = CitizenInfo("Rosa Hernández", phone=phone) if phone else None
     return svc.open_case("licencia_conducir", "phone", citizen=citizen).case.folio
 
 
-def test_a_click_queues_one_job_due_now_for_that_agent(svc: CaseService) -> None:
+def test_a_click_queues_one_job_due_now_for_that_agent(svc: CaseService, ana: str) -> None:
     folio = new_case(svc)
-    job, created = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
-    assert created and (job.state, job.reason, job.requested_by, job.number) == ("pending", AGENT_RETURN, "ana",
-                                                                                   NUMBER)
-    again, created_again = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+    job, created = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
+    assert created and (job.state, job.reason, job.requested_by, job.number) == ("pending", AGENT_RETURN, ana, NUMBER)
+    again, created_again = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     assert (again.id, created_again) == (job.id, False)                      # a double click: the same job
     assert [j.id for j in svc.callbacks_for(folio)] == [job.id]
     [leased] = [j for j in svc.lease_due("n1", now=T0, lease_s=60, limit=50) if j.id == job.id]
-    assert leased.requested_by == "ana"
+    assert leased.requested_by == ana
     # while it is being dialled a click still returns it (no second call, no error)
-    assert svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)[0].id == job.id
+    assert svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)[0].id == job.id
 
 
-def test_the_number_the_caller_left_wins_over_the_case(svc: CaseService) -> None:
-    job, _ = svc.request_agent_return(new_case(svc), "228 765 4321", agent="ana", allowed_prefixes=PREFIXES,
+def test_the_number_the_caller_left_wins_over_the_case(svc: CaseService, ana: str) -> None:
+    job, _ = svc.request_agent_return(new_case(svc), "228 765 4321", agent=ana, allowed_prefixes=PREFIXES,
                                       now=T0)
     assert job.number == "2287654321"
 
 
-def test_two_clicks_at_once_make_one_job(svc: CaseService) -> None:
+def test_two_clicks_at_once_make_one_job(svc: CaseService, ana: str) -> None:
     folio = new_case(svc)
     results: list[tuple[int, bool]] = []
     errors: list[BaseException] = []
@@ -56,7 +64,7 @@ def test_two_clicks_at_once_make_one_job(svc: CaseService) -> None:
     def click() -> None:
         start.wait()
         try:
-            view, created = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+            view, created = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
             results.append((view.id, created))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -71,65 +79,85 @@ def test_two_clicks_at_once_make_one_job(svc: CaseService) -> None:
     assert len(svc.callbacks_for(folio)) == 1
 
 
-def test_a_case_without_a_phone_number_is_refused_and_nothing_stored(svc: CaseService) -> None:
+def test_a_case_without_a_phone_number_is_refused_and_nothing_stored(svc: CaseService, ana: str) -> None:
     folio = new_case(svc, phone=None)
     with pytest.raises(InvalidInput, match="no tiene número"):
-        svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+        svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     assert svc.callbacks_for(folio) == []
 
 
-def test_numbers_outside_the_plan_or_opted_out_are_recorded_not_dialled(svc: CaseService) -> None:
-    foreign, _ = svc.request_agent_return(new_case(svc), "+1 202 555 0143", agent="ana",
+def test_numbers_outside_the_plan_or_opted_out_are_recorded_not_dialled(svc: CaseService, ana: str) -> None:
+    foreign, _ = svc.request_agent_return(new_case(svc), "+1 202 555 0143", agent=ana,
                                           allowed_prefixes=PREFIXES, now=T0)
     assert (foreign.state, foreign.detail) == ("invalid", "number refused: not_allowed")
     svc.opt_out("2289990001", channel="phone", now=T0)
-    stopped, _ = svc.request_agent_return(new_case(svc), "2289990001", agent="ana", allowed_prefixes=PREFIXES,
+    stopped, _ = svc.request_agent_return(new_case(svc), "2289990001", agent=ana, allowed_prefixes=PREFIXES,
                                           now=T0)
     assert stopped.state == "opted_out"
     leased = svc.lease_due("n-bad", now=T0 + timedelta(hours=1), lease_s=60, limit=100)
     assert not {foreign.id, stopped.id} & {j.id for j in leased}
 
 
-def test_busy_leaves_it_to_the_agent_who_retries_paced_or_cancels(svc: CaseService) -> None:
+def test_busy_leaves_it_to_the_agent_who_retries_paced_or_cancels(svc: CaseService, ana: str) -> None:
     folio = new_case(svc)
-    job, _ = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+    beto = f"beto{uuid.uuid4().hex[:8]}"                # another agent: may not retry or cancel ana's call
+    svc.create_staff(beto, "clave-de-prueba-larga", "agent", "Beto")
+    job, _ = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     assert job.id in [j.id for j in svc.lease_due("n1", now=T0, lease_s=60, limit=50)]
     busy = svc.record_attempt(job.id, "n1", "busy", now=T0, schedule=SCHEDULE, detail="SIP 486")
     assert (busy.state, busy.attempts, busy.last_outcome) == ("failed", 1, "busy")     # no automatic retry
     assert job.id not in [j.id for j in svc.lease_due("n1", now=T0 + timedelta(hours=2), lease_s=60, limit=50)]
     with pytest.raises(InvalidInput, match="otro agente"):
-        svc.retry_agent_return(job.id, "beto", now=T0)
-    retried = svc.retry_agent_return(job.id, "ana", now=T0 + timedelta(seconds=10), pacing_s=120)
+        svc.retry_agent_return(job.id, beto, now=T0)
+    retried = svc.retry_agent_return(job.id, ana, now=T0 + timedelta(seconds=10), pacing_s=120)
     assert retried.state == "pending" and retried.next_attempt_at == T0 + timedelta(seconds=120)   # paced
     assert job.id not in [j.id for j in svc.lease_due("n1", now=T0 + timedelta(seconds=60), lease_s=60, limit=50)]
     with pytest.raises(InvalidInput, match="otro agente"):
-        svc.cancel_agent_return(job.id, "beto", now=T0)
-    cancelled = svc.cancel_agent_return(job.id, "ana", now=T0 + timedelta(seconds=20))
+        svc.cancel_agent_return(job.id, beto, now=T0)
+    cancelled = svc.cancel_agent_return(job.id, ana, now=T0 + timedelta(seconds=20))
     assert cancelled.state == "cancelled"
     with pytest.raises(InvalidInput, match="ya no se puede"):
-        svc.retry_agent_return(job.id, "ana", now=T0)
+        svc.retry_agent_return(job.id, ana, now=T0)
     # a new click after a cancelled one is a new job
-    fresh, created = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+    fresh, created = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     assert created and fresh.id != job.id
 
 
-def test_opt_out_between_attempts_stops_the_retry(svc: CaseService) -> None:
-    job, _ = svc.request_agent_return(new_case(svc), "2289990002", agent="ana", allowed_prefixes=PREFIXES, now=T0)
+def test_opt_out_between_attempts_stops_the_retry(svc: CaseService, ana: str) -> None:
+    job, _ = svc.request_agent_return(new_case(svc), "2289990002", agent=ana, allowed_prefixes=PREFIXES, now=T0)
     svc.lease_due("n1", now=T0, lease_s=60, limit=50)
     svc.record_attempt(job.id, "n1", "no_answer", now=T0, schedule=SCHEDULE)
     svc.opt_out("2289990002", channel="web", now=T0)
-    assert svc.retry_agent_return(job.id, "ana", now=T0 + timedelta(minutes=5)).state == "opted_out"
+    assert svc.retry_agent_return(job.id, ana, now=T0 + timedelta(minutes=5)).state == "opted_out"
 
 
-def test_a_standby_acceptance_becomes_the_agents_call_and_an_active_call_refuses(svc: CaseService) -> None:
+def test_a_standby_acceptance_becomes_the_agents_call_and_an_active_call_refuses(svc: CaseService, ana: str) -> None:
     folio = new_case(svc)
     standby = svc.accept_callback(folio, NUMBER, allowed_prefixes=PREFIXES, now=T0)
-    job, created = svc.request_agent_return(folio, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+    job, created = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     assert created and job.id == standby.id and (job.reason, job.state) == (AGENT_RETURN, "pending")
     other = new_case(svc)
     status_job = svc.request_callback(other, NUMBER, allowed_prefixes=PREFIXES, now=T0)
     assert status_job.id in [j.id for j in svc.lease_due("n2", now=T0, lease_s=60, limit=50)]
     with pytest.raises(InvalidInput, match="llamada en curso"):
-        svc.request_agent_return(other, None, agent="ana", allowed_prefixes=PREFIXES, now=T0)
+        svc.request_agent_return(other, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
     with pytest.raises(InvalidInput, match="desconocida"):
-        svc.cancel_agent_return(status_job.id, "ana", now=T0)                # not an agent's call back
+        svc.cancel_agent_return(status_job.id, ana, now=T0)                # not an agent's call back
+
+
+def test_an_unknown_or_inactive_agent_cannot_ask(svc: CaseService, ana: str) -> None:
+    folio = new_case(svc)
+    with pytest.raises(InvalidInput, match="agente desconocido"):
+        svc.request_agent_return(folio, None, agent="nadie", allowed_prefixes=PREFIXES, now=T0)
+    clerk = f"ofi{uuid.uuid4().hex[:8]}"
+    svc.create_staff(clerk, "clave-de-prueba-larga", "clerk", "Ventanilla")
+    with pytest.raises(InvalidInput, match="agente desconocido"):
+        svc.request_agent_return(folio, None, agent=clerk, allowed_prefixes=PREFIXES, now=T0)
+    job, _ = svc.request_agent_return(folio, None, agent=ana, allowed_prefixes=PREFIXES, now=T0)
+    svc.lease_due("n1", now=T0, lease_s=60, limit=50)
+    svc.record_attempt(job.id, "n1", "no_answer", now=T0, schedule=SCHEDULE)
+    svc.set_active(ana, False)
+    with pytest.raises(InvalidInput, match="agente desconocido"):
+        svc.retry_agent_return(job.id, ana, now=T0)
+    assert svc.active_staff(ana) is None
+    assert [j.state for j in svc.callbacks_for(folio)] == ["failed"]

@@ -7,7 +7,8 @@ agent's own extension (`escalation.agent_uris`).
   outbound, `transferred` to the agent's URI, and its phone interaction is outbound;
 - refer mode: the citizen's phone gets the REFER whose Refer-To is the agent's own URI with the case headers;
 - the agent's phone busy: the citizen is told, the job is failed with "agent did not answer: SIP 486" (the agent
-  retries from the console); key 2: the citizen does not want to talk now, nobody is called.
+  retries from the console); key 2: the citizen does not want to talk now, nobody is called;
+- the agent deactivated, or their agent_uris entry removed, after the click: the citizen is not called at all.
 """
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ def agent_settings(tmp_path: Path, phone_port: int, agent_port: int, mode: str =
 def service(tmp_path: Path):  # type: ignore[no-untyped-def]
     svc = CaseService.from_url(migrated_sqlite(tmp_path / "d.db"))
     svc.upsert_tramites(TEST_TRAMITES)
+    svc.create_staff(AGENT, "clave-de-prueba-larga", "agent", "Ana")
     yield svc
     svc.close()
 
@@ -261,3 +263,36 @@ async def test_key_two_calls_nobody(tmp_path: Path, service: CaseService) -> Non
     assert (job.state, job.detail) == ("done", "the citizen did not want to talk now")
     call, _ = last_call(service)
     assert call.disposition == "completed" and call.transfer_target is None
+
+
+@pytest.mark.parametrize("gone", ["deactivated", "no_uri"])
+async def test_an_agent_gone_since_the_click_means_no_call(tmp_path: Path, service: CaseService, gone: str) -> None:
+    phone_port = free_udp_port()
+    settings = agent_settings(tmp_path, phone_port, free_udp_port())
+    folio = new_folio(service)
+    job, _ = service.request_agent_return(folio, None, agent=AGENT, allowed_prefixes=["228"], now=T0)
+    if gone == "deactivated":
+        service.set_active(AGENT, False)
+    else:
+        settings = settings.model_copy(update={"escalation": settings.escalation.model_copy(
+            update={"agent_uris": {}})})
+    placed: list[str] = []
+
+    class Recorder:                     # the real edge, watched: nothing may be dialled
+        def __init__(self, edge: object) -> None:
+            self.edge = edge
+
+        async def call(self, uri: str, headers: dict[str, str] | None = None, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+            placed.append(uri)
+            return await self.edge.call(uri, headers, timeout_s=timeout_s)  # type: ignore[attr-defined]
+
+    async with outbound_worker(settings, tmp_path, "agentcb/w1") as (edge, tts):
+        talk = CallbackConversation(service, tts, settings, first_input_s=10.0, key_timeout_s=4.0)
+        dialer = Dialer(service, settings, "w1", Recorder(edge), talk, capacity=4, active_calls=lambda: 0,
+                        clock=lambda: T0)
+        [task] = await dialer.run_once()
+        assert await asyncio.wait_for(task, 20) == "failed"
+    assert placed == []
+    [view] = service.callbacks_for(folio)
+    assert (view.id, view.state, view.attempts) == (job.id, "failed", 1)
+    assert view.detail == ("agent account unknown or inactive" if gone == "deactivated" else "agent has no SIP URI")
