@@ -13,6 +13,7 @@ agent's own extension (`escalation.agent_uris`).
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -296,3 +297,61 @@ async def test_an_agent_gone_since_the_click_means_no_call(tmp_path: Path, servi
     [view] = service.callbacks_for(folio)
     assert (view.id, view.state, view.attempts) == (job.id, "failed", 1)
     assert view.detail == ("agent account unknown or inactive" if gone == "deactivated" else "agent has no SIP URI")
+
+
+def test_a_worker_process_calls_back_and_bridges_to_the_agent(tmp_path: Path, service: CaseService) -> None:
+    """`veratur ivr` (outbound.enabled, escalation.mode bridge, escalation.agent_uris from the environment) picks
+    the agent's call back from the database: the citizen's phone keys 1, the agent's phone gets the case."""
+    import subprocess
+    import time
+
+    from testkit.worker import Worker
+
+    phone_port, agent_port = free_udp_port(), free_udp_port()
+    folio = new_folio(service)
+    job, _ = service.request_agent_return(folio, None, agent=AGENT, allowed_prefixes=["228"])
+    citizen_script = citizen_phone_script(tmp_path / "citizen.xml", tmp_path, "1")
+    agent_script = agent_phone_script(tmp_path / "agent.xml", folio, ANSWER_TALK_HANG_UP)
+    citizen = subprocess.Popen(sipp.one_call_args(citizen_script, target=None, port=phone_port, timeout_s=90),
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    agent = subprocess.Popen(sipp.one_call_args(agent_script, target=None, port=agent_port, timeout_s=90,
+                                                log_file=tmp_path / "agent.log"),
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = Worker(tmp_path / "w", env={
+        "VERATUR__DATABASE__URL": str(service.engine.url), "VERATUR__OUTBOUND__ENABLED": "true",
+        "VERATUR__OUTBOUND__ROUTE": f"sip:{HOST}:{phone_port}", "VERATUR__OUTBOUND__ALLOWED_PREFIXES": '["228"]',
+        "VERATUR__ESCALATION__MODE": "bridge",
+        f"VERATUR__ESCALATION__AGENT_URIS__{AGENT.upper()}": f"sip:2001@{HOST}:{agent_port}",   # key lower-cased
+        "VERATUR__TTS__CACHE_DIR": str(tmp_path / "tts"), "VERATUR__SIP__MEDIA_TIMEOUT_S": "30"})
+    (tmp_path / "w").mkdir()
+    worker.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and service.callbacks_for(folio)[0].state in ("pending", "active"):
+            time.sleep(0.5)
+        [after] = service.callbacks_for(folio)
+        assert (after.id, after.state, after.detail) == (job.id, "done", "connected to the agent"), \
+            worker.log()[-3000:]
+        assert agent.wait(60) == 0, (agent.stderr.read() if agent.stderr else b"")[-2000:]
+        assert citizen.wait(30) == 0, (citizen.stderr.read() if citizen.stderr else b"")[-2000:]
+        deadline = time.monotonic() + 10            # the call record is closed once the bridge has ended
+        while time.monotonic() < deadline:
+            call, _ = last_call(service)
+            if call.disposition == "transferred":
+                break
+            time.sleep(0.3)
+        assert (call.direction, call.disposition, call.transfer_target) == (
+            "outbound", "transferred", f"sip:2001@{HOST}:{agent_port}")
+        # the agent's phone checked X-Veratur-Case: <folio> (check_it) and logged the User-to-User data
+        found = re.search(r"UUI=([0-9a-f]+)", (tmp_path / "agent.log").read_text(errors="replace"))
+        assert found, "the agent's phone logged no UUI"
+        assert decode_uui(f"{found.group(1)};encoding=hex;purpose=veratur-case") == {
+            "case": folio, "call": call.sip_call_id, "why": "caller_request"}
+    finally:
+        for proc in (citizen, agent):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        assert worker.stop() == 0, worker.log()[-3000:]
+    assert NUMBER not in worker.log()                           # masked in the worker's log lines
+    assert "callback_bridge_ended" in worker.log()              # the dialer held the slot until the bridge ended
