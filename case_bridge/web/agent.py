@@ -106,11 +106,21 @@ async def _case_json(request: web.Request, popped: AgentCase) -> dict[str, Any]:
     return data
 
 
-def _escalation_id(request: web.Request) -> int:
+MAX_ID = 2**31 - 1               # ids are 32-bit integers in both databases: a longer one is unknown, not a 500
+
+
+def _path_id(request: web.Request, name: str) -> int:
     try:
-        return int(request.match_info["id"])
+        value = int(request.match_info[name])
     except (KeyError, ValueError):
         raise web.HTTPNotFound(text="Llamada desconocida.") from None
+    if not 0 < value <= MAX_ID:
+        raise web.HTTPNotFound(text="Llamada desconocida.")
+    return value
+
+
+def _escalation_id(request: web.Request) -> int:
+    return _path_id(request, "id")
 
 
 def _http_error(exc: CaseBridgeError) -> web.HTTPException:
@@ -209,10 +219,7 @@ async def schedule_callback(request: web.Request) -> web.Response:
 
 
 def _job_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["job"])
-    except (KeyError, ValueError):
-        raise web.HTTPNotFound(text="Llamada desconocida.") from None
+    return _path_id(request, "job")
 
 
 def _call_back_refusal(request: web.Request) -> str | None:
