@@ -363,7 +363,7 @@ class CallbackJob(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     number: Mapped[str] = mapped_column(String(32))          # as normalized for dialling ('' when invalid)
-    reason: Mapped[str] = mapped_column(String(64))          # why we call: status_changed, agent_callback
+    reason: Mapped[str] = mapped_column(String(64))   # status_changed, clerk_callback, agent_callback, agent_return
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
