@@ -161,3 +161,18 @@ def test_an_unknown_or_inactive_agent_cannot_ask(svc: CaseService, ana: str) -> 
         svc.retry_agent_return(job.id, ana, now=T0)
     assert svc.active_staff(ana) is None
     assert [j.state for j in svc.callbacks_for(folio)] == ["failed"]
+
+
+@pytest.mark.parametrize("uri", ['"Ana" <sip:2001@pbx>', "sip:2001@pbx?X-Evil=1", "sip:2001@pbx\r\nX-Evil: 1",
+                                 "tel:+522281234567", "sip:2001@pbx; lr"])
+def test_agent_uris_must_be_plain_sip_uris(uri: str) -> None:
+    from foundation.config import EscalationConfig
+    with pytest.raises(ValueError, match="not a plain SIP URI"):
+        EscalationConfig(agent_uris={"ana": uri})
+    assert EscalationConfig(agent_uris={"ana": "sip:2001@pbx.example.net:5060;transport=tcp"}).agent_uris
+
+
+def test_agent_uris_keys_are_usernames() -> None:
+    from foundation.config import EscalationConfig
+    with pytest.raises(ValueError, match="not a staff username"):
+        EscalationConfig(agent_uris={"ana maría": "sip:2001@pbx"})
