@@ -27,7 +27,7 @@ from dialogs.actions.context import (
     latest_text,
     previous_bot_turn,
 )
-from dialogs.actions.numbers import digit_runs, spoken_digits
+from dialogs.actions.numbers import spoken_digits
 from dialogs.actions.payloads import MENU_PHRASES, NO_MATCH_TRANSFER_TEXT, TRANSFER_TEXT, expect, say
 from dialogs.actions.rescue import rescue, worth_rescuing
 from dialogs.actions.resources import Resources, UsesResources
@@ -174,7 +174,7 @@ class ActionDtmfMenu(UsesResources, Action):
             return await _yes_no(keys == "1", question, dispatcher, tracker, lambda: self.res)
         if question == "agent_offer" and keys in ("0", "1", "2"):
             return await _yes_no(keys != "2", "agent_offer", dispatcher, tracker)
-        folio = keys if len(keys) >= 5 else ("" if keyed else folio_in_words(latest_text(tracker)))
+        folio = keys if len(keys) >= FOLIO_MIN_DIGITS else ("" if keyed else folio_in_words(latest_text(tracker)))
         if folio and latest_intent(tracker) in ("dtmf", "inform_number"):
             return [SlotSet("folio", folio), FollowupAction("status_form")]
         if not keyed and keys not in MENU_KEYS:
@@ -208,8 +208,10 @@ FOLIO_MIN_DIGITS = 5
 
 def folio_in_words(text: str) -> str:
     """The last stretch of numbers in a spoken turn long enough for a folio ("quiero saber cómo va mi trámite, mi
-    folio es siete seis ...", "folio 1425 0316 por favor")."""
-    return next((run for run in reversed(digit_runs(text)) if len(run) >= FOLIO_MIN_DIGITS), "")
+    folio es siete seis ...", "folio 1425 0316 por favor"), else "". Unlike the status form's `said_folio`
+    default (first stretch of exactly eight digits), any length from FOLIO_MIN_DIGITS up: the status form then
+    says what is wrong with a short or invalid folio."""
+    return said_folio(text, min_digits=FOLIO_MIN_DIGITS, max_digits=None, last=True) or ""
 
 
 async def _yes_no(yes: bool, question: str | None, dispatcher: CollectingDispatcher,

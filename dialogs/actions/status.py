@@ -80,9 +80,14 @@ def status_text(res_tramites: Any, case: Any) -> tuple[str, str | None]:
     return text, rest
 
 
-def said_folio(text: str, checked: bool = False) -> str | None:
-    """An eight-digit stretch of numbers in a longer turn (with `checked`, only one whose check digit holds)."""
-    return next((run for run in digit_runs(text) if len(run) == folios.FOLIO_DIGITS
+def said_folio(text: str, checked: bool = False, *, min_digits: int = folios.FOLIO_DIGITS,
+               max_digits: int | None = folios.FOLIO_DIGITS, last: bool = False) -> str | None:
+    """A stretch of numbers in a longer turn that may be the folio (`digit_runs`): by default the first one of
+    exactly eight digits; with `checked`, only one whose check digit holds; with `min_digits`/`max_digits`
+    (None: no upper bound), another length; with `last`, the last such stretch instead of the first."""
+    runs = digit_runs(text)
+    return next((run for run in (reversed(runs) if last else runs)
+                 if len(run) >= min_digits and (max_digits is None or len(run) <= max_digits)
                  and (not checked or folios.is_valid(run))), None)
 
 

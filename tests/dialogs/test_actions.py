@@ -9,10 +9,16 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from case_bridge.service import CaseService
 from case_bridge.views import CitizenInfo
-from dialogs.actions.control import ActionDtmfMenu, ActionRepeat, ActionVeraturFallback, ActionYesNo
+from dialogs.actions.control import (
+    ActionDtmfMenu,
+    ActionRepeat,
+    ActionVeraturFallback,
+    ActionYesNo,
+    folio_in_words,
+)
 from dialogs.actions.resources import Resources
 from dialogs.actions.start_case import ActionOpenCase, ValidateStartForm, parse_field
-from dialogs.actions.status import ActionStatusReport, ValidateStatusForm
+from dialogs.actions.status import ActionStatusReport, ValidateStatusForm, said_folio
 from dialogs.actions.tourism import ActionTourismAnswer
 from dialogs.actions.tramites import ActionTramiteInfo
 from dialogs.catalog_schema import PhoneField
@@ -154,6 +160,23 @@ async def test_key_3_opens_the_status_form_and_a_long_number_prefills_the_folio(
     events = await ActionDtmfMenu(catalogs).run(CollectingDispatcher(), tracker(
         "cuatro tres cero dos tres nueve cinco nueve", "inform_number"), {})
     assert slots_of(events)["folio"] == "43023959"
+
+
+@pytest.mark.parametrize(("text", "exact", "checked", "menu"), [
+    # first eight-digit stretch for the status form; the last stretch of 5+ digits for the key menu
+    ("mi folio es 1425 0317 o tal vez 4302 3959", "14250317", "43023959", "43023959"),
+    ("folio cuatro tres cero dos tres nueve cinco nueve por favor", "43023959", "43023959", "43023959"),
+    ("tengo el 12345 nada mas", None, None, "12345"),     # too short for the form, a folio to the menu
+    ("es el 123456789", None, None, "123456789"),        # nine digits: the form then says it has eight
+    ("son las tres y cuarto", None, None, ""),
+])
+def test_folio_in_a_sentence_one_reading_two_lengths(text: str, exact: str | None, checked: str | None,
+                                                     menu: str) -> None:
+    """The status form's said_folio and the key menu's folio_in_words are one reading of the turn's digit runs
+    (dialogs.actions.numbers.digit_runs) with different lengths, check digit and which stretch counts."""
+    assert said_folio(text) == exact
+    assert said_folio(text, checked=True) == checked
+    assert folio_in_words(text) == menu
 
 
 async def test_unknown_key_reads_the_menu_again(catalogs: Resources) -> None:
