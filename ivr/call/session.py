@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from foundation.config import Settings
 from foundation.logs import kv, mask_phone, scrub
+from ivr.call import overload
 from ivr.call.dtmf import DtmfCollector
 from ivr.call.escalation import EscalationIO, EscalationPhrases, case_headers, run_escalation
 from ivr.call.leg import AudioIn, CallLeg, DtmfIn, HangupIn
@@ -67,6 +68,8 @@ class SessionPhrases:
     one_moment: str = "Un momento, por favor."
     # the recognizer is overloaded (asr.max_wait_keypad_ms): the answer to the prompt is asked on the keypad
     speech_busy: str = "Disculpe, en este momento no alcanzo a procesar su voz."
+    keypad_city: str = overload.CITY_KEYS        # ... and the prompt was a city question (ivr.call.overload)
+    keypad_free: str = overload.FREE_KEYS        # ... an open question, or one that expects nothing
 
     def all(self) -> list[str]:
         return [str(v) for v in dataclasses.asdict(self).values()]
@@ -473,6 +476,7 @@ class CallSession:
                 if action is not None and not held and prompt.done:
                     held = self._held = True
                     self.metrics.asr_holds.inc()
+                    self.stats.asr_holds += 1
                     log.info("final late: hold phrase %s",
                              kv(call_id=self.call_id, seq=wait_seq, waited_ms=round(1000 * (self.clock() - wait_since)),
                                 estimate_ms=round(1000 * wait_estimate), waiting=stream.backlog.waiting))
@@ -533,11 +537,13 @@ class CallSession:
                         estimate_s: float) -> Prompt:
         """An utterance's decode was dropped (overload): ask for the prompt's answer on the keypad."""
         self.metrics.asr_finals_dropped.inc()
+        self.stats.asr_dropped += 1
         log.info("final too late: keypad asked %s",
                  kv(call_id=self.call_id, seq=seq, waited_ms=round(1000 * (self.clock() - since)),
                     estimate_ms=round(1000 * estimate_s), waiting=stream.backlog.waiting))
         return await self._play(keypad_question(expect, question, lead=self.phrases.speech_busy,
-                                                key_menu=self.phrases.dtmf_menu), allow_barge_in=True)
+                                                key_menu=self.phrases.dtmf_menu, city_keys=self.phrases.keypad_city,
+                                                free_keys=self.phrases.keypad_free), allow_barge_in=True)
 
     def _dtmf_turn(self, digits: str, at: float, stream: RecognizeStream) -> CallerTurn:
         # The keys answered first: results of utterances ended so far must not answer a later prompt.

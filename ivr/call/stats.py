@@ -1,5 +1,7 @@
 """What one call's detail record counts while the call goes: caller turns (speech / keypad), intents, cities asked,
-no-match and no-input per prompt (dialogue step), barge-ins, the transfer reason, and the turn latencies.
+no-match and no-input per prompt (dialogue step), barge-ins, the transfer reason, the turn latencies, and how the
+call was degraded by recognizer overload (ivr.call.overload): hold phrases said, utterances whose decode was dropped
+and asked on the keypad instead.
 
 The session updates it in place (plain counters: no I/O, nothing that can fail the call) and hands `summary()` to
 the recorder once, when the call ends. A prompt is named by its question (the last text said, secrets masked).
@@ -32,6 +34,8 @@ class CallStats:
     barge_ins: int = 0
     no_match: int = 0
     no_input: int = 0
+    asr_holds: int = 0          # "Un momento, por favor." said while a final was late (asr.max_wait_ms)
+    asr_dropped: int = 0        # utterances not decoded in time (asr.max_wait_keypad_ms): asked on the keypad
     transfer_reason: str | None = None
     step: str = "-"
     intents: Counter[str] = field(default_factory=Counter)
@@ -76,7 +80,8 @@ class CallStats:
         return {
             "turns_count": self.speech_turns + self.dtmf_turns, "speech_turns": self.speech_turns,
             "dtmf_turns": self.dtmf_turns, "no_match_count": self.no_match, "no_input_count": self.no_input,
-            "barge_ins": self.barge_ins, "latency_p50_ms": ms[(len(ms) - 1) // 2] if ms else None,
+            "barge_ins": self.barge_ins, "asr_holds": self.asr_holds, "asr_dropped": self.asr_dropped,
+            "latency_p50_ms": ms[(len(ms) - 1) // 2] if ms else None,
             "latency_max_ms": ms[-1] if ms else None, "transfer_reason": self.transfer_reason,
             "worker": worker, "tallies": tallies,
         }

@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from foundation.config import Settings
-from ivr.call.overload import key_sentences, keypad_question, late_final
+from ivr.call.overload import FREE_KEYS, key_sentences, keypad_question, late_final
 from ivr.engine import stream_config
 from ivr.speech.backlog import BacklogSnapshot, DecodeBacklog, ServiceLoad
 from ivr.speech.expect import Expect
@@ -125,7 +125,10 @@ def test_the_keys_come_from_the_prompt_else_from_its_expected_answer() -> None:
         lead, "Marque 1 para sí o 2 para no.")
     assert keypad_question(Expect(kind="digits", max_digits=4), "Dígame su NIP.", lead=lead, key_menu=menu) == (
         lead, "Marque los dígitos en el teclado y termine con la tecla gato.")
-    assert keypad_question(Expect(kind="free"), "¿En qué le ayudo?", lead=lead, key_menu=menu) == (lead, menu)
+    # a menu said in words gets the key menu; an open question the main menu said as such (tests/engine/
+    # test_overload_keys.py has each kind against the dialogue's own prompts and key handling)
+    assert keypad_question(Expect(kind="menu"), "Diga turismo o trámites.", lead=lead, key_menu=menu) == (lead, menu)
+    assert keypad_question(Expect(kind="free"), "¿En qué le ayudo?", lead=lead, key_menu=menu) == (lead, FREE_KEYS)
 
 
 def test_config_refuses_a_keypad_bound_under_the_hold_bound() -> None:
