@@ -24,7 +24,8 @@ MAX_PAGE = 500
 MAX_TALLY_KEY = 200
 MAX_TALLIES_PER_CALL = 400      # a runaway call (hundreds of re-prompts) cannot flood the table
 
-_COUNTERS = ("turns_count", "speech_turns", "dtmf_turns", "no_match_count", "no_input_count", "barge_ins")
+_COUNTERS = ("turns_count", "speech_turns", "dtmf_turns", "no_match_count", "no_input_count", "barge_ins",
+             "asr_holds", "asr_dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,13 @@ class CallDetail:
     transfer_reason: str | None
     intents: tuple[str, ...]
     direction: str = "inbound"             # outbound: a call the node placed (a callback)
+    asr_holds: int = 0                     # recognizer overload: hold phrases said ("Un momento, por favor.")
+    asr_dropped: int = 0                   # recognizer overload: utterances not decoded, asked on the keypad
+
+    @property
+    def degraded(self) -> bool:
+        """The recognizer was overloaded during this call: the caller heard a hold phrase or a keypad fallback."""
+        return bool(self.asr_holds or self.asr_dropped)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -73,6 +81,7 @@ class CallQuery:
     text: str | None = None                # words in the transcript (case-insensitive substring)
     worker: str | None = None
     direction: str | None = None           # inbound | outbound
+    degraded: bool = False                 # only calls with a hold phrase or a dropped decode (recognizer overload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +194,8 @@ def _filtered(q: Select[Any], query: CallQuery) -> Select[Any]:
         if query.direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {DIRECTIONS}")
         conds.append(CallRecord.direction == query.direction)
+    if query.degraded:
+        conds.append((CallRecord.asr_holds > 0) | (CallRecord.asr_dropped > 0))
     if query.folio:
         conds.append(CallRecord.case_id.in_(select(Case.id).where(Case.folio == query.folio)))
     if query.intent:
@@ -215,5 +226,5 @@ def _details(s: Session, ids: Sequence[int]) -> list[CallDetail]:
             c.sip_call_id, c.started_at, c.answered_at, c.ended_at, c.duration_s, c.caller_masked, c.node,
             c.worker, c.disposition, folio, tramite, c.turns_count, c.speech_turns, c.dtmf_turns, c.no_match_count,
             c.no_input_count, c.barge_ins, c.latency_p50_ms, c.latency_max_ms, c.transfer_target,
-            c.transfer_reason, tuple(intents.get(i, ())), c.direction))
+            c.transfer_reason, tuple(intents.get(i, ())), c.direction, c.asr_holds, c.asr_dropped))
     return out

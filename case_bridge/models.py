@@ -159,6 +159,10 @@ class CallRecord(Base):
     # written before it, and writers that do not know the column, inbound; the dashboard's inbound figures
     # (case_bridge/rollup.py) count only inbound calls.
     direction: Mapped[str] = mapped_column(String(8), default="inbound", server_default="inbound")
+    # Added by migration 0011: recognizer overload in this call (ivr.call.overload): hold phrases said, and
+    # utterances whose decode was dropped and asked on the keypad. Rows before it read 0.
+    asr_holds: Mapped[int] = mapped_column(default=0, server_default="0")
+    asr_dropped: Mapped[int] = mapped_column(default=0, server_default="0")
 
     turns: Mapped[list[TranscriptTurn]] = relationship(order_by="TranscriptTurn.id")
 

@@ -42,7 +42,8 @@ CHANNEL_NAMES = {"web": "Portal web", "office": "Oficina", "call_center": "Agent
 CSV_COLUMNS = ("call_id", "started_at", "answered_at", "ended_at", "duration_s", "caller", "node", "worker",
                "disposition", "folio", "tramite_id", "turns", "speech_turns", "dtmf_turns", "no_match", "no_input",
                "barge_ins", "latency_p50_ms", "latency_max_ms", "transfer_target", "transfer_reason", "intents",
-               "direction")      # appended last: a spreadsheet that reads columns by position keeps working
+               "direction", "asr_holds", "asr_dropped")   # appended last: a spreadsheet that reads columns by
+                                                           # position keeps working
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -100,7 +101,8 @@ def _query(request: web.Request, since: datetime | None, until: datetime | None)
     return CallQuery(since=since, until=until, disposition=disposition, folio=folio,
                      intent=(q.get("intencion", q.get("intent", "")).strip()[:100] or None),
                      text=(q.get("texto", q.get("text", "")).strip()[:100] or None),
-                     worker=(q.get("worker", "").strip()[:64] or None), direction=direction)
+                     worker=(q.get("worker", "").strip()[:64] or None), direction=direction,
+                     degraded=q.get("saturadas", q.get("degraded", "")).strip() in ("1", "on", "true", "si", "sí"))
 
 
 def _int(text: str, default: int, low: int, high: int) -> int:
