@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ivr.speech.expect import Expect
 
@@ -89,8 +89,37 @@ def sound_key(word: str) -> str:
     return w.translate(_SOUND_TABLE)
 
 
+def as_written(word: str) -> str:
+    """The key of `NearWords` that compares words as they are spelled."""
+    return word
+
+
+class NearWords:
+    """A recognizer's misspellings of a few known words: `match(word)` is the known word with the same `key`
+    ("fiete" ~ "siete" by `sound_key`), or, for a word of 4+ letters, the one whose key is at a difflib ratio >=
+    `cutoff` (the best), else None. Where two callers differ (which words, how compared, how close), they say
+    so here, not in a copy: the answer mapping and Whisper's repetition guards both use it."""
+
+    MIN_FUZZY_LETTERS = 4     # shorter words are too close to too many others for a ratio to mean anything
+
+    def __init__(self, words: Sequence[str], *, cutoff: float, key: Callable[[str], str] = sound_key) -> None:
+        self.cutoff = cutoff
+        self.key = key
+        self._table = {key(w): w for w in reversed(words)}     # two words with one key: the first listed wins
+        self._keys = list(self._table)
+
+    def match(self, word: str) -> str | None:
+        key = self.key(word)
+        if key in self._table:
+            return self._table[key]
+        if len(word) < self.MIN_FUZZY_LETTERS:
+            return None
+        close = difflib.get_close_matches(key, self._keys, n=1, cutoff=self.cutoff)
+        return self._table[close[0]] if close else None
+
+
 # digits, teens and tens only: "cien" or "doble" guessed from a near word would add digits out of nothing
-_NUMBER_KEYS = {sound_key(w): w for w in reversed((*_DIGIT_WORDS, *_TEENS, *_TENS))}
+_NEAR_NUMBERS = NearWords((*_DIGIT_WORDS, *_TEENS, *_TENS), cutoff=FUZZY_DIGIT_CUTOFF)
 
 
 def _near_number_word(word: str) -> str:
@@ -98,13 +127,7 @@ def _near_number_word(word: str) -> str:
     is at a difflib ratio >= FUZZY_DIGIT_CUTOFF), else `word`."""
     if len(word) < 3 or not word.isalpha() or word in _NUMBER_VOCAB or word in _FILLERS:
         return word
-    key = sound_key(word)
-    if key in _NUMBER_KEYS:
-        return _NUMBER_KEYS[key]
-    if len(word) < 4:
-        return word
-    close = difflib.get_close_matches(key, list(_NUMBER_KEYS), n=1, cutoff=FUZZY_DIGIT_CUTOFF)
-    return _NUMBER_KEYS[close[0]] if close else word
+    return _NEAR_NUMBERS.match(word) or word
 
 
 def digits_in(text: str, *, fuzzy: bool = False) -> tuple[str, int]:

@@ -31,7 +31,6 @@ the decode pool, never on the per-frame path.
 """
 from __future__ import annotations
 
-import difflib
 import gzip
 import logging
 import re
@@ -49,6 +48,8 @@ from foundation.logs import kv
 from ivr.metrics import EngineMetrics
 from ivr.speech.answers import (
     CLOSED_KINDS,
+    NearWords,
+    as_written,
     budget_for,
     clean_text,
     closed_answer,
@@ -166,12 +167,11 @@ DIGIT_SPELLING_RATIO = 0.85
 
 
 def _digit_word(word: str) -> bool:
-    """A digit written as a figure, a digit word, or Whisper's spelling of one ("cerro" for "cero")."""
+    """A digit written as a figure, a digit word, or Whisper's spelling of one ("cerro" for "cero"): unlike the
+    answer mapping's `_near_number_word` (digits, teens and tens by sound key at 0.75), only the ten digit words,
+    compared as written, at DIGIT_SPELLING_RATIO."""
     plain = fold(word)
-    if plain.isdigit() or plain in _DIGITS:
-        return True
-    return len(plain) >= 4 and any(difflib.SequenceMatcher(None, plain, d).ratio() >= DIGIT_SPELLING_RATIO
-                                   for d in _DIGITS)
+    return plain.isdigit() or _DIGIT_SPELLINGS.match(plain) is not None
 
 
 def collapse_repeats(text: str, *, min_n: int = 2) -> str:
@@ -217,7 +217,8 @@ def repeated_ngram(text: str, *, max_n: int = 4, times: int = 3) -> bool:
     return False
 
 
-_DIGITS = {"cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"}
+_DIGITS = ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve")
+_DIGIT_SPELLINGS = NearWords(_DIGITS, cutoff=DIGIT_SPELLING_RATIO, key=as_written)
 
 
 class WhisperModel:
