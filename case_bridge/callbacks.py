@@ -132,11 +132,7 @@ class Callbacks:
                               state="standby" if standby else "pending",
                               attempts=0, next_attempt_at=now, last_outcome="", detail="", created_at=now,
                               updated_at=now)
-            if not decision.ok:
-                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
-            elif s.get(CallbackOptOut, decision.number) is not None:
-                job.state, job.detail = "opted_out", "the number asked not to be called"
-            elif schedule is not None:
+            if not _refuse_number(s, job, decision) and schedule is not None:
                 job.next_attempt_at = outside_quiet_hours(now, schedule)
             s.add(job)
             s.flush()
@@ -178,18 +174,9 @@ class Callbacks:
             # no number given: the open job's (the one the citizen accepted), else the number on record
             number = phone if phone is not None else (job.number if job is not None and job.number else
                                                       case.citizen.phone if case.citizen is not None else None)
-            decision = dialplan.check(number, allowed_prefixes)
-            if job is None:
-                job = CallbackJob(case_id=case.id, created_at=now)
-                s.add(job)
             # a new request gets the whole schedule of attempts within its window
-            job.number, job.reason, job.note, job.requested_by = decision.number or "", reason, note, requested_by[:64]
-            job.state, job.attempts, job.next_attempt_at, job.not_after = "pending", 0, first, end
-            job.last_outcome, job.detail, job.updated_at = "", "", now
-            if not decision.ok:
-                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
-            elif s.get(CallbackOptOut, decision.number) is not None:
-                job.state, job.detail = "opted_out", "the number asked not to be called"
+            job = _as_new_request(s, job, case.id, dialplan.check(number, allowed_prefixes), reason=reason,
+                                  note=note, requested_by=requested_by[:64], due=first, not_after=end, now=now)
             s.flush()
             return _view(job)
 
@@ -298,18 +285,8 @@ class Callbacks:
             number = phone or (case.citizen.phone if case.citizen is not None else None)
             if not number:
                 raise InvalidInput("El caso no tiene número de teléfono: no hay a quién llamar.")
-            decision = dialplan.check(number, allowed_prefixes)
-            if job is None:
-                job = CallbackJob(case_id=case.id, created_at=now)
-                s.add(job)
-            job.number, job.reason, job.note, job.requested_by = decision.number or "", AGENT_RETURN, "", agent
-            job.state, job.attempts, job.next_attempt_at, job.not_after = "pending", 0, now, None
-            job.last_outcome, job.detail, job.updated_at = "", "", now
-            job.lease_owner, job.lease_until = None, None
-            if not decision.ok:
-                job.state, job.detail = "invalid", f"number refused: {decision.reason}"
-            elif s.get(CallbackOptOut, decision.number) is not None:
-                job.state, job.detail = "opted_out", "the number asked not to be called"
+            job = _as_new_request(s, job, case.id, dialplan.check(number, allowed_prefixes), reason=AGENT_RETURN,
+                                  note="", requested_by=agent, due=now, not_after=None, now=now)
             s.flush()
             return _view(job), True
 
@@ -378,6 +355,35 @@ class Callbacks:
             case = load_case(s, folio, for_view=True)
             jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id).order_by(CallbackJob.id))
             return [_view(j) for j in jobs.scalars()]
+
+
+def _refuse_number(s: Session, job: CallbackJob, decision: dialplan.DialDecision) -> bool:
+    """Record on `job` why its number is not to be called (outside the dial plan, or opted out); False if it may
+    be."""
+    if not decision.ok:
+        job.state, job.detail = "invalid", f"number refused: {decision.reason}"
+    elif s.get(CallbackOptOut, decision.number) is not None:
+        job.state, job.detail = "opted_out", "the number asked not to be called"
+    else:
+        return False
+    return True
+
+
+def _as_new_request(s: Session, job: CallbackJob | None, case_id: int, decision: dialplan.DialDecision, *,
+                    reason: str, note: str, requested_by: str, due: datetime, not_after: datetime | None,
+                    now: datetime) -> CallbackJob:
+    """The case's open job (a standby acceptance, a pending retry; None: a new job, added to `s`) made a fresh
+    request from staff: pending from `due`, no attempts, outcome or lease yet; a refused number recorded as
+    such (`_refuse_number`)."""
+    if job is None:
+        job = CallbackJob(case_id=case_id, created_at=now)
+        s.add(job)
+    job.number, job.reason, job.note, job.requested_by = decision.number or "", reason, note, requested_by
+    job.state, job.attempts, job.next_attempt_at, job.not_after = "pending", 0, due, not_after
+    job.last_outcome, job.detail, job.updated_at = "", "", now
+    job.lease_owner, job.lease_until = None, None
+    _refuse_number(s, job, decision)
+    return job
 
 
 def activate_standby(s: Session, case_id: int, now: datetime) -> int:
