@@ -84,12 +84,8 @@ class AgentReturnConversation:
 
     async def __call__(self, leg: SipLeg, job: CallbackView) -> CallResult:
         call_id = leg.info.call_id
-        out = self.settings.outbound
-        await asyncio.to_thread(self.service.link_call, call_id, out.caller_id, called=job.number,
-                                node=self.settings.node_name, direction="outbound")
-        await asyncio.to_thread(self.service.link_call_case, call_id, job.folio,
-                                summary=f"{DIRECTION_NOTE} ({job.requested_by or '-'})")
-        talk = _Talk(leg, self.tts, self.service, call_id)
+        talk = await _Talk.outbound(leg, self.tts, self.service, self.settings, job,
+                                    f"{DIRECTION_NOTE} ({job.requested_by or '-'})")
         result = CallResult("failed", "conversation error")
         disposition, target = "abandoned", None
         try:

@@ -77,12 +77,7 @@ class CallbackConversation:
                                                  first_input_s=self.first_input_s,
                                                  key_timeout_s=self.key_timeout_s)(leg, job)
         call_id = leg.info.call_id
-        out = self.settings.outbound
-        # outbound: the dashboard counts it as a callback, never among the calls received
-        await asyncio.to_thread(self.service.link_call, call_id, out.caller_id, called=job.number,
-                                node=self.settings.node_name, direction="outbound")
-        await asyncio.to_thread(self.service.link_call_case, call_id, job.folio, summary=DIRECTION_NOTE)
-        talk = _Talk(leg, self.tts, self.service, call_id)
+        talk = await _Talk.outbound(leg, self.tts, self.service, self.settings, job, DIRECTION_NOTE)
         try:
             outcome, disposition = await self._converse(talk, job)
         finally:
@@ -170,6 +165,17 @@ class _Talk:
         self.keys: asyncio.Queue[str] = asyncio.Queue()
         self.ended = False
         self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def outbound(cls, leg: SipLeg, tts: SpeechSynthesizer, service: CaseService, settings: Settings,
+                       job: CallbackView, summary: str) -> _Talk:
+        """The talk of a call the node placed to `job`'s number: the call recorded as outbound (the dashboard
+        counts it as a callback, never among the calls received) and linked to the job's case with `summary`."""
+        call_id = leg.info.call_id
+        await asyncio.to_thread(service.link_call, call_id, settings.outbound.caller_id, called=job.number,
+                                node=settings.node_name, direction="outbound")
+        await asyncio.to_thread(service.link_call_case, call_id, job.folio, summary=summary)
+        return cls(leg, tts, service, call_id)
 
     async def _read(self) -> None:
         async for event in self.leg.events():
