@@ -123,8 +123,7 @@ class Callbacks:
             # no number given (the portal's "call me" button): the citizen's number on record
             number = phone if phone is not None else (case.citizen.phone if case.citizen is not None else None)
             decision = dialplan.check(number, allowed_prefixes)
-            open_job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
-                                                           CallbackJob.state.in_(OPEN_STATES))).scalar_one_or_none()
+            open_job = _open_job(s, case.id, lock=False)
             if open_job is not None:              # one call per case at a time: it will read the latest status
                 open_job.reason, open_job.updated_at = reason[:64], now
                 return _view(open_job)
@@ -166,9 +165,7 @@ class Callbacks:
 
         def work(s: Session) -> CallbackView:
             case = load_case(s, folio)
-            job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
-                                                      CallbackJob.state.in_(OPEN_STATES))
-                            .with_for_update()).scalar_one_or_none()
+            job = _open_job(s, case.id, lock=True)
             if job is not None and job.state == "active":
                 raise InvalidInput("Hay una llamada en curso a este caso; espere a que termine.")
             # no number given: the open job's (the one the citizen accepted), else the number on record
@@ -275,9 +272,7 @@ class Callbacks:
             case = load_case(s, folio)
             # the case row is the lock: two clicks at once queue one job (the second waits, then sees it)
             s.execute(select(Case.id).where(Case.id == case.id).with_for_update())
-            job = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id,
-                                                      CallbackJob.state.in_(OPEN_STATES))
-                            .with_for_update()).scalar_one_or_none()
+            job = _open_job(s, case.id, lock=True)
             if job is not None and job.reason == AGENT_RETURN and job.state in ("pending", "active"):
                 return _view(job), False
             if job is not None and job.state == "active":
@@ -355,6 +350,12 @@ class Callbacks:
             case = load_case(s, folio, for_view=True)
             jobs = s.execute(select(CallbackJob).where(CallbackJob.case_id == case.id).order_by(CallbackJob.id))
             return [_view(j) for j in jobs.scalars()]
+
+
+def _open_job(s: Session, case_id: int, *, lock: bool) -> CallbackJob | None:
+    """The case's one open job (standby, pending or active), with `lock` locked for update."""
+    query = select(CallbackJob).where(CallbackJob.case_id == case_id, CallbackJob.state.in_(OPEN_STATES))
+    return s.execute(query.with_for_update() if lock else query).scalar_one_or_none()
 
 
 def _refuse_number(s: Session, job: CallbackJob, decision: dialplan.DialDecision) -> bool:
