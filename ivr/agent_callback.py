@@ -117,22 +117,18 @@ class AgentReturnConversation:
             if key == "1":
                 return await self._hand_over(talk, job)
             if key == "2":
-                await talk.say(DECLINED)
-                await talk.hangup()
+                await talk.say_last(DECLINED)
                 return CallResult("answered", DECLINED_DETAIL), "completed", None
             if key == "9":
-                await talk.say(self.texts.opted_out)
-                await talk.hangup()
+                await talk.say_last(self.texts.opted_out)
                 return CallResult("opt_out"), "completed", None
-        await talk.say(self.texts.goodbye)
-        await talk.hangup()
+        await talk.say_last(self.texts.goodbye)
         return CallResult("answered", HUNG_UP), "completed", None
 
     async def _hand_over(self, talk: _Talk, job: CallbackView) -> tuple[CallResult, str, str | None]:
         target = agent_uri(self.settings, job.requested_by)
         if target is None:
-            await talk.say(AGENT_UNAVAILABLE)
-            await talk.hangup()
+            await talk.say_last(AGENT_UNAVAILABLE)
             return CallResult("failed", NO_AGENT_URI), "transfer_failed", None
         await talk.say(CONNECTING)
         if talk.ended:
@@ -150,6 +146,5 @@ class AgentReturnConversation:
             return CallResult("answered", BRIDGED, handed_off=True), "transferred", target
         if talk.ended:
             return CallResult("answered", HUNG_UP), "abandoned", target
-        await talk.say(AGENT_UNAVAILABLE)
-        await talk.hangup()
+        await talk.say_last(AGENT_UNAVAILABLE)
         return CallResult("failed", f"agent did not answer: SIP {code}"), "transfer_failed", target

@@ -109,8 +109,7 @@ class CallbackConversation:
             if result.reason == "ok" and result.case is not None:
                 break
             if attempt == PIN_TRIES - 1 or result.reason == "locked":
-                await talk.say(t.denied)
-                await talk.hangup()
+                await talk.say_last(t.denied)
                 return "answered", "completed"
             await talk.say(t.bad_pin)
             first = await talk.key(self.key_timeout_s) or ""
@@ -133,14 +132,12 @@ class CallbackConversation:
                 continue
             if key in ("9", "0"):
                 return await self._control(talk, key, job)
-            await talk.say(t.goodbye)
-            await talk.hangup()
+            await talk.say_last(t.goodbye)
             return "answered", "completed"
 
     async def _control(self, talk: _Talk, key: str, job: CallbackView) -> tuple[str, str]:
         if key == "9":
-            await talk.say(self.texts.opted_out)
-            await talk.hangup()
+            await talk.say_last(self.texts.opted_out)
             return "opt_out", "completed"
         await talk.say(self.texts.agent)
         target = self.settings.escalation.agent_queue_uri
@@ -200,6 +197,11 @@ class _Talk:
             await asyncio.sleep(0.05)
         await prompt.aclose()
         waiter.cancel()
+
+    async def say_last(self, text: str) -> None:
+        """Say `text`, the call's last words, then hang up."""
+        await self.say(text)
+        await self.hangup()
 
     async def key(self, timeout_s: float) -> str | None:
         try:
