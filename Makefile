@@ -15,13 +15,13 @@ run: setup
 	$(VERATUR) up
 
 ## Everything CI runs: lint, then the whole suite with real peers (sipp, pjsua2, Vosk, Rasa, PostgreSQL, Chromium).
-## The model is trained (once per content) before pytest so no test's timeout pays for it. Three pytest processes:
-## most SIP tests wait for prompts in real time, so two cores serve three of them (18m55s against 23m25s with two,
-## load median 2.2: docs/testing.md); tests/conftest.py keeps a file's
+## The model is trained (once per content) before pytest so no test's timeout pays for it. Two pytest processes:
+## most SIP tests wait for prompts in real time, so two cores serve two of them (three ran in 18m55s once, and the
+## next run lost a process to a segfault: docs/testing.md); tests/conftest.py keeps a file's
 ## tests in one process and every test of the real Rasa in one process (one Rasa stack per run).
 ## A failed test runs once more (--reruns 1, reported as RERUN in the summary): real peers on two loaded cores
 ## lose a race now and then (a re-INVITE crossing an ACK, a digit late); a defect fails both runs (docs/testing.md).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 PYTEST_RERUNS ?= 1
 test: setup lint
 	$(VERATUR) models fetch --model whisper-base --if-missing
