@@ -32,8 +32,10 @@ LateAction = Literal["hold", "keypad"]
 _KEYS_FROM = re.compile(r"\b(?:(?:tambi[eé]n )?puede (marcar)|m[aá]rque(?:lo|la|los)?|oprima|presione|use el teclado)\b",
                         re.IGNORECASE)
 CITY_KEYS = "Marque 9 para que le repita la pregunta y me diga la ciudad de nuevo, o marque 0 para hablar con un agente."
-FREE_KEYS = ("Para seguir con el teclado, estas son las opciones del menú principal: marque 1 para turismo, 2 para "
-             "información de trámites, 3 para el estado de su trámite, o 0 para hablar con un agente.")
+MAIN_KEYS = ("marque 1 para turismo, 2 para información de trámites, 3 para el estado de su trámite, o 0 para hablar "
+             "con un agente.")
+"""The main menu's keys as the engine says them (its key-menu phrase, SessionPhrases.dtmf_menu, ends with them too)."""
+FREE_KEYS = "Para seguir con el teclado, estas son las opciones del menú principal: " + MAIN_KEYS
 _TERMINATORS = {"#": "la tecla gato", "*": "la tecla asterisco"}
 
 

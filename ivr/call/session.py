@@ -57,8 +57,7 @@ class SessionPhrases:
     """What the engine itself says (reprompts, hand-off, closing); the dialogue says everything else."""
     still_there: str = "¿Sigue ahí?"
     not_understood: str = "Disculpe, no le entendí."
-    dtmf_menu: str = ("También puede usar el teclado: marque 1 para turismo, 2 para información de trámites, "
-                      "3 para el estado de su trámite, o 0 para hablar con un agente.")
+    dtmf_menu: str = "También puede usar el teclado: " + overload.MAIN_KEYS
     offer_agent: str = "Si lo prefiere, marque 0 para hablar con un agente."
     handoff: str = "Le comunico con un agente. Por favor espere en la línea."
     transfer_failed: str = "En este momento no hay agentes disponibles. Por favor llame más tarde. Hasta luego."
